@@ -1,0 +1,94 @@
+"""``create_app`` wires the platform: store, identity, providers, gateway, internal routes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from starlette.types import Receive, Scope, Send
+
+from opensage import __version__
+from opensage.aws.auth import Authenticator
+from opensage.aws.gateway import Gateway
+from opensage.aws.specs import load_specs
+from opensage.config import Settings
+from opensage.identity import Identity, bootstrap
+from opensage.providers.iam import IamProvider
+from opensage.providers.sagemaker import SageMakerProvider
+from opensage.providers.sts import StsProvider
+from opensage.store.sql import SqlStore, open_store
+
+INTERNAL_PREFIX = "/_opensage/"
+
+
+def utc_now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+@dataclass(slots=True)
+class Platform:
+    """The running pieces of one API server, handed to the HTTP layer and to tests."""
+
+    settings: Settings
+    store: SqlStore
+    identity: Identity
+    authenticator: Authenticator
+    gateway: Gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        if scope["path"].startswith(INTERNAL_PREFIX):
+            await self._internal(scope, receive, send)
+            return
+        await self.gateway(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _internal(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == INTERNAL_PREFIX + "health":
+            body = json.dumps({
+                "status": "ok",
+                "version": __version__,
+                "account_id": self.identity.account_id,
+                "home": str(self.settings.home),
+            }).encode()
+            status = 200
+        else:
+            body, status = b'{"message": "not found"}', 404
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def close(self) -> None:
+        self.store.close()
+
+
+def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -> Platform:
+    """Build a platform for ``settings``: opens (and migrates) the store, creates the account once."""
+    store = open_store(settings.db_url, settings.home / "master.key")
+    try:
+        identity = bootstrap(store, clock())
+        authenticator = Authenticator(store.get_access_key)
+        providers = {
+            "sagemaker": SageMakerProvider(store, clock),
+            "sts": StsProvider(),
+            "iam": IamProvider(store, clock),
+        }
+        gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
+    except Exception:
+        store.close()
+        raise
+    return Platform(settings, store, identity, authenticator, gateway)

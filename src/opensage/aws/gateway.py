@@ -1,0 +1,245 @@
+"""The AWS front door: route a request to its service and operation, authenticate, parse, validate,
+dispatch to the provider, paginate, serialize. The only place where exceptions become HTTP.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qs, parse_qsl
+
+from botocore import xform_name
+from botocore.model import OperationModel
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Receive, Scope, Send
+
+from opensage.aws import parser, serializer, sigv4
+from opensage.aws.auth import Authenticator
+from opensage.aws.context import RequestContext
+from opensage.aws.pagination import paginate
+from opensage.aws.specs import ServiceSpec, Specs
+from opensage.aws.validate import validate
+from opensage.errors import InternalFailure, ServiceError
+
+log = logging.getLogger(__name__)
+
+# SigV4 failure kind -> (code, status) per protocol family.
+_AUTH_ERRORS_JSON = {
+    "missing": ("MissingAuthenticationTokenException", 403),
+    "incomplete": ("IncompleteSignatureException", 400),
+    "unknown_key": ("UnrecognizedClientException", 403),
+    "mismatch": ("InvalidSignatureException", 403),
+    "expired": ("InvalidSignatureException", 403),
+    "future": ("InvalidSignatureException", 403),
+    "payload": ("InvalidSignatureException", 400),
+}
+_AUTH_ERRORS_QUERY = {
+    "missing": ("MissingAuthenticationToken", 403),
+    "incomplete": ("IncompleteSignature", 400),
+    "unknown_key": ("InvalidClientTokenId", 403),
+    "mismatch": ("SignatureDoesNotMatch", 403),
+    "expired": ("SignatureDoesNotMatch", 403),
+    "future": ("SignatureDoesNotMatch", 403),
+    "payload": ("SignatureDoesNotMatch", 400),
+}
+
+
+@dataclass(slots=True)
+class Routed:
+    spec: ServiceSpec
+    protocol: str
+    operation: OperationModel
+    labels: Mapping[str, str]
+    form: Mapping[str, str]
+
+
+class Gateway:
+    """ASGI app serving every AWS service in ``providers`` (botocore name -> provider object)."""
+
+    def __init__(
+        self,
+        specs: Specs,
+        providers: Mapping[str, object],
+        authenticator: Authenticator,
+        account_id: str,
+        max_body_bytes: int,
+    ) -> None:
+        self.specs = specs
+        self.providers = providers
+        self.auth = authenticator
+        self.account_id = account_id
+        self.max_body = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request_id = str(uuid.uuid4())
+        started = time.perf_counter()
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        protocol = "json"
+        routed: Routed | None = None
+        try:
+            body = await self._read_body(receive, headers)
+            routed = self._route(scope, headers, body)
+            protocol = routed.protocol
+            status, out_headers, out_body = await self._handle(scope, headers, body, routed, request_id)
+        except ServiceError as err:
+            status, out_headers, out_body = self._error(err, protocol, routed, request_id)
+        except Exception:
+            log.exception("request %s failed", request_id)
+            status, out_headers, out_body = self._error(InternalFailure(request_id), protocol, routed, request_id)
+        await send({
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(k.encode(), v.encode("latin-1", "replace")) for k, v in out_headers.items()]
+            + [(b"content-length", str(len(out_body)).encode())],
+        })
+        await send({"type": "http.response.body", "body": out_body})
+        if log.isEnabledFor(logging.DEBUG):
+            op = routed.operation.name if routed else "?"
+            log.debug("%s %s %s %d %.1fms", request_id, op, scope["path"], status, (time.perf_counter() - started) * 1e3)
+
+    async def _read_body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
+        declared = headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_body:
+            raise ServiceError(
+                "RequestEntityTooLarge", f"The request body of {declared} bytes exceeds the limit of {self.max_body} bytes.", 413
+            )
+        chunks = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                break
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self.max_body:
+                raise ServiceError("RequestEntityTooLarge", f"The request body exceeds the limit of {self.max_body} bytes.", 413)
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                break
+        return b"".join(chunks)
+
+    # --- routing --------------------------------------------------------------------------------
+
+    def _route(self, scope: Scope, headers: Mapping[str, str], body: bytes) -> Routed:
+        target = headers.get("x-amz-target")
+        if target:
+            prefix, _, op_name = target.rpartition(".")
+            spec = self.specs.by_target.get(prefix)
+            if spec is None:
+                raise ServiceError("UnknownOperationException", f"Unknown X-Amz-Target service prefix '{prefix}'.", 400)
+            return Routed(spec, "json", self._operation(spec, op_name), {}, {})
+        method = scope["method"]
+        query_string = scope.get("query_string", b"").decode("latin-1")
+        content_type = headers.get("content-type", "")
+        form: dict[str, str] = {}
+        if method == "POST" and content_type.startswith("application/x-www-form-urlencoded"):
+            form = dict(parse_qsl(body.decode("utf-8", "replace"), keep_blank_values=True))
+        elif "Action=" in query_string:
+            form = dict(parse_qsl(query_string, keep_blank_values=True))
+        if "Action" in form:
+            return self._route_query(form, headers, query_string)
+        runtime = self.specs.get("sagemaker-runtime")
+        match = runtime.match_rest(method, scope["path"], parse_qs(query_string))
+        if match is not None:
+            return Routed(runtime, "rest-json", runtime.model.operation_model(match[0]), match[1], {})
+        raise ServiceError(
+            "UnknownOperationException",
+            f"No AWS operation matches {method} {scope['path']}: send X-Amz-Target (JSON services), an Action "
+            "form field (query services) or a sagemaker-runtime path.",
+            404,
+        )
+
+    def _route_query(self, form: Mapping[str, str], headers: Mapping[str, str], query_string: str) -> Routed:
+        candidates = self.specs.by_version.get(form.get("Version", ""), [])
+        if len(candidates) != 1:
+            try:
+                scope_service = sigv4.parse(headers, query_string).service
+            except sigv4.SigV4Error:
+                scope_service = ""
+            spec = self.specs.by_signing_name.get(scope_service)
+            if spec is None or "query" not in spec.protocols:
+                raise ServiceError(
+                    "InvalidAction", f"Cannot tell which service the query request for {form['Action']} is for: "
+                    "send the service's Version field.", 400,
+                )
+            candidates = [spec]
+        spec = candidates[0]
+        return Routed(spec, "query", self._operation(spec, form["Action"]), {}, form)
+
+    @staticmethod
+    def _operation(spec: ServiceSpec, name: str) -> OperationModel:
+        op = spec.operation(name)
+        if op is None:
+            code = "InvalidAction" if "query" in spec.protocols and spec.target_prefix is None else "UnknownOperationException"
+            raise ServiceError(code, f"Operation {name} is not part of the {spec.model.service_id} API.", 400)
+        return op
+
+    # --- handling -------------------------------------------------------------------------------
+
+    async def _handle(
+        self, scope: Scope, headers: Mapping[str, str], body: bytes, routed: Routed, request_id: str
+    ) -> serializer.Response:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        query_string = scope.get("query_string", b"").decode("latin-1")
+        try:
+            caller = self.auth.authenticate(scope["method"], raw_path.decode("latin-1"), query_string, headers, body)
+        except sigv4.SigV4Error as err:
+            table = _AUTH_ERRORS_QUERY if routed.protocol == "query" else _AUTH_ERRORS_JSON
+            code, status = table[err.kind]
+            raise ServiceError(code, err.message, status) from err
+        spec, op = routed.spec, routed.operation
+        if caller.service not in (spec.signing_name, spec.model.endpoint_prefix, "monitoring" if spec.name == "cloudwatch" else ""):
+            raise ServiceError(
+                _AUTH_ERRORS_QUERY["incomplete"][0] if routed.protocol == "query" else "IncompleteSignatureException",
+                f"Credential should be scoped to correct service: '{spec.signing_name}'.",
+            )
+        params = self._parse(routed, headers, caller.body, query_string)
+        validate(op.input_shape, params)
+        ctx = RequestContext(
+            spec.name, op.name, caller.region, self.account_id, request_id,
+            caller.access_key_id, caller.principal_arn, caller.user_id,
+        )
+        output = await self._dispatch(spec, op, ctx, params)
+        output = paginate(op, params, output)
+        if routed.protocol == "query":
+            return serializer.serialize_query(op, output, request_id)
+        if routed.protocol == "rest-json":
+            return serializer.serialize_rest_json(op, output, request_id)
+        return serializer.serialize_json(op, output, request_id)
+
+    @staticmethod
+    def _parse(routed: Routed, headers: Mapping[str, str], body: bytes, query_string: str) -> dict[str, Any]:
+        if routed.protocol == "query":
+            return parser.parse_query(routed.operation, routed.form)
+        if routed.protocol == "rest-json":
+            return parser.parse_rest_json(routed.operation, routed.labels, parse_qs(query_string), headers, body)
+        return parser.parse_json(routed.operation, body)
+
+    async def _dispatch(self, spec: ServiceSpec, op: OperationModel, ctx: RequestContext, params: dict[str, Any]) -> Any:
+        provider = self.providers.get(spec.name)
+        method = getattr(provider, xform_name(op.name), None) if provider is not None else None
+        if method is None:
+            raise ServiceError(
+                "NotImplemented",
+                f"OpenSage does not implement {spec.model.service_id} {op.name} yet.",
+                501,
+                sender_fault=False,
+            )
+        if inspect.iscoroutinefunction(method):
+            return await method(ctx, params)
+        return await run_in_threadpool(method, ctx, params)
+
+    @staticmethod
+    def _error(err: ServiceError, protocol: str, routed: Routed | None, request_id: str) -> serializer.Response:
+        if protocol == "query":
+            xmlns = routed.spec.model.metadata.get("xmlNamespace", "") if routed else ""
+            return serializer.serialize_query_error(err, request_id, xmlns)
+        if protocol == "rest-json":
+            return serializer.serialize_rest_json_error(err, request_id)
+        version = routed.spec.model.metadata.get("jsonVersion", "1.1") if routed else "1.1"
+        return serializer.serialize_json_error(err, request_id, version)

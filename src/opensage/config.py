@@ -1,0 +1,134 @@
+"""Settings: the one place that reads the environment.
+
+Everything else receives a :class:`Settings` object. Precedence: command-line flags, then
+``OPENSAGE_*`` environment variables, then the values saved in ``<home>/settings.json`` by the
+last ``opensage up`` on that home, then the defaults below.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+DEFAULT_PORT = 8780
+DEFAULT_REGION = "us-east-1"
+SETTINGS_FILE = "settings.json"
+HOME_MARKER = "opensage-home"  # written in every home so a foreign directory is never taken for one
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """Every port the platform opens, derived from one base port so two homes never collide."""
+
+    api: int
+    s3: int
+    sts_tls: int
+    store_base: int  # the embedded store's internal ports start here
+
+    @classmethod
+    def from_base(cls, base: int) -> Ports:
+        return cls(api=base, s3=base + 1, sts_tls=base + 2, store_base=base + 10)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    home: Path
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    region: str = DEFAULT_REGION
+    database_url: str = ""  # empty: SQLite under home
+    s3_endpoint: str = ""  # empty: the embedded store
+    s3_access_key: str = ""
+    s3_secret_key: str = ""
+    profile: str = "opensage"
+    aws_config_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "config")
+    aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
+    max_body_bytes: int = 8 * 1024 * 1024
+    log_level: str = "info"
+
+    @property
+    def ports(self) -> Ports:
+        return Ports.from_base(self.port)
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.home / 'opensage.db'}"
+
+    @property
+    def embedded_store(self) -> bool:
+        return not self.s3_endpoint
+
+    @property
+    def api_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.ports.api}"
+
+    @property
+    def s3_url(self) -> str:
+        return self.s3_endpoint or f"http://{_url_host(self.host)}:{self.ports.s3}"
+
+    @property
+    def sts_tls_url(self) -> str:
+        return f"https://{_url_host(self.host)}:{self.ports.sts_tls}"
+
+    def with_(self, **changes: Any) -> Settings:
+        return dataclasses.replace(self, **changes)
+
+    def saved(self) -> dict[str, Any]:
+        """What ``up`` saves in the home so ``status``/``env``/``down`` find the same platform."""
+        return {
+            "host": self.host,
+            "port": self.port,
+            "region": self.region,
+            "database_url": self.database_url,
+            "s3_endpoint": self.s3_endpoint,
+            "profile": self.profile,
+        }
+
+
+def _url_host(host: str) -> str:
+    if host in ("0.0.0.0", "::", ""):
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Build settings from flags (``overrides``, ``None`` meaning unset), environment and saved file."""
+    env = os.environ if env is None else env
+    home = Path(overrides.get("home") or env.get("OPENSAGE_HOME") or Path.home() / ".opensage").expanduser()
+    saved: dict[str, Any] = {}
+    path = home / SETTINGS_FILE
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text())
+        except (OSError, ValueError):
+            saved = {}
+
+    def pick(name: str, env_name: str, default: Any, cast: Any = str) -> Any:
+        if overrides.get(name) is not None:
+            return cast(overrides[name])
+        if env.get(env_name):
+            return cast(env[env_name])
+        if saved.get(name) not in (None, ""):
+            return cast(saved[name])
+        return default
+
+    aws_dir = Path.home() / ".aws"
+    return Settings(
+        home=home.resolve(),
+        host=pick("host", "OPENSAGE_HOST", "127.0.0.1"),
+        port=pick("port", "OPENSAGE_PORT", DEFAULT_PORT, int),
+        region=pick("region", "OPENSAGE_REGION", DEFAULT_REGION),
+        database_url=pick("database_url", "OPENSAGE_DATABASE_URL", ""),
+        s3_endpoint=pick("s3_endpoint", "OPENSAGE_S3_ENDPOINT", ""),
+        s3_access_key=env.get("OPENSAGE_S3_ACCESS_KEY_ID", ""),
+        s3_secret_key=env.get("OPENSAGE_S3_SECRET_ACCESS_KEY", ""),
+        profile=pick("profile", "OPENSAGE_PROFILE", "opensage"),
+        aws_config_file=Path(env.get("AWS_CONFIG_FILE") or aws_dir / "config").expanduser(),
+        aws_credentials_file=Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or aws_dir / "credentials").expanduser(),
+        log_level=pick("log_level", "OPENSAGE_LOG_LEVEL", "info"),
+    )
