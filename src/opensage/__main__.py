@@ -1,0 +1,5 @@
+import sys
+
+from opensage.cli import main
+
+sys.exit(main())

@@ -1,0 +1,245 @@
+"""The ``opensage`` command: up, down, status, env, version, keys."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+
+from opensage import __version__
+from opensage.config import Settings, load_settings
+from opensage.errors import NotFound, OpenSageError
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(
+        home=getattr(args, "home", None),
+        port=getattr(args, "port", None),
+        host=getattr(args, "host", None),
+        region=getattr(args, "region", None),
+        database_url=getattr(args, "database_url", None),
+        s3_endpoint=getattr(args, "s3_endpoint", None),
+        profile=getattr(args, "profile", None),
+        log_level=getattr(args, "log_level", None),
+    )
+
+
+def health(settings: Settings, timeout: float = 2.0) -> dict | None:
+    try:
+        with urllib.request.urlopen(settings.api_url + "/_opensage/health", timeout=timeout) as r:
+            return json.loads(r.read())
+    except (OSError, ValueError, urllib.error.URLError):
+        return None
+
+
+def _pid_alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.detach:
+        return _up_detached(settings, args)
+    from opensage.server import serve
+
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    serve(settings)
+    return 0
+
+
+def _up_detached(settings: Settings, args: argparse.Namespace) -> int:
+    from opensage.server import prepare_home, print_ready, read_pid
+
+    prepare_home(settings.home)
+    pid = read_pid(settings.home)
+    if _pid_alive(pid) and health(settings):
+        raise OpenSageError(f"OpenSage is already running on {settings.home} (pid {pid}); `opensage down` stops it.")
+    log_dir = settings.home / "logs"
+    log_dir.mkdir(exist_ok=True)
+    log_path = log_dir / "opensage.log"
+    argv = [sys.executable, "-m", "opensage", "up", "--home", str(settings.home)]
+    for flag in ("port", "host", "region", "database_url", "s3_endpoint", "profile", "log_level"):
+        value = getattr(args, flag, None)
+        if value is not None:
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+            raise OpenSageError(f"OpenSage did not start: {tail[0]} (log: {log_path})")
+        if health(settings, timeout=0.5) and read_pid(settings.home) == proc.pid:
+            print_ready(settings)
+            print(f"Running in the background (pid {proc.pid}); log: {log_path}; stop with `opensage down`.")
+            return 0
+        time.sleep(0.1)
+    raise OpenSageError(f"OpenSage did not answer within {args.timeout:.0f} s; see {log_path}.")
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    from opensage.server import read_pid
+
+    settings = _settings(args)
+    pid = read_pid(settings.home)
+    if not _pid_alive(pid):
+        print(f"OpenSage is not running on {settings.home}.")
+        return 0
+    assert pid is not None
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + args.timeout
+    while time.monotonic() < deadline:
+        if not _pid_alive(pid):
+            print(f"OpenSage stopped (pid {pid}).")
+            return 0
+        time.sleep(0.1)
+    os.kill(pid, signal.SIGKILL)
+    print(f"OpenSage did not stop within {args.timeout:.0f} s and was killed (pid {pid}); state is kept.")
+    return 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from opensage.server import read_pid
+
+    settings = _settings(args)
+    pid = read_pid(settings.home)
+    info = health(settings) if _pid_alive(pid) else None
+    if info is None:
+        print(f"OpenSage is not running on {settings.home}.")
+        return 3
+    print(f"OpenSage {info['version']} is running (pid {pid}, home {settings.home}, account {info['account_id']})")
+    print(f"  API: {settings.api_url}\n  S3:  {settings.s3_url}")
+    return 0
+
+
+def cmd_env(args: argparse.Namespace) -> int:
+    from opensage.profile import export_lines, shell_env
+
+    print(export_lines(shell_env(_settings(args))))
+    return 0
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    print(f"opensage {__version__}")
+    return 0
+
+
+def _open_store(settings: Settings):  # type: ignore[no-untyped-def]
+    from opensage.identity import bootstrap
+    from opensage.store.sql import open_store
+
+    if not (settings.home / "master.key").exists():
+        raise OpenSageError(f"{settings.home} has no platform yet; run `opensage up` first.")
+    store = open_store(settings.db_url, settings.home / "master.key")
+    return store, bootstrap(store)
+
+
+def cmd_keys(args: argparse.Namespace) -> int:
+    from opensage.identity import create_access_key
+
+    settings = _settings(args)
+    store, identity = _open_store(settings)
+    try:
+        if args.keys_command == "create":
+            key = create_access_key(store, identity.account_id, args.description or "",
+                                    args.access_key_id, args.secret_access_key)
+            print(f"aws_access_key_id = {key.access_key_id}\naws_secret_access_key = {key.secret_access_key}")
+        elif args.keys_command == "list":
+            for key in store.list_access_keys():
+                print(f"{key.access_key_id}  {key.status}  {key.created_at:%Y-%m-%d %H:%M:%S}  {key.description}")
+        else:
+            if len(store.list_access_keys()) <= 1:
+                raise OpenSageError("Refusing to delete the last access key: create another one first.")
+            try:
+                store.delete_access_key(args.access_key_id)
+            except NotFound as exc:
+                raise OpenSageError(str(exc)) from exc
+            print(f"Deleted {args.access_key_id}.")
+    finally:
+        store.close()
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="opensage", description="Self-hosted SageMaker-compatible ML platform.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def home_args(sp: argparse.ArgumentParser) -> None:
+        sp.add_argument("--home", help="state directory (default ~/.opensage, or OPENSAGE_HOME)")
+        sp.add_argument("--port", type=int, help="base port: API on it, S3 on +1, HTTPS on +2, store internals +10.. (default 8780)")
+
+    up = sub.add_parser("up", help="start the platform (foreground unless --detach)")
+    home_args(up)
+    up.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    up.add_argument("--region", help="AWS region name the platform answers as (default us-east-1)")
+    up.add_argument("--database-url", help="SQLAlchemy URL of the metadata DB (default SQLite in the home)")
+    up.add_argument("--s3-endpoint", help="use this S3 endpoint instead of the embedded store")
+    up.add_argument("--profile", help="name of the AWS profile to write (default opensage)")
+    up.add_argument("--log-level", help="debug, info, warning (default info)")
+    up.add_argument("--detach", action="store_true", help="run in the background")
+    up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for --detach to be ready")
+    up.set_defaults(func=cmd_up)
+
+    down = sub.add_parser("down", help="stop the platform started on this home")
+    home_args(down)
+    down.add_argument("--timeout", type=float, default=30.0)
+    down.set_defaults(func=cmd_down)
+
+    status = sub.add_parser("status", help="is the platform running?")
+    home_args(status)
+    status.set_defaults(func=cmd_status)
+
+    env = sub.add_parser("env", help="print export lines for a shell: eval \"$(opensage env)\"")
+    home_args(env)
+    env.set_defaults(func=cmd_env)
+
+    version = sub.add_parser("version", help="print the version")
+    version.set_defaults(func=cmd_version)
+
+    keys = sub.add_parser("keys", help="manage access keys")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create an access key")
+    home_args(create)
+    create.add_argument("--description")
+    create.add_argument("--access-key-id", help="import this key id (e.g. an external S3's) instead of generating one")
+    create.add_argument("--secret-access-key", help="the secret for --access-key-id")
+    listing = keys_sub.add_parser("list", help="list access keys")
+    home_args(listing)
+    delete = keys_sub.add_parser("delete", help="delete an access key")
+    home_args(delete)
+    delete.add_argument("access_key_id")
+    keys.set_defaults(func=cmd_keys)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except OpenSageError as exc:
+        print(f"opensage: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The client side of the platform: the AWS config profile, the shell environment, the SDK's files.
+
+``up`` writes ``[profile <name>]`` with a ``services`` section into the AWS config file and the
+keys into the credentials file, replacing only its own sections. ``env`` prints the same as
+``export`` lines, plus what the SageMaker SDK needs outside botocore's endpoint settings.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from opensage.config import Settings
+
+# botocore service ids in snake case -> which listener serves them.
+SERVICE_KEYS = {
+    "sagemaker": "api",
+    "sagemaker_runtime": "api",
+    "sts": "api",
+    "iam": "api",
+    "cloudwatch_logs": "api",
+    "cloudwatch": "api",
+    "s3": "s3",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ClientFiles:
+    """Files under the home that clients read (see :func:`write_client_files`)."""
+
+    sdk_config: Path
+    data_path: Path
+    ca_bundle: Path
+
+
+def endpoints(settings: Settings) -> dict[str, str]:
+    urls = {"api": settings.api_url, "s3": settings.s3_url}
+    return {key: urls[which] for key, which in SERVICE_KEYS.items()}
+
+
+def env_var_name(service_key: str) -> str:
+    return "AWS_ENDPOINT_URL_" + service_key.upper()
+
+
+def _atomic_write(path: Path, text: str, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.opensage-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    if path.exists():
+        os.chmod(tmp, path.stat().st_mode & 0o777)
+    os.replace(tmp, path)
+
+
+def replace_sections(text: str, blocks: dict[str, str]) -> str:
+    """Replace (or append) the INI sections named in ``blocks``, leaving every other line as it was."""
+    out: list[str] = []
+    skipping = False
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("[") and stripped.endswith("]"):
+            skipping = " ".join(stripped[1:-1].split()) in blocks
+        if not skipping:
+            out.append(line)
+    while out and not out[-1].strip():
+        out.pop()
+    for header, body in blocks.items():
+        if out:
+            out.append("")
+        out.append(f"[{header}]")
+        out.extend(body.rstrip("\n").splitlines())
+    return "\n".join(out) + "\n"
+
+
+def write_aws_profile(settings: Settings, access_key_id: str, secret: str) -> None:
+    """Write (idempotently) the profile, its services section and its credentials."""
+    name = settings.profile
+    services = "\n".join(f"{key} =\n  endpoint_url = {url}" for key, url in endpoints(settings).items())
+    config_path = settings.aws_config_file
+    config_text = config_path.read_text() if config_path.exists() else ""
+    config_text = replace_sections(config_text, {
+        f"profile {name}": f"region = {settings.region}\noutput = json\nservices = {name}\n",
+        f"services {name}": services,
+    })
+    _atomic_write(config_path, config_text)
+    creds_path = settings.aws_credentials_file
+    creds_text = creds_path.read_text() if creds_path.exists() else ""
+    creds_text = replace_sections(creds_text, {
+        name: f"aws_access_key_id = {access_key_id}\naws_secret_access_key = {secret}\n",
+    })
+    _atomic_write(creds_path, creds_text)
+
+
+def sdk_config_yaml(default_bucket: str, role_arn: str) -> str:
+    """The SageMaker SDK's own config file: no telemetry, the default bucket and execution role."""
+    return (
+        "SchemaVersion: '1.0'\n"
+        "SageMaker:\n"
+        "  PythonSDK:\n"
+        "    Modules:\n"
+        "      TelemetryOptOut: true\n"
+        "      Session:\n"
+        f"        DefaultS3Bucket: {default_bucket}\n"
+    )
+
+
+def _endpoints_json(settings: Settings) -> dict:
+    """A botocore ``endpoints.json`` whose STS hostname is the HTTPS listener, for every region.
+
+    Only the SageMaker SDK reads it (``sagemaker.utils.sts_regional_endpoint``); botocore's clients
+    resolve endpoints from rule sets and never look at it.
+    """
+    import botocore.loaders
+
+    data = botocore.loaders.create_loader().load_data("endpoints")
+    host = settings.sts_tls_url.removeprefix("https://")
+    for partition in data.get("partitions", []):
+        sts = partition.setdefault("services", {}).setdefault("sts", {})
+        sts.setdefault("defaults", {})["hostname"] = host
+        for region in list(partition.get("regions", {})) + list(sts.get("endpoints", {})):
+            entry = sts.setdefault("endpoints", {}).setdefault(region, {})
+            entry["hostname"] = host
+            entry.pop("variants", None)
+    return data
+
+
+def write_client_files(settings: Settings, default_bucket: str, role_arn: str, ca_bundle: Path) -> ClientFiles:
+    client_dir = settings.home / "client"
+    files = ClientFiles(client_dir / "sagemaker-config.yaml", client_dir / "botocore-data", ca_bundle)
+    _atomic_write(files.sdk_config, sdk_config_yaml(default_bucket, role_arn), 0o644)
+    files.data_path.mkdir(parents=True, exist_ok=True)
+    _atomic_write(files.data_path / "endpoints.json", json.dumps(_endpoints_json(settings)), 0o644)
+    return files
+
+
+def client_files(settings: Settings) -> ClientFiles:
+    client_dir = settings.home / "client"
+    return ClientFiles(client_dir / "sagemaker-config.yaml", client_dir / "botocore-data",
+                       settings.home / "tls" / "ca-bundle.pem")
+
+
+def shell_env(settings: Settings) -> dict[str, str]:
+    """The variables ``opensage env`` exports."""
+    env = {"AWS_PROFILE": settings.profile}
+    default_config = Path.home() / ".aws" / "config"
+    default_creds = Path.home() / ".aws" / "credentials"
+    if settings.aws_config_file != default_config:
+        env["AWS_CONFIG_FILE"] = str(settings.aws_config_file)
+    if settings.aws_credentials_file != default_creds:
+        env["AWS_SHARED_CREDENTIALS_FILE"] = str(settings.aws_credentials_file)
+    env["AWS_DEFAULT_REGION"] = settings.region
+    for key, url in endpoints(settings).items():
+        env[env_var_name(key)] = url
+    files = client_files(settings)
+    env["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(files.sdk_config)
+    env["AWS_DATA_PATH"] = str(files.data_path)
+    env["AWS_CA_BUNDLE"] = str(files.ca_bundle)
+    return env
+
+
+def export_lines(env: dict[str, str]) -> str:
+    return "\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items())

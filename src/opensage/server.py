@@ -1,0 +1,223 @@
+"""``opensage up`` in the foreground: object store, API server (HTTP and HTTPS), client files.
+
+One process owns a home at a time (an exclusive lock on ``<home>/opensage.lock``); it writes its
+pid to ``<home>/opensage.pid`` and removes it on a clean stop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import uvicorn
+
+from opensage.app import Platform, create_app
+from opensage.config import HOME_MARKER, SETTINGS_FILE, Settings
+from opensage.errors import AlreadyExists, OpenSageError
+from opensage.identity import create_access_key
+from opensage.objects.client import s3_client
+from opensage.profile import write_aws_profile, write_client_files
+from opensage.tls import ensure_tls
+
+log = logging.getLogger(__name__)
+LOCK_FILE = "opensage.lock"
+PID_FILE = "opensage.pid"
+
+
+class StartError(OpenSageError):
+    """``up`` cannot start; the message says what to do."""
+
+
+def prepare_home(home: Path) -> None:
+    """Create a new home, or accept one made by OpenSage; refuse any other directory."""
+    marker = home / HOME_MARKER
+    if home.exists():
+        if not home.is_dir():
+            raise StartError(f"{home} is a file, not an OpenSage home; choose another --home.")
+        if not marker.exists() and any(home.iterdir()):
+            raise StartError(
+                f"{home} is not empty and was not made by OpenSage; choose another --home or an empty directory."
+            )
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    if not marker.exists():
+        marker.write_text("1\n")
+
+
+@contextlib.contextmanager
+def home_lock(home: Path) -> Iterator[IO[str]]:
+    """Hold the home's lock; a second ``up`` on the same home gets a one-line answer."""
+    path = home / LOCK_FILE
+    f = open(path, "a+")  # noqa: SIM115 - held for the life of the process
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        f.close()
+        pid = read_pid(home)
+        who = f" (pid {pid})" if pid else ""
+        raise StartError(f"OpenSage is already running on {home}{who}; stop it with `opensage down` or use another --home.") from exc
+    try:
+        yield f
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+        f.close()
+
+
+def read_pid(home: Path) -> int | None:
+    try:
+        return int((home / PID_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def check_port_free(host: str, port: int, what: str) -> None:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError as exc:
+            reason = "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror})"
+            raise StartError(f"Port {port} ({what}) on {host} {reason}; choose another base port with --port.") from exc
+
+
+@dataclass(slots=True)
+class Running:
+    settings: Settings
+    platform: Platform
+    access_key_id: str
+    secret: str
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled by :func:`serve` (two servers share one loop)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def _first_key(platform: Platform) -> tuple[str, str]:
+    keys = platform.store.list_access_keys()
+    if keys:
+        return keys[0].access_key_id, keys[0].secret_access_key
+    try:
+        key = create_access_key(platform.store, platform.identity.account_id, "created by opensage up")
+    except AlreadyExists:
+        key = platform.store.list_access_keys()[0]
+    return key.access_key_id, key.secret_access_key
+
+
+def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+    from opensage.objects.seaweed import EmbeddedStore, Supervisor
+
+    ports = settings.ports
+    store = EmbeddedStore(settings.home / "objects", settings.host, ports.s3, ports.store_base,
+                          settings.home / "logs" / "object-store.log")
+    store.write_identities(keys)
+    store.start()
+    store.wait_ready()
+    supervisor = Supervisor(store)
+    supervisor.start()
+    return store, supervisor
+
+
+def _ensure_bucket(settings: Settings, key: tuple[str, str], bucket: str) -> None:
+    client = s3_client(settings.s3_url, settings.s3_access_key or key[0], settings.s3_secret_key or key[1], settings.region)
+    try:
+        client.head_bucket(Bucket=bucket)
+    except client.exceptions.ClientError:
+        client.create_bucket(Bucket=bucket)
+
+
+def default_bucket_name(settings: Settings, account_id: str) -> str:
+    return f"sagemaker-{settings.region}-{account_id}"
+
+
+def serve(settings: Settings, ready_message: bool = True) -> None:
+    """Run the platform until SIGINT/SIGTERM."""
+    prepare_home(settings.home)
+    (settings.home / "logs").mkdir(exist_ok=True)
+    with home_lock(settings.home):
+        ports = settings.ports
+        check_port_free(settings.host, ports.api, "API")
+        check_port_free(settings.host, ports.sts_tls, "HTTPS API")
+        if settings.embedded_store:
+            check_port_free(settings.host, ports.s3, "S3")
+        platform = create_app(settings)
+        store = supervisor = None
+        try:
+            key = _first_key(platform)
+            all_keys = [(k.access_key_id, k.secret_access_key) for k in platform.store.list_access_keys()]
+            if settings.embedded_store:
+                store, supervisor = _start_store(settings, all_keys)
+            bucket = default_bucket_name(settings, platform.identity.account_id)
+            _ensure_bucket(settings, key, bucket)
+            tls = ensure_tls(settings.home / "tls")
+            write_client_files(settings, bucket, platform.identity.default_role_arn, tls.bundle)
+            write_aws_profile(settings, *key)
+            (settings.home / SETTINGS_FILE).write_text(json.dumps(settings.saved(), indent=2) + "\n")
+            (settings.home / PID_FILE).write_text(f"{os.getpid()}\n")
+            asyncio.run(_run_servers(settings, platform, tls.cert, tls.key, ready_message))
+        finally:
+            if supervisor is not None:
+                supervisor.stop()
+            if store is not None:
+                store.stop()
+            platform.close()
+            with contextlib.suppress(OSError):
+                (settings.home / PID_FILE).unlink()
+
+
+async def _run_servers(settings: Settings, platform: Platform, cert: Path, key: Path, ready_message: bool) -> None:
+    log_level = settings.log_level.lower()
+    common = {"host": settings.host, "log_level": log_level, "access_log": log_level == "debug",
+              "timeout_graceful_shutdown": 10, "lifespan": "on"}
+    http = _Server(uvicorn.Config(platform, port=settings.ports.api, **common))  # type: ignore[arg-type]
+    https = _Server(uvicorn.Config(platform, port=settings.ports.sts_tls, ssl_certfile=str(cert),
+                                   ssl_keyfile=str(key), **common))  # type: ignore[arg-type]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        http.should_exit = https.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    tasks = [asyncio.create_task(http.serve()), asyncio.create_task(https.serve())]
+    while not (http.started and https.started):
+        if any(t.done() for t in tasks):
+            stop()
+            break
+        await asyncio.sleep(0.02)
+    else:
+        if ready_message:
+            print_ready(settings)
+    await asyncio.gather(*tasks)
+    if not (http.started and https.started):
+        raise StartError("The API server did not start; see the messages above.")
+
+
+def print_ready(settings: Settings, out: IO[str] | None = None) -> None:
+    out = out or sys.stdout
+    lines = [
+        f"OpenSage is up (home {settings.home})",
+        f"  API (SageMaker, runtime, STS, IAM, logs): {settings.api_url}",
+        f"  S3:                                       {settings.s3_url}",
+        f"  STS over HTTPS (for the SageMaker SDK):   {settings.sts_tls_url}",
+        f"  Profile '{settings.profile}' written to {settings.aws_config_file}",
+        "",
+        f"export AWS_PROFILE={settings.profile}",
+        "# or, for the SageMaker Python SDK too:  eval \"$(opensage env)\"",
+    ]
+    print("\n".join(lines), file=out, flush=True)

@@ -1,0 +1,224 @@
+"""The API server over real HTTP with boto3: services, errors, authentication, pagination."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+import botocore.auth
+import httpx
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+from botocore.exceptions import ClientError
+
+from helpers import ApiServer
+
+
+def _code(exc: pytest.ExceptionInfo[ClientError]) -> str:
+    return exc.value.response["Error"]["Code"]
+
+
+def signed_post(api: ApiServer, body: bytes, headers: dict[str, str], service: str = "sagemaker",
+                secret: str | None = None, path: str = "/") -> httpx.Response:
+    """Send a raw body signed with botocore's own signer (for bodies boto3 would never send)."""
+    request = AWSRequest(method="POST", url=api.url + path, data=body, headers=headers)
+    SigV4Auth(Credentials(api.access_key_id, secret or api.secret), service, "us-east-1").add_auth(request)
+    return httpx.post(api.url + path, content=body, headers=dict(request.headers.items()))
+
+
+def test_sts_caller_identity_is_the_default_role_session(api: ApiServer) -> None:
+    ident = api.client("sts").get_caller_identity()
+    assert ident["Account"] == api.platform.identity.account_id
+    assert ident["Arn"] == f"arn:aws:sts::{ident['Account']}:assumed-role/OpenSageExecutionRole/opensage"
+    assert ident["UserId"].endswith(":opensage")
+
+
+def test_list_training_jobs_is_empty(api: ApiServer) -> None:
+    resp = api.client("sagemaker").list_training_jobs()
+    assert resp["TrainingJobSummaries"] == []
+    assert "NextToken" not in resp
+
+
+def test_iam_role_lifecycle(api: ApiServer) -> None:
+    iam = api.client("iam")
+    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
+                                                     "Action": "sts:AssumeRole"}]}
+    created = iam.create_role(RoleName="TestRole", AssumeRolePolicyDocument=json.dumps(trust), Path="/service/")
+    assert created["Role"]["Arn"].endswith(":role/service/TestRole")
+    got = iam.get_role(RoleName="TestRole")["Role"]
+    assert got["AssumeRolePolicyDocument"] == trust  # botocore decodes the URL-encoded document
+    assert isinstance(got["CreateDate"], dt.datetime)
+    with pytest.raises(ClientError) as exc:
+        iam.create_role(RoleName="TestRole", AssumeRolePolicyDocument=json.dumps(trust))
+    assert _code(exc) == "EntityAlreadyExists"
+    names = [r["RoleName"] for r in iam.list_roles(PathPrefix="/service/")["Roles"]]
+    assert names == ["TestRole"]
+    iam.delete_role(RoleName="TestRole")
+    with pytest.raises(ClientError) as exc:
+        iam.get_role(RoleName="TestRole")
+    assert _code(exc) == "NoSuchEntity"
+    assert "cannot be found" in str(exc.value)
+
+
+def test_iam_malformed_trust_policy(api: ApiServer) -> None:
+    with pytest.raises(ClientError) as exc:
+        api.client("iam").create_role(RoleName="Bad", AssumeRolePolicyDocument="{not json")
+    assert _code(exc) == "MalformedPolicyDocument"
+
+
+def test_generic_pagination_over_iam_roles(api: ApiServer) -> None:
+    iam = api.client("iam")
+    trust = json.dumps({"Version": "2012-10-17", "Statement": []})
+    names = [f"Page{i:02d}" for i in range(7)]
+    for name in names:
+        iam.create_role(RoleName=name, AssumeRolePolicyDocument=trust, Path="/paged/")
+    try:
+        first = iam.list_roles(PathPrefix="/paged/", MaxItems=3)
+        assert first["IsTruncated"] is True and len(first["Roles"]) == 3
+        seen = [r["RoleName"] for page in iam.get_paginator("list_roles").paginate(
+            PathPrefix="/paged/", PaginationConfig={"PageSize": 3}) for r in page["Roles"]]
+        assert seen == names
+    finally:
+        for name in names:
+            iam.delete_role(RoleName=name)
+
+
+def test_bad_pagination_token(api: ApiServer) -> None:
+    with pytest.raises(ClientError) as exc:
+        api.client("sagemaker").list_training_jobs(NextToken="garbage!")
+    assert _code(exc) == "ValidationException"
+    assert "pagination token" in str(exc.value)
+
+
+def test_validation_names_the_member_and_constraint(api: ApiServer) -> None:
+    sm = api.client("sagemaker")
+    with pytest.raises(ClientError) as exc:
+        sm.list_training_jobs(MaxResults=1000)
+    assert _code(exc) == "ValidationException"
+    assert "'maxResults'" in str(exc.value) and "less than or equal to 100" in str(exc.value)
+    assert sm.list_training_jobs(StatusEquals="InProgress", SortBy="Name")["TrainingJobSummaries"] == []
+    with pytest.raises(ClientError) as exc:
+        sm.list_training_jobs(StatusEquals="Running")
+    assert "enum value set" in str(exc.value)
+    with pytest.raises(ClientError) as exc:
+        sm.list_training_jobs(SortOrder="Sideways")
+    assert "enum value set" in str(exc.value)
+
+
+def test_required_member_and_pattern(api: ApiServer) -> None:
+    body = json.dumps({"TrainingJobName": "bad name!"}).encode()
+    r = signed_post(api, body, {"X-Amz-Target": "SageMaker.DescribeTrainingJob",
+                                "Content-Type": "application/x-amz-json-1.1"})
+    assert r.status_code == 400
+    assert r.json()["__type"] == "ValidationException"
+    assert r.headers["x-amzn-errortype"] == "ValidationException"
+    assert "regular expression pattern" in r.json()["message"]
+    r = signed_post(api, b"{}", {"X-Amz-Target": "SageMaker.DescribeTrainingJob",
+                                 "Content-Type": "application/x-amz-json-1.1"})
+    assert "Value null at 'trainingJobName' failed to satisfy constraint: Member must not be null" in r.json()["message"]
+
+
+def test_wrong_type(api: ApiServer) -> None:
+    body = json.dumps({"MaxResults": "ten"}).encode()
+    r = signed_post(api, body, {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
+    assert r.status_code == 400
+    assert "Member must be an integer" in r.json()["message"]
+
+
+def test_malformed_json(api: ApiServer) -> None:
+    r = signed_post(api, b"{oops", {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
+    assert r.status_code == 400
+    assert r.json()["__type"] == "SerializationException"
+
+
+def test_unknown_operation(api: ApiServer) -> None:
+    r = signed_post(api, b"{}", {"X-Amz-Target": "SageMaker.MakeCoffee", "Content-Type": "application/x-amz-json-1.1"})
+    assert r.status_code == 400
+    assert r.json()["__type"] == "UnknownOperationException"
+    assert "MakeCoffee" in r.json()["message"]
+
+
+def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
+    with pytest.raises(ClientError) as exc:
+        api.client("sagemaker").list_notebook_instances()
+    assert _code(exc) == "NotImplemented"
+    assert "ListNotebookInstances" in str(exc.value)
+    assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+
+
+def test_oversize_body(api: ApiServer) -> None:
+    body = b'{"NameContains": "' + b"x" * (9 * 1024 * 1024) + b'"}'
+    r = signed_post(api, body, {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
+    assert r.status_code == 413
+    assert r.json()["__type"] == "RequestEntityTooLarge"
+
+
+def test_unsigned_request(api: ApiServer) -> None:
+    r = httpx.post(api.url, content=b"{}", headers={"X-Amz-Target": "SageMaker.ListTrainingJobs",
+                                                     "Content-Type": "application/x-amz-json-1.1"})
+    assert r.status_code == 403
+    assert r.json()["__type"] == "MissingAuthenticationTokenException"
+
+
+@pytest.mark.parametrize(("service", "op", "code"), [
+    ("sagemaker", "list_training_jobs", "UnrecognizedClientException"),
+    ("sts", "get_caller_identity", "InvalidClientTokenId"),
+])
+def test_unknown_access_key(api: ApiServer, service: str, op: str, code: str) -> None:
+    client = api.client(service, aws_access_key_id="AKIANOSUCHKEY0000000")
+    with pytest.raises(ClientError) as exc:
+        getattr(client, op)()
+    assert _code(exc) == code
+
+
+@pytest.mark.parametrize(("service", "op", "code"), [
+    ("sagemaker", "list_training_jobs", "InvalidSignatureException"),
+    ("sts", "get_caller_identity", "SignatureDoesNotMatch"),
+    ("iam", "list_roles", "SignatureDoesNotMatch"),
+])
+def test_wrong_secret(api: ApiServer, service: str, op: str, code: str) -> None:
+    client = api.client(service, aws_secret_access_key="not-the-secret")
+    with pytest.raises(ClientError) as exc:
+        getattr(client, op)()
+    assert _code(exc) == code
+
+
+def test_stale_signature(api: ApiServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    past = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=30)
+    monkeypatch.setattr(botocore.auth, "get_current_datetime", lambda *a, **k: past)
+    with pytest.raises(ClientError) as exc:
+        api.client("sagemaker").list_training_jobs()
+    assert _code(exc) == "InvalidSignatureException"
+    assert "Signature expired" in str(exc.value)
+
+
+def test_presigned_query_request(api: ApiServer) -> None:
+    """The presigned (query-string) form of SigV4, on a query-protocol GET."""
+    url = f"{api.url}/?Action=GetCallerIdentity&Version=2011-06-15"
+    request = AWSRequest(method="GET", url=url)
+    botocore.auth.SigV4QueryAuth(Credentials(api.access_key_id, api.secret), "sts", "us-east-1", expires=60).add_auth(request)
+    r = httpx.get(request.url)
+    assert r.status_code == 200, r.text
+    assert api.platform.identity.account_id in r.text
+    tampered = request.url.replace("Action=GetCallerIdentity", "Action=GetCallerIdentity&Extra=1")
+    assert httpx.get(tampered).status_code == 403
+
+
+def test_health_route(api: ApiServer) -> None:
+    r = httpx.get(api.url + "/_opensage/health")
+    assert r.status_code == 200 and r.json()["status"] == "ok"
+
+
+def test_key_deleted_stops_working(api: ApiServer) -> None:
+    from opensage.identity import create_access_key
+
+    key = create_access_key(api.platform.store, api.platform.identity.account_id)
+    client = api.client("sts", aws_access_key_id=key.access_key_id, aws_secret_access_key=key.secret_access_key)
+    assert client.get_caller_identity()["Account"]
+    api.platform.store.delete_access_key(key.access_key_id)
+    api.platform.authenticator.forget(key.access_key_id)
+    with pytest.raises(ClientError) as exc:
+        client.get_caller_identity()
+    assert _code(exc) == "InvalidClientTokenId"
