@@ -14,7 +14,13 @@ def _isolated_aws_files(tmp_path_factory: pytest.TempPathFactory, monkeypatch: p
     aws = tmp_path_factory.mktemp("aws")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(aws / "config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(aws / "credentials"))
-    for name in ("AWS_PROFILE", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_DEFAULT_PROFILE"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_DEFAULT_PROFILE",
+    ):
         monkeypatch.delenv(name, raising=False)
 
 

@@ -59,17 +59,24 @@ class Platform:
 
     async def _internal(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == INTERNAL_PREFIX + "health":
-            body = json.dumps({
-                "status": "ok",
-                "version": __version__,
-                "account_id": self.identity.account_id,
-                "home": str(self.settings.home),
-            }).encode()
+            body = json.dumps(
+                {
+                    "status": "ok",
+                    "version": __version__,
+                    "account_id": self.identity.account_id,
+                    "home": str(self.settings.home),
+                }
+            ).encode()
             status = 200
         else:
             body, status = b'{"message": "not found"}', 404
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     def close(self) -> None:

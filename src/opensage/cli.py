@@ -13,7 +13,6 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
-from pathlib import Path
 
 from opensage import __version__
 from opensage.config import Settings, load_settings
@@ -80,8 +79,14 @@ def _up_detached(settings: Settings, args: argparse.Namespace) -> int:
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                start_new_session=True, close_fds=True)
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            close_fds=True,
+        )
     deadline = time.monotonic() + args.timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -159,8 +164,9 @@ def cmd_keys(args: argparse.Namespace) -> int:
     store, identity = _open_store(settings)
     try:
         if args.keys_command == "create":
-            key = create_access_key(store, identity.account_id, args.description or "",
-                                    args.access_key_id, args.secret_access_key)
+            key = create_access_key(
+                store, identity.account_id, args.description or "", args.access_key_id, args.secret_access_key
+            )
             print(f"aws_access_key_id = {key.access_key_id}\naws_secret_access_key = {key.secret_access_key}")
         elif args.keys_command == "list":
             for key in store.list_access_keys():
@@ -184,7 +190,9 @@ def _parser() -> argparse.ArgumentParser:
 
     def home_args(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("--home", help="state directory (default ~/.opensage, or OPENSAGE_HOME)")
-        sp.add_argument("--port", type=int, help="base port: API on it, S3 on +1, HTTPS on +2, store internals +10.. (default 8780)")
+        sp.add_argument(
+            "--port", type=int, help="base port: API on it, S3 on +1, HTTPS on +2, store internals +10.. (default 8780)"
+        )
 
     up = sub.add_parser("up", help="start the platform (foreground unless --detach)")
     home_args(up)
@@ -207,7 +215,7 @@ def _parser() -> argparse.ArgumentParser:
     home_args(status)
     status.set_defaults(func=cmd_status)
 
-    env = sub.add_parser("env", help="print export lines for a shell: eval \"$(opensage env)\"")
+    env = sub.add_parser("env", help='print export lines for a shell: eval "$(opensage env)"')
     home_args(env)
     env.set_defaults(func=cmd_env)
 

@@ -27,12 +27,13 @@ class Ports:
 
     api: int
     s3: int
-    sts_tls: int
+    proxy: int  # HTTPS proxy that answers the SageMaker SDK's fixed STS host names
+    sts_tls: int  # TLS listener behind that proxy (loopback only)
     store_base: int  # the embedded store's internal ports start here
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
-        return cls(api=base, s3=base + 1, sts_tls=base + 2, store_base=base + 10)
+        return cls(api=base, s3=base + 1, proxy=base + 2, sts_tls=base + 3, store_base=base + 10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,8 +73,8 @@ class Settings:
         return self.s3_endpoint or f"http://{_url_host(self.host)}:{self.ports.s3}"
 
     @property
-    def sts_tls_url(self) -> str:
-        return f"https://{_url_host(self.host)}:{self.ports.sts_tls}"
+    def proxy_url(self) -> str:
+        return f"http://{_url_host(self.host)}:{self.ports.proxy}"
 
     def with_(self, **changes: Any) -> Settings:
         return dataclasses.replace(self, **changes)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import secrets
@@ -18,9 +19,7 @@ DEFAULT_ROLE = "OpenSageExecutionRole"
 DEFAULT_SESSION = "opensage"
 SAGEMAKER_TRUST_POLICY = {
     "Version": "2012-10-17",
-    "Statement": [
-        {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
-    ],
+    "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}],
 }
 _UPPER_DIGITS = string.ascii_uppercase + "234567"
 
@@ -43,9 +42,17 @@ def role_arn(account_id: str, name: str, path: str = "/") -> str:
     return f"arn:aws:iam::{account_id}:role{path}{name}"
 
 
-def role_description(account_id: str, name: str, trust_policy: dict | str, *, path: str = "/",
-                     description: str = "", max_session: int = 3600, tags: list | None = None,
-                     now: dt.datetime) -> dict:
+def role_description(
+    account_id: str,
+    name: str,
+    trust_policy: dict | str,
+    *,
+    path: str = "/",
+    description: str = "",
+    max_session: int = 3600,
+    tags: list | None = None,
+    now: dt.datetime,
+) -> dict:
     """GetRole's ``Role`` structure; the trust policy is URL-encoded JSON, as IAM returns it."""
     document = trust_policy if isinstance(trust_policy, str) else json.dumps(trust_policy)
     role = {
@@ -72,17 +79,21 @@ def bootstrap(store: SqlStore, now: dt.datetime | None = None) -> Identity:
     now = now or dt.datetime.now(dt.UTC)
     account_id = store.set_meta_default("account_id", "".join(secrets.choice(string.digits) for _ in range(12)))
     if store.get_resource(ROLE_KIND, DEFAULT_ROLE) is None:
-        role = role_description(account_id, DEFAULT_ROLE, SAGEMAKER_TRUST_POLICY, now=now,
-                                description="Default execution role for SageMaker jobs, models and endpoints.")
-        try:
+        role = role_description(
+            account_id,
+            DEFAULT_ROLE,
+            SAGEMAKER_TRUST_POLICY,
+            now=now,
+            description="Default execution role for SageMaker jobs, models and endpoints.",
+        )
+        with contextlib.suppress(AlreadyExists):  # another process created it first
             create_role(store, role, now)
-        except AlreadyExists:
-            pass
     return Identity(account_id, role_arn(account_id, DEFAULT_ROLE))
 
 
-def create_access_key(store: SqlStore, account_id: str, description: str = "",
-                      access_key_id: str | None = None, secret: str | None = None) -> AccessKey:
+def create_access_key(
+    store: SqlStore, account_id: str, description: str = "", access_key_id: str | None = None, secret: str | None = None
+) -> AccessKey:
     """A key that acts as a session of the default execution role (what ``get_execution_role`` expects)."""
     generated = new_access_key()
     key = AccessKey(

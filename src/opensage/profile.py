@@ -7,10 +7,8 @@ keys into the credentials file, replacing only its own sections. ``env`` prints 
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
-from dataclasses import dataclass
 from pathlib import Path
 
 from opensage.config import Settings
@@ -25,15 +23,6 @@ SERVICE_KEYS = {
     "cloudwatch": "api",
     "s3": "s3",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class ClientFiles:
-    """Files under the home that clients read (see :func:`write_client_files`)."""
-
-    sdk_config: Path
-    data_path: Path
-    ca_bundle: Path
 
 
 def endpoints(settings: Settings) -> dict[str, str]:
@@ -82,21 +71,27 @@ def write_aws_profile(settings: Settings, access_key_id: str, secret: str) -> No
     services = "\n".join(f"{key} =\n  endpoint_url = {url}" for key, url in endpoints(settings).items())
     config_path = settings.aws_config_file
     config_text = config_path.read_text() if config_path.exists() else ""
-    config_text = replace_sections(config_text, {
-        f"profile {name}": f"region = {settings.region}\noutput = json\nservices = {name}\n",
-        f"services {name}": services,
-    })
+    config_text = replace_sections(
+        config_text,
+        {
+            f"profile {name}": f"region = {settings.region}\noutput = json\nservices = {name}\n",
+            f"services {name}": services,
+        },
+    )
     _atomic_write(config_path, config_text)
     creds_path = settings.aws_credentials_file
     creds_text = creds_path.read_text() if creds_path.exists() else ""
-    creds_text = replace_sections(creds_text, {
-        name: f"aws_access_key_id = {access_key_id}\naws_secret_access_key = {secret}\n",
-    })
+    creds_text = replace_sections(
+        creds_text,
+        {
+            name: f"aws_access_key_id = {access_key_id}\naws_secret_access_key = {secret}\n",
+        },
+    )
     _atomic_write(creds_path, creds_text)
 
 
-def sdk_config_yaml(default_bucket: str, role_arn: str) -> str:
-    """The SageMaker SDK's own config file: no telemetry, the default bucket and execution role."""
+def sdk_config_yaml(default_bucket: str) -> str:
+    """The SageMaker SDK's own config file: no telemetry, the platform's default bucket."""
     return (
         "SchemaVersion: '1.0'\n"
         "SageMaker:\n"
@@ -108,57 +103,48 @@ def sdk_config_yaml(default_bucket: str, role_arn: str) -> str:
     )
 
 
-def _endpoints_json(settings: Settings) -> dict:
-    """A botocore ``endpoints.json`` whose STS hostname is the HTTPS listener, for every region.
+def sdk_config_path(settings: Settings) -> Path:
+    return settings.home / "client" / "sagemaker-config.yaml"
 
-    Only the SageMaker SDK reads it (``sagemaker.utils.sts_regional_endpoint``); botocore's clients
-    resolve endpoints from rule sets and never look at it.
+
+def ca_bundle_path(settings: Settings) -> Path:
+    return settings.home / "tls" / "ca-bundle.pem"
+
+
+def write_sdk_config(settings: Settings, default_bucket: str) -> Path:
+    path = sdk_config_path(settings)
+    _atomic_write(path, sdk_config_yaml(default_bucket), 0o644)
+    return path
+
+
+def shell_env(settings: Settings, sdk_proxy: bool = True) -> dict[str, str]:
+    """The variables ``opensage env`` exports.
+
+    ``sdk_proxy`` adds ``HTTPS_PROXY`` (see :mod:`opensage.sdkproxy`) so that the SageMaker SDK's
+    own STS calls reach the platform.
     """
-    import botocore.loaders
-
-    data = botocore.loaders.create_loader().load_data("endpoints")
-    host = settings.sts_tls_url.removeprefix("https://")
-    for partition in data.get("partitions", []):
-        sts = partition.setdefault("services", {}).setdefault("sts", {})
-        sts.setdefault("defaults", {})["hostname"] = host
-        for region in list(partition.get("regions", {})) + list(sts.get("endpoints", {})):
-            entry = sts.setdefault("endpoints", {}).setdefault(region, {})
-            entry["hostname"] = host
-            entry.pop("variants", None)
-    return data
-
-
-def write_client_files(settings: Settings, default_bucket: str, role_arn: str, ca_bundle: Path) -> ClientFiles:
-    client_dir = settings.home / "client"
-    files = ClientFiles(client_dir / "sagemaker-config.yaml", client_dir / "botocore-data", ca_bundle)
-    _atomic_write(files.sdk_config, sdk_config_yaml(default_bucket, role_arn), 0o644)
-    files.data_path.mkdir(parents=True, exist_ok=True)
-    _atomic_write(files.data_path / "endpoints.json", json.dumps(_endpoints_json(settings)), 0o644)
-    return files
-
-
-def client_files(settings: Settings) -> ClientFiles:
-    client_dir = settings.home / "client"
-    return ClientFiles(client_dir / "sagemaker-config.yaml", client_dir / "botocore-data",
-                       settings.home / "tls" / "ca-bundle.pem")
-
-
-def shell_env(settings: Settings) -> dict[str, str]:
-    """The variables ``opensage env`` exports."""
     env = {"AWS_PROFILE": settings.profile}
-    default_config = Path.home() / ".aws" / "config"
-    default_creds = Path.home() / ".aws" / "credentials"
-    if settings.aws_config_file != default_config:
+    if settings.aws_config_file != Path.home() / ".aws" / "config":
         env["AWS_CONFIG_FILE"] = str(settings.aws_config_file)
-    if settings.aws_credentials_file != default_creds:
+    if settings.aws_credentials_file != Path.home() / ".aws" / "credentials":
         env["AWS_SHARED_CREDENTIALS_FILE"] = str(settings.aws_credentials_file)
     env["AWS_DEFAULT_REGION"] = settings.region
     for key, url in endpoints(settings).items():
         env[env_var_name(key)] = url
-    files = client_files(settings)
-    env["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(files.sdk_config)
-    env["AWS_DATA_PATH"] = str(files.data_path)
-    env["AWS_CA_BUNDLE"] = str(files.ca_bundle)
+    env["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(sdk_config_path(settings))
+    if sdk_proxy:
+        from opensage.sdkproxy import no_proxy_hosts
+
+        no_proxy = no_proxy_hosts([settings.host] if settings.host not in ("0.0.0.0", "::") else [])
+        env.update(
+            {
+                "AWS_CA_BUNDLE": str(ca_bundle_path(settings)),
+                "HTTPS_PROXY": settings.proxy_url,
+                "https_proxy": settings.proxy_url,
+                "NO_PROXY": no_proxy,
+                "no_proxy": no_proxy,
+            }
+        )
     return env
 
 

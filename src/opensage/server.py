@@ -28,7 +28,8 @@ from opensage.config import HOME_MARKER, SETTINGS_FILE, Settings
 from opensage.errors import AlreadyExists, OpenSageError
 from opensage.identity import create_access_key
 from opensage.objects.client import s3_client
-from opensage.profile import write_aws_profile, write_client_files
+from opensage.profile import write_aws_profile, write_sdk_config
+from opensage.sdkproxy import SdkProxy, sts_host_names
 from opensage.tls import ensure_tls
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,9 @@ def home_lock(home: Path) -> Iterator[IO[str]]:
         f.close()
         pid = read_pid(home)
         who = f" (pid {pid})" if pid else ""
-        raise StartError(f"OpenSage is already running on {home}{who}; stop it with `opensage down` or use another --home.") from exc
+        raise StartError(
+            f"OpenSage is already running on {home}{who}; stop it with `opensage down` or use another --home."
+        ) from exc
     try:
         yield f
     finally:
@@ -88,7 +91,11 @@ def check_port_free(host: str, port: int, what: str) -> None:
         try:
             s.bind((host, port))
         except OSError as exc:
-            reason = "is in use by another program" if exc.errno == errno.EADDRINUSE else f"cannot be opened ({exc.strerror})"
+            reason = (
+                "is in use by another program"
+                if exc.errno == errno.EADDRINUSE
+                else f"cannot be opened ({exc.strerror})"
+            )
             raise StartError(f"Port {port} ({what}) on {host} {reason}; choose another base port with --port.") from exc
 
 
@@ -108,12 +115,24 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _first_key(platform: Platform) -> tuple[str, str]:
+def _first_key(platform: Platform, settings: Settings) -> tuple[str, str]:
+    """The key the profile gets: the oldest one; on a new platform, a new one.
+
+    With an external S3 store, the first key is that store's key pair, so that one profile works
+    for both the API and the object store.
+    """
     keys = platform.store.list_access_keys()
     if keys:
         return keys[0].access_key_id, keys[0].secret_access_key
+    imported = (settings.s3_access_key, settings.s3_secret_key) if not settings.embedded_store else ("", "")
     try:
-        key = create_access_key(platform.store, platform.identity.account_id, "created by opensage up")
+        key = create_access_key(
+            platform.store,
+            platform.identity.account_id,
+            "created by opensage up",
+            imported[0] or None,
+            imported[1] or None,
+        )
     except AlreadyExists:
         key = platform.store.list_access_keys()[0]
     return key.access_key_id, key.secret_access_key
@@ -123,8 +142,13 @@ def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: igno
     from opensage.objects.seaweed import EmbeddedStore, Supervisor
 
     ports = settings.ports
-    store = EmbeddedStore(settings.home / "objects", settings.host, ports.s3, ports.store_base,
-                          settings.home / "logs" / "object-store.log")
+    store = EmbeddedStore(
+        settings.home / "objects",
+        settings.host,
+        ports.s3,
+        ports.store_base,
+        settings.home / "logs" / "object-store.log",
+    )
     store.write_identities(keys)
     store.start()
     store.wait_ready()
@@ -134,7 +158,9 @@ def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: igno
 
 
 def _ensure_bucket(settings: Settings, key: tuple[str, str], bucket: str) -> None:
-    client = s3_client(settings.s3_url, settings.s3_access_key or key[0], settings.s3_secret_key or key[1], settings.region)
+    client = s3_client(
+        settings.s3_url, settings.s3_access_key or key[0], settings.s3_secret_key or key[1], settings.region
+    )
     try:
         client.head_bucket(Bucket=bucket)
     except client.exceptions.ClientError:
@@ -152,24 +178,25 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
     with home_lock(settings.home):
         ports = settings.ports
         check_port_free(settings.host, ports.api, "API")
-        check_port_free(settings.host, ports.sts_tls, "HTTPS API")
+        check_port_free(settings.host, ports.proxy, "SDK proxy")
+        check_port_free("127.0.0.1", ports.sts_tls, "HTTPS API")
         if settings.embedded_store:
             check_port_free(settings.host, ports.s3, "S3")
         platform = create_app(settings)
         store = supervisor = None
         try:
-            key = _first_key(platform)
+            key = _first_key(platform, settings)
             all_keys = [(k.access_key_id, k.secret_access_key) for k in platform.store.list_access_keys()]
             if settings.embedded_store:
                 store, supervisor = _start_store(settings, all_keys)
             bucket = default_bucket_name(settings, platform.identity.account_id)
             _ensure_bucket(settings, key, bucket)
-            tls = ensure_tls(settings.home / "tls")
-            write_client_files(settings, bucket, platform.identity.default_role_arn, tls.bundle)
+            tls = ensure_tls(settings.home / "tls", ("127.0.0.1", "localhost", *sts_host_names()))
+            write_sdk_config(settings, bucket)
             write_aws_profile(settings, *key)
             (settings.home / SETTINGS_FILE).write_text(json.dumps(settings.saved(), indent=2) + "\n")
             (settings.home / PID_FILE).write_text(f"{os.getpid()}\n")
-            asyncio.run(_run_servers(settings, platform, tls.cert, tls.key, ready_message))
+            asyncio.run(_run_servers(settings, platform, tls.cert, tls.key, ready_message, store))
         finally:
             if supervisor is not None:
                 supervisor.stop()
@@ -180,13 +207,42 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
                 (settings.home / PID_FILE).unlink()
 
 
-async def _run_servers(settings: Settings, platform: Platform, cert: Path, key: Path, ready_message: bool) -> None:
+async def _sync_store_keys(platform: Platform, store: object, interval: float = 2.0) -> None:
+    """Keep the embedded store's identities equal to the access keys (``opensage keys`` edits them)."""
+    current: list[tuple[str, str]] | None = None
+    while True:
+        keys = await asyncio.to_thread(platform.store.list_access_keys)
+        wanted = sorted((k.access_key_id, k.secret_access_key) for k in keys if k.status == "Active")
+        if current is not None and wanted != current:
+            log.info("access keys changed: updating the object store's identities")
+            await asyncio.to_thread(store.write_identities, wanted)  # type: ignore[attr-defined]
+        current = wanted
+        await asyncio.sleep(interval)
+
+
+async def _run_servers(
+    settings: Settings, platform: Platform, cert: Path, key: Path, ready_message: bool, store: object | None
+) -> None:
     log_level = settings.log_level.lower()
-    common = {"host": settings.host, "log_level": log_level, "access_log": log_level == "debug",
-              "timeout_graceful_shutdown": 10, "lifespan": "on"}
+    common = {
+        "host": settings.host,
+        "log_level": log_level,
+        "access_log": log_level == "debug",
+        "timeout_graceful_shutdown": 10,
+        "lifespan": "on",
+    }
     http = _Server(uvicorn.Config(platform, port=settings.ports.api, **common))  # type: ignore[arg-type]
-    https = _Server(uvicorn.Config(platform, port=settings.ports.sts_tls, ssl_certfile=str(cert),
-                                   ssl_keyfile=str(key), **common))  # type: ignore[arg-type]
+    https = _Server(
+        uvicorn.Config(
+            platform,
+            **{**common, "host": "127.0.0.1"},
+            port=settings.ports.sts_tls,
+            ssl_certfile=str(cert),
+            ssl_keyfile=str(key),
+        )
+    )  # type: ignore[arg-type]
+    proxy = SdkProxy(("127.0.0.1", settings.ports.sts_tls))
+    await proxy.start(settings.host, settings.ports.proxy)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
@@ -195,6 +251,7 @@ async def _run_servers(settings: Settings, platform: Platform, cert: Path, key: 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
     tasks = [asyncio.create_task(http.serve()), asyncio.create_task(https.serve())]
+    sync = asyncio.create_task(_sync_store_keys(platform, store)) if store is not None else None
     while not (http.started and https.started):
         if any(t.done() for t in tasks):
             stop()
@@ -204,6 +261,9 @@ async def _run_servers(settings: Settings, platform: Platform, cert: Path, key: 
         if ready_message:
             print_ready(settings)
     await asyncio.gather(*tasks)
+    if sync is not None:
+        sync.cancel()
+    await proxy.stop()
     if not (http.started and https.started):
         raise StartError("The API server did not start; see the messages above.")
 
@@ -214,10 +274,10 @@ def print_ready(settings: Settings, out: IO[str] | None = None) -> None:
         f"OpenSage is up (home {settings.home})",
         f"  API (SageMaker, runtime, STS, IAM, logs): {settings.api_url}",
         f"  S3:                                       {settings.s3_url}",
-        f"  STS over HTTPS (for the SageMaker SDK):   {settings.sts_tls_url}",
+        f"  HTTPS proxy for the SageMaker SDK's STS:  {settings.proxy_url}",
         f"  Profile '{settings.profile}' written to {settings.aws_config_file}",
         "",
         f"export AWS_PROFILE={settings.profile}",
-        "# or, for the SageMaker Python SDK too:  eval \"$(opensage env)\"",
+        '# or, for the SageMaker Python SDK too:  eval "$(opensage env)"',
     ]
     print("\n".join(lines), file=out, flush=True)

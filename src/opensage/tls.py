@@ -36,7 +36,9 @@ def _write(path: Path, data: bytes, mode: int = 0o644) -> None:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "OpenSage"), x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+    return x509.Name(
+        [x509.NameAttribute(NameOID.ORGANIZATION_NAME, "OpenSage"), x509.NameAttribute(NameOID.COMMON_NAME, cn)]
+    )
 
 
 def _default_bundle() -> bytes:
@@ -48,13 +50,9 @@ def _default_bundle() -> bytes:
         return b""
 
 
-def ensure_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")) -> TlsFiles:
-    """Create (once) the CA, the server certificate for ``hosts`` and the CA bundle."""
-    directory.mkdir(parents=True, exist_ok=True)
-    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server-key.pem", directory / "ca-bundle.pem")
-    if files.ca_cert.exists() and files.cert.exists() and files.key.exists() and files.bundle.exists():
-        return files
-    now = dt.datetime.now(dt.UTC)
+def _issue_ca(
+    files: TlsFiles, ca_key_path: Path, now: dt.datetime
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
         x509.CertificateBuilder()
@@ -69,6 +67,42 @@ def ensure_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhos
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
+    _write(
+        ca_key_path,
+        ca_key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ),
+        0o600,
+    )
+    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
+    _write(files.ca_cert, ca_pem)
+    _write(files.bundle, _default_bundle() + b"\n" + ca_pem)
+    return ca_cert, ca_key
+
+
+def _load_ca(files: TlsFiles, ca_key_path: Path) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+    key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
+
+
+def ensure_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")) -> TlsFiles:
+    """Create (once) the CA and bundle; (re-)issue the server certificate when ``hosts`` change."""
+    directory.mkdir(parents=True, exist_ok=True)
+    files = TlsFiles(
+        directory / "ca.pem", directory / "server.pem", directory / "server-key.pem", directory / "ca-bundle.pem"
+    )
+    ca_key_path = directory / "ca-key.pem"
+    hosts_path = directory / "server-hosts.txt"
+    wanted = "\n".join(hosts) + "\n"
+    now = dt.datetime.now(dt.UTC)
+    if files.ca_cert.exists() and ca_key_path.exists() and files.bundle.exists():
+        ca_cert, ca_key = _load_ca(files, ca_key_path)
+    else:
+        ca_cert, ca_key = _issue_ca(files, ca_key_path, now)
+    if files.cert.exists() and files.key.exists() and hosts_path.exists() and hosts_path.read_text() == wanted:
+        return files
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = []
     for host in hosts:
@@ -90,10 +124,11 @@ def ensure_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhos
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
         .sign(ca_key, hashes.SHA256())
     )
-    ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
-    _write(files.key, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                        serialization.NoEncryption()), 0o600)
+    _write(
+        files.key,
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+        0o600,
+    )
     _write(files.cert, cert.public_bytes(serialization.Encoding.PEM))
-    _write(files.ca_cert, ca_pem)
-    _write(files.bundle, _default_bundle() + b"\n" + ca_pem)
+    _write(hosts_path, wanted.encode())
     return files

@@ -20,8 +20,14 @@ def _code(exc: pytest.ExceptionInfo[ClientError]) -> str:
     return exc.value.response["Error"]["Code"]
 
 
-def signed_post(api: ApiServer, body: bytes, headers: dict[str, str], service: str = "sagemaker",
-                secret: str | None = None, path: str = "/") -> httpx.Response:
+def signed_post(
+    api: ApiServer,
+    body: bytes,
+    headers: dict[str, str],
+    service: str = "sagemaker",
+    secret: str | None = None,
+    path: str = "/",
+) -> httpx.Response:
     """Send a raw body signed with botocore's own signer (for bodies boto3 would never send)."""
     request = AWSRequest(method="POST", url=api.url + path, data=body, headers=headers)
     SigV4Auth(Credentials(api.access_key_id, secret or api.secret), service, "us-east-1").add_auth(request)
@@ -43,8 +49,12 @@ def test_list_training_jobs_is_empty(api: ApiServer) -> None:
 
 def test_iam_role_lifecycle(api: ApiServer) -> None:
     iam = api.client("iam")
-    trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"},
-                                                     "Action": "sts:AssumeRole"}]}
+    trust = {
+        "Version": "2012-10-17",
+        "Statement": [
+            {"Effect": "Allow", "Principal": {"Service": "sagemaker.amazonaws.com"}, "Action": "sts:AssumeRole"}
+        ],
+    }
     created = iam.create_role(RoleName="TestRole", AssumeRolePolicyDocument=json.dumps(trust), Path="/service/")
     assert created["Role"]["Arn"].endswith(":role/service/TestRole")
     got = iam.get_role(RoleName="TestRole")["Role"]
@@ -77,8 +87,11 @@ def test_generic_pagination_over_iam_roles(api: ApiServer) -> None:
     try:
         first = iam.list_roles(PathPrefix="/paged/", MaxItems=3)
         assert first["IsTruncated"] is True and len(first["Roles"]) == 3
-        seen = [r["RoleName"] for page in iam.get_paginator("list_roles").paginate(
-            PathPrefix="/paged/", PaginationConfig={"PageSize": 3}) for r in page["Roles"]]
+        seen = [
+            r["RoleName"]
+            for page in iam.get_paginator("list_roles").paginate(PathPrefix="/paged/", PaginationConfig={"PageSize": 3})
+            for r in page["Roles"]
+        ]
         assert seen == names
     finally:
         for name in names:
@@ -109,26 +122,34 @@ def test_validation_names_the_member_and_constraint(api: ApiServer) -> None:
 
 def test_required_member_and_pattern(api: ApiServer) -> None:
     body = json.dumps({"TrainingJobName": "bad name!"}).encode()
-    r = signed_post(api, body, {"X-Amz-Target": "SageMaker.DescribeTrainingJob",
-                                "Content-Type": "application/x-amz-json-1.1"})
+    r = signed_post(
+        api, body, {"X-Amz-Target": "SageMaker.DescribeTrainingJob", "Content-Type": "application/x-amz-json-1.1"}
+    )
     assert r.status_code == 400
     assert r.json()["__type"] == "ValidationException"
     assert r.headers["x-amzn-errortype"] == "ValidationException"
     assert "regular expression pattern" in r.json()["message"]
-    r = signed_post(api, b"{}", {"X-Amz-Target": "SageMaker.DescribeTrainingJob",
-                                 "Content-Type": "application/x-amz-json-1.1"})
-    assert "Value null at 'trainingJobName' failed to satisfy constraint: Member must not be null" in r.json()["message"]
+    r = signed_post(
+        api, b"{}", {"X-Amz-Target": "SageMaker.DescribeTrainingJob", "Content-Type": "application/x-amz-json-1.1"}
+    )
+    assert (
+        "Value null at 'trainingJobName' failed to satisfy constraint: Member must not be null" in r.json()["message"]
+    )
 
 
 def test_wrong_type(api: ApiServer) -> None:
     body = json.dumps({"MaxResults": "ten"}).encode()
-    r = signed_post(api, body, {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
+    r = signed_post(
+        api, body, {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"}
+    )
     assert r.status_code == 400
     assert "Member must be an integer" in r.json()["message"]
 
 
 def test_malformed_json(api: ApiServer) -> None:
-    r = signed_post(api, b"{oops", {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
+    r = signed_post(
+        api, b"{oops", {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"}
+    )
     assert r.status_code == 400
     assert r.json()["__type"] == "SerializationException"
 
@@ -150,22 +171,30 @@ def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
 
 def test_oversize_body(api: ApiServer) -> None:
     body = b'{"NameContains": "' + b"x" * (9 * 1024 * 1024) + b'"}'
-    r = signed_post(api, body, {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"})
+    r = signed_post(
+        api, body, {"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"}
+    )
     assert r.status_code == 413
     assert r.json()["__type"] == "RequestEntityTooLarge"
 
 
 def test_unsigned_request(api: ApiServer) -> None:
-    r = httpx.post(api.url, content=b"{}", headers={"X-Amz-Target": "SageMaker.ListTrainingJobs",
-                                                     "Content-Type": "application/x-amz-json-1.1"})
+    r = httpx.post(
+        api.url,
+        content=b"{}",
+        headers={"X-Amz-Target": "SageMaker.ListTrainingJobs", "Content-Type": "application/x-amz-json-1.1"},
+    )
     assert r.status_code == 403
     assert r.json()["__type"] == "MissingAuthenticationTokenException"
 
 
-@pytest.mark.parametrize(("service", "op", "code"), [
-    ("sagemaker", "list_training_jobs", "UnrecognizedClientException"),
-    ("sts", "get_caller_identity", "InvalidClientTokenId"),
-])
+@pytest.mark.parametrize(
+    ("service", "op", "code"),
+    [
+        ("sagemaker", "list_training_jobs", "UnrecognizedClientException"),
+        ("sts", "get_caller_identity", "InvalidClientTokenId"),
+    ],
+)
 def test_unknown_access_key(api: ApiServer, service: str, op: str, code: str) -> None:
     client = api.client(service, aws_access_key_id="AKIANOSUCHKEY0000000")
     with pytest.raises(ClientError) as exc:
@@ -173,11 +202,14 @@ def test_unknown_access_key(api: ApiServer, service: str, op: str, code: str) ->
     assert _code(exc) == code
 
 
-@pytest.mark.parametrize(("service", "op", "code"), [
-    ("sagemaker", "list_training_jobs", "InvalidSignatureException"),
-    ("sts", "get_caller_identity", "SignatureDoesNotMatch"),
-    ("iam", "list_roles", "SignatureDoesNotMatch"),
-])
+@pytest.mark.parametrize(
+    ("service", "op", "code"),
+    [
+        ("sagemaker", "list_training_jobs", "InvalidSignatureException"),
+        ("sts", "get_caller_identity", "SignatureDoesNotMatch"),
+        ("iam", "list_roles", "SignatureDoesNotMatch"),
+    ],
+)
 def test_wrong_secret(api: ApiServer, service: str, op: str, code: str) -> None:
     client = api.client(service, aws_secret_access_key="not-the-secret")
     with pytest.raises(ClientError) as exc:
@@ -198,7 +230,9 @@ def test_presigned_query_request(api: ApiServer) -> None:
     """The presigned (query-string) form of SigV4, on a query-protocol GET."""
     url = f"{api.url}/?Action=GetCallerIdentity&Version=2011-06-15"
     request = AWSRequest(method="GET", url=url)
-    botocore.auth.SigV4QueryAuth(Credentials(api.access_key_id, api.secret), "sts", "us-east-1", expires=60).add_auth(request)
+    botocore.auth.SigV4QueryAuth(Credentials(api.access_key_id, api.secret), "sts", "us-east-1", expires=60).add_auth(
+        request
+    )
     r = httpx.get(request.url)
     assert r.status_code == 200, r.text
     assert api.platform.identity.account_id in r.text

@@ -91,22 +91,28 @@ class Gateway:
         except Exception:
             log.exception("request %s failed", request_id)
             status, out_headers, out_body = self._error(InternalFailure(request_id), protocol, routed, request_id)
-        await send({
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(k.encode(), v.encode("latin-1", "replace")) for k, v in out_headers.items()]
-            + [(b"content-length", str(len(out_body)).encode())],
-        })
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(k.encode(), v.encode("latin-1", "replace")) for k, v in out_headers.items()]
+                + [(b"content-length", str(len(out_body)).encode())],
+            }
+        )
         await send({"type": "http.response.body", "body": out_body})
         if log.isEnabledFor(logging.DEBUG):
             op = routed.operation.name if routed else "?"
-            log.debug("%s %s %s %d %.1fms", request_id, op, scope["path"], status, (time.perf_counter() - started) * 1e3)
+            log.debug(
+                "%s %s %s %d %.1fms", request_id, op, scope["path"], status, (time.perf_counter() - started) * 1e3
+            )
 
     async def _read_body(self, receive: Receive, headers: Mapping[str, str]) -> bytes:
         declared = headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > self.max_body:
             raise ServiceError(
-                "RequestEntityTooLarge", f"The request body of {declared} bytes exceeds the limit of {self.max_body} bytes.", 413
+                "RequestEntityTooLarge",
+                f"The request body of {declared} bytes exceeds the limit of {self.max_body} bytes.",
+                413,
             )
         chunks = []
         size = 0
@@ -117,7 +123,9 @@ class Gateway:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.max_body:
-                raise ServiceError("RequestEntityTooLarge", f"The request body exceeds the limit of {self.max_body} bytes.", 413)
+                raise ServiceError(
+                    "RequestEntityTooLarge", f"The request body exceeds the limit of {self.max_body} bytes.", 413
+                )
             chunks.append(chunk)
             if not message.get("more_body"):
                 break
@@ -164,8 +172,10 @@ class Gateway:
             spec = self.specs.by_signing_name.get(scope_service)
             if spec is None or "query" not in spec.protocols:
                 raise ServiceError(
-                    "InvalidAction", f"Cannot tell which service the query request for {form['Action']} is for: "
-                    "send the service's Version field.", 400,
+                    "InvalidAction",
+                    f"Cannot tell which service the query request for {form['Action']} is for: "
+                    "send the service's Version field.",
+                    400,
                 )
             candidates = [spec]
         spec = candidates[0]
@@ -175,7 +185,11 @@ class Gateway:
     def _operation(spec: ServiceSpec, name: str) -> OperationModel:
         op = spec.operation(name)
         if op is None:
-            code = "InvalidAction" if "query" in spec.protocols and spec.target_prefix is None else "UnknownOperationException"
+            code = (
+                "InvalidAction"
+                if "query" in spec.protocols and spec.target_prefix is None
+                else "UnknownOperationException"
+            )
             raise ServiceError(code, f"Operation {name} is not part of the {spec.model.service_id} API.", 400)
         return op
 
@@ -193,7 +207,11 @@ class Gateway:
             code, status = table[err.kind]
             raise ServiceError(code, err.message, status) from err
         spec, op = routed.spec, routed.operation
-        if caller.service not in (spec.signing_name, spec.model.endpoint_prefix, "monitoring" if spec.name == "cloudwatch" else ""):
+        if caller.service not in (
+            spec.signing_name,
+            spec.model.endpoint_prefix,
+            "monitoring" if spec.name == "cloudwatch" else "",
+        ):
             raise ServiceError(
                 _AUTH_ERRORS_QUERY["incomplete"][0] if routed.protocol == "query" else "IncompleteSignatureException",
                 f"Credential should be scoped to correct service: '{spec.signing_name}'.",
@@ -201,8 +219,14 @@ class Gateway:
         params = self._parse(routed, headers, caller.body, query_string)
         validate(op.input_shape, params)
         ctx = RequestContext(
-            spec.name, op.name, caller.region, self.account_id, request_id,
-            caller.access_key_id, caller.principal_arn, caller.user_id,
+            spec.name,
+            op.name,
+            caller.region,
+            self.account_id,
+            request_id,
+            caller.access_key_id,
+            caller.principal_arn,
+            caller.user_id,
         )
         output = await self._dispatch(spec, op, ctx, params)
         output = paginate(op, params, output)
@@ -220,7 +244,9 @@ class Gateway:
             return parser.parse_rest_json(routed.operation, routed.labels, parse_qs(query_string), headers, body)
         return parser.parse_json(routed.operation, body)
 
-    async def _dispatch(self, spec: ServiceSpec, op: OperationModel, ctx: RequestContext, params: dict[str, Any]) -> Any:
+    async def _dispatch(
+        self, spec: ServiceSpec, op: OperationModel, ctx: RequestContext, params: dict[str, Any]
+    ) -> Any:
         provider = self.providers.get(spec.name)
         method = getattr(provider, xform_name(op.name), None) if provider is not None else None
         if method is None:

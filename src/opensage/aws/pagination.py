@@ -35,8 +35,10 @@ def _decode(token: str) -> int:
             return int(value)
     except (binascii.Error, UnicodeDecodeError, ValueError):
         pass
-    raise ServiceError("ValidationException", f"The pagination token '{token[:64]}' is not valid; pass back a token "
-                       "that an earlier response returned.")
+    raise ServiceError(
+        "ValidationException",
+        f"The pagination token '{token[:64]}' is not valid; pass back a token that an earlier response returned.",
+    )
 
 
 def paginate(op: OperationModel, params: dict[str, Any], output: dict[str, Any]) -> dict[str, Any]:

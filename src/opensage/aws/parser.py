@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -200,5 +199,3 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ServiceError("SerializationException", "The request body must be a JSON object.")
     return data
-
-

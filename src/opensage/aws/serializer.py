@@ -169,7 +169,10 @@ def _xml_members(shape: Shape, value: dict[str, Any], out: list[str]) -> None:
 
 def serialize_query(operation: OperationModel, output: dict[str, Any], request_id: str) -> Response:
     service = operation.service_model
-    xmlns = service.metadata.get("xmlNamespace") or f"https://{service.endpoint_prefix}.amazonaws.com/doc/{service.api_version}/"
+    xmlns = (
+        service.metadata.get("xmlNamespace")
+        or f"https://{service.endpoint_prefix}.amazonaws.com/doc/{service.api_version}/"
+    )
     name = operation.name
     out = [f'<{name}Response xmlns="{xmlns}">']
     shape = operation.output_shape

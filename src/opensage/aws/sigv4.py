@@ -104,8 +104,14 @@ def _parse_header(auth: str, headers: Mapping[str, str]) -> Signature:
         raise SigV4Error("incomplete", "Authorization header requires an 'X-Amz-Date' header.")
     key, scope_date, region, service = _parse_credential(fields["Credential"])
     return Signature(
-        key, amz_date, scope_date, region, service,
-        tuple(fields["SignedHeaders"].split(";")), fields["Signature"], presigned=False,
+        key,
+        amz_date,
+        scope_date,
+        region,
+        service,
+        tuple(fields["SignedHeaders"].split(";")),
+        fields["Signature"],
+        presigned=False,
     )
 
 
@@ -122,8 +128,15 @@ def _parse_presigned(query: Mapping[str, str]) -> Signature:
         raise SigV4Error("incomplete", "X-Amz-Expires must be a number of seconds.") from exc
     key, scope_date, region, service = _parse_credential(query["X-Amz-Credential"])
     return Signature(
-        key, query["X-Amz-Date"], scope_date, region, service,
-        tuple(query["X-Amz-SignedHeaders"].split(";")), query["X-Amz-Signature"], presigned=True, expires=expires,
+        key,
+        query["X-Amz-Date"],
+        scope_date,
+        region,
+        service,
+        tuple(query["X-Amz-SignedHeaders"].split(";")),
+        query["X-Amz-Signature"],
+        presigned=True,
+        expires=expires,
     )
 
 
@@ -144,21 +157,33 @@ def check_time(sig: Signature, now: dt.datetime) -> None:
         if not 0 < sig.expires <= MAX_PRESIGN_EXPIRES:
             raise SigV4Error("incomplete", f"X-Amz-Expires must be between 1 and {MAX_PRESIGN_EXPIRES} seconds.")
         if now > when + dt.timedelta(seconds=sig.expires):
-            raise SigV4Error("expired", f"Request has expired: signed at {sig.amz_date}, valid {sig.expires} s, now {stamp}.")
+            raise SigV4Error(
+                "expired", f"Request has expired: signed at {sig.amz_date}, valid {sig.expires} s, now {stamp}."
+            )
         if when - now > MAX_SKEW:
             raise SigV4Error("future", f"Signature not yet current: {sig.amz_date} is still later than {stamp}.")
         return
     if now - when > MAX_SKEW:
         limit = (now - MAX_SKEW).strftime("%Y%m%dT%H%M%SZ")
-        raise SigV4Error("expired", f"Signature expired: {sig.amz_date} is now earlier than {limit} ({stamp} - 15 min.)")
+        raise SigV4Error(
+            "expired", f"Signature expired: {sig.amz_date} is now earlier than {limit} ({stamp} - 15 min.)"
+        )
     if when - now > MAX_SKEW:
         limit = (now + MAX_SKEW).strftime("%Y%m%dT%H%M%SZ")
-        raise SigV4Error("future", f"Signature not yet current: {sig.amz_date} is still later than {limit} ({stamp} + 15 min.)")
+        raise SigV4Error(
+            "future", f"Signature not yet current: {sig.amz_date} is still later than {limit} ({stamp} + 15 min.)"
+        )
 
 
 def canonical_request(
-    method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], sig: Signature, payload_hash: str,
-    *, double_encode: bool = True,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    sig: Signature,
+    payload_hash: str,
+    *,
+    double_encode: bool = True,
 ) -> str:
     path = normalize_url_path(raw_path or "/")
     uri = quote(path, safe="/~") if double_encode else path
@@ -191,7 +216,13 @@ def payload_hash(headers: Mapping[str, str], body: bytes, sig: Signature) -> str
 
 
 def verify(
-    sig: Signature, secret: str, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str], body: bytes,
+    sig: Signature,
+    secret: str,
+    method: str,
+    raw_path: str,
+    raw_query: str,
+    headers: Mapping[str, str],
+    body: bytes,
 ) -> str:
     """Check ``sig`` against the request; returns the seed signature (for aws-chunked bodies)."""
     if "host" not in sig.signed_headers:
@@ -234,10 +265,16 @@ def decode_aws_chunked(body: bytes, secret: str, sig: Signature, seed_signature:
         data = body[eol + 2 : eol + 2 + size]
         if len(data) != size:
             raise SigV4Error("incomplete", "Malformed aws-chunked body: truncated chunk.")
-        string_to_sign = "\n".join([
-            "AWS4-HMAC-SHA256-PAYLOAD", sig.amz_date, sig.scope, previous, EMPTY_SHA256,
-            hashlib.sha256(data).hexdigest(),
-        ])
+        string_to_sign = "\n".join(
+            [
+                "AWS4-HMAC-SHA256-PAYLOAD",
+                sig.amz_date,
+                sig.scope,
+                previous,
+                EMPTY_SHA256,
+                hashlib.sha256(data).hexdigest(),
+            ]
+        )
         expected = hmac.new(key, string_to_sign.encode(), hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected, chunk_sig):
             raise SigV4Error("mismatch", "A chunk signature of the aws-chunked body does not match.")

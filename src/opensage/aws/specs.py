@@ -87,9 +87,7 @@ def _compile_route(method: str, request_uri: str, operation: str) -> RestRoute:
         pattern += f"(?P<{group}>.+)" if m.group(2) else f"(?P<{group}>[^/]+)"
         pos = m.end()
     pattern += re.escape(path[pos:])
-    literal_query = tuple(
-        (k, v) for k, _, v in (part.partition("=") for part in literal.split("&") if part)
-    )
+    literal_query = tuple((k, v) for k, _, v in (part.partition("=") for part in literal.split("&") if part))
     return RestRoute(method, re.compile(pattern), operation, literal_query)
 
 

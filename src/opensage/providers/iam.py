@@ -35,9 +35,14 @@ class IamProvider:
             raise ServiceError("MalformedPolicyDocument", f"AssumeRolePolicyDocument is not valid JSON: {exc}") from exc
         now = self.clock()
         role = role_description(
-            ctx.account_id, request["RoleName"], document, path=request.get("Path", "/"),
-            description=request.get("Description", ""), max_session=request.get("MaxSessionDuration", 3600),
-            tags=request.get("Tags"), now=now,
+            ctx.account_id,
+            request["RoleName"],
+            document,
+            path=request.get("Path", "/"),
+            description=request.get("Description", ""),
+            max_session=request.get("MaxSessionDuration", 3600),
+            tags=request.get("Tags"),
+            now=now,
         )
         try:
             create_role(self.store, role, now)
@@ -68,8 +73,13 @@ class IamProvider:
     def simulate_principal_policy(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         resources = request.get("ResourceArns") or ["*"]
         results = [
-            {"EvalActionName": action, "EvalResourceName": resource, "EvalDecision": "allowed",
-             "MatchedStatements": [], "MissingContextValues": []}
+            {
+                "EvalActionName": action,
+                "EvalResourceName": resource,
+                "EvalDecision": "allowed",
+                "MatchedStatements": [],
+                "MissingContextValues": [],
+            }
             for action in request["ActionNames"]
             for resource in resources
         ]

@@ -173,8 +173,13 @@ class SqlStore:
                 "An access key cannot be decrypted: the home's master.key does not belong to this database."
             ) from exc
         return AccessKey(
-            row.access_key_id, secret, row.principal_arn, row.user_id, row.status,
-            _utc(row.created_at), row.description,
+            row.access_key_id,
+            secret,
+            row.principal_arn,
+            row.user_id,
+            row.status,
+            _utc(row.created_at),
+            row.description,
         )
 
     def get_access_key(self, access_key_id: str) -> AccessKey | None:
@@ -204,8 +209,13 @@ class SqlStore:
 
     def create_resource(self, resource: Resource) -> Resource:
         row = ResourceRow(
-            arn=resource.arn, kind=resource.kind, name=resource.name, status=resource.status,
-            created_at=resource.created_at, updated_at=resource.updated_at, data=json.dumps(resource.data),
+            arn=resource.arn,
+            kind=resource.kind,
+            name=resource.name,
+            status=resource.status,
+            created_at=resource.created_at,
+            updated_at=resource.updated_at,
+            data=json.dumps(resource.data),
         )
         try:
             with self.session() as s:
