@@ -81,3 +81,114 @@ def api_server(home: Path) -> Iterator[ApiServer]:
         server.should_exit = True
         thread.join(10)
         platform.close()
+
+
+@dataclass
+class RunningPlatform:
+    """``opensage up`` running as a child process on its own home, ports and AWS files."""
+
+    home: Path
+    port: int
+    env: dict[str, str]
+    proc: Any
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def s3_url(self) -> str:
+        return f"http://127.0.0.1:{self.port + 1}"
+
+    def cli(self, *args: str, timeout: float = 120) -> Any:
+        import subprocess
+        import sys
+
+        return subprocess.run(
+            [sys.executable, "-m", "opensage", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+        )
+
+    def shell_env(self) -> dict[str, str]:
+        """The environment after ``eval "$(opensage env)"``."""
+        out = self.cli("env", "--home", str(self.home)).stdout
+        env = dict(self.env)
+        for line in out.splitlines():
+            key, _, value = line.removeprefix("export ").partition("=")
+            import shlex
+
+            env[key] = shlex.split(value)[0] if value else ""
+        return env
+
+    def session(self) -> Any:
+        """A boto3 session that uses only the written profile (as a user's code would)."""
+        import botocore.session
+
+        core = botocore.session.Session(profile="opensage")
+        core.set_config_variable("config_file", self.env["AWS_CONFIG_FILE"])
+        core.set_config_variable("credentials_file", self.env["AWS_SHARED_CREDENTIALS_FILE"])
+        return boto3.session.Session(botocore_session=core)
+
+
+def platform_env(home: Path, aws_dir: Path) -> dict[str, str]:
+    import os
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "OPENSAGE_"))}
+    aws_dir.mkdir(parents=True, exist_ok=True)
+    env.update(
+        {
+            "AWS_CONFIG_FILE": str(aws_dir / "config"),
+            "AWS_SHARED_CREDENTIALS_FILE": str(aws_dir / "credentials"),
+            "OPENSAGE_HOME": str(home),
+            "SAGEMAKER_SUPPRESS_V2_WARNING": "1",
+        }
+    )
+    return env
+
+
+@contextlib.contextmanager
+def running_platform(
+    home: Path, aws_dir: Path, port: int | None = None, timeout: float = 60
+) -> Iterator[RunningPlatform]:
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    port = port or free_base_port()
+    env = platform_env(home, aws_dir)
+    log = open(home.parent / f"{home.name}-up.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "opensage", "up", "--home", str(home), "--port", str(port)],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    platform = RunningPlatform(home, port, env, proc)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(
+                    f"opensage up exited with {proc.returncode}: "
+                    + (home.parent / f"{home.name}-up.log").read_text()[-2000:]
+                )
+            try:
+                with urllib.request.urlopen(platform.api_url + "/_opensage/health", timeout=1):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        yield platform
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                import os
+
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        log.close()

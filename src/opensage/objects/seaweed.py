@@ -157,6 +157,33 @@ def socket_path(data_dir: Path, name: str) -> Path:
     return Path("/tmp") / f"opensage-{digest}-{name}.sock"
 
 
+def grpc_socket_paths(ports: StorePorts) -> list[Path]:
+    """The unix sockets weed always puts in /tmp for its gRPC ports (no flag moves them)."""
+    components = {"master": ports.master_grpc, "volume": ports.volume_grpc, "filer": ports.filer_grpc}
+    components.update(s3=ports.s3_grpc, admin=ports.admin_grpc)
+    return [Path("/tmp") / f"seaweedfs-{name}-grpc-{port}.sock" for name, port in components.items()]
+
+
+def remove_stale_sockets(paths: Sequence[Path]) -> None:
+    """Remove the unix sockets among ``paths`` that nobody listens on any more.
+
+    weed leaves some behind even on a clean shutdown; a socket something still answers on is kept.
+    """
+    for path in paths:
+        if not path.is_socket():
+            continue
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+            try:
+                probe.connect(str(path))
+                continue
+            except ConnectionRefusedError:
+                pass
+            except OSError:
+                continue
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Delay before restart number ``attempt`` (0-based): doubling from ``initial`` up to ``maximum``."""
     return min(maximum, initial * (2 ** min(attempt, 30)))
@@ -226,6 +253,12 @@ class EmbeddedStore:
         return self.data_dir / "s3-identities.json"
 
     @property
+    def socket_paths(self) -> list[Path]:
+        """Every unix socket the store listens on (its own two, then weed's fixed /tmp ones)."""
+        own = [socket_path(self.data_dir, "filer"), socket_path(self.data_dir, "s3")]
+        return own + grpc_socket_paths(self.ports)
+
+    @property
     def endpoint_url(self) -> str:
         return f"http://{_connect_host(self.host)}:{self.ports.s3}"
 
@@ -285,6 +318,7 @@ class EmbeddedStore:
                 )
             self._check_ports()
             self._prepare_dirs()
+            remove_stale_sockets(self.socket_paths)
             self._proc = self._spawn(self._command(weed))
             self._wanted, self._ready, self._reload_pending = True, False, False
             self._started_at = time.monotonic()
@@ -347,6 +381,7 @@ class EmbeddedStore:
                     log.warning("embedded store pid %d ignored SIGTERM for %gs; killing it", proc.pid, grace)
                     _signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
+            remove_stale_sockets(self.socket_paths)
             log.info("stopped embedded store pid %d (exit code %s)", proc.pid, proc.returncode)
 
     def log_tail(self, lines: int = 20) -> str:
