@@ -59,6 +59,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     from opensage.server import serve
 
     logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     serve(settings)
     return 0
 
@@ -138,7 +139,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_env(args: argparse.Namespace) -> int:
     from opensage.profile import export_lines, shell_env
 
-    print(export_lines(shell_env(_settings(args))))
+    print(export_lines(shell_env(_settings(args), sdk_proxy=not args.no_sdk_proxy)))
     return 0
 
 
@@ -217,6 +218,11 @@ def _parser() -> argparse.ArgumentParser:
 
     env = sub.add_parser("env", help='print export lines for a shell: eval "$(opensage env)"')
     home_args(env)
+    env.add_argument(
+        "--no-sdk-proxy",
+        action="store_true",
+        help="leave HTTPS_PROXY alone (the SDK's get_execution_role()/account_id() then need AWS)",
+    )
     env.set_defaults(func=cmd_env)
 
     version = sub.add_parser("version", help="print the version")

@@ -109,4 +109,4 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 def no_proxy_hosts(extra: Iterable[str] = ()) -> str:
-    return ",".join(["127.0.0.1", "localhost", "::1", *extra])
+    return ",".join(dict.fromkeys(["127.0.0.1", "localhost", "::1", *extra]))

@@ -20,8 +20,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Engine, create_engine, event, select
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from opensage.errors import AlreadyExists, Conflict, NotFound, OpenSageError
@@ -108,7 +108,7 @@ class SqlStore:
                 if current != heads:
                     cfg.attributes["connection"] = conn
                     command.upgrade(cfg, "head")
-        except OperationalError as exc:
+        except DBAPIError as exc:
             raise StoreError(f"Cannot open the database at {self._safe_url()}: {exc.orig}") from exc
 
     @staticmethod
@@ -270,21 +270,28 @@ class SqlStore:
         expect_status: str | tuple[str, ...] | None = None,
         now: dt.datetime,
     ) -> Resource:
-        """Compare-and-set update: fails with :class:`Conflict` when the status is not ``expect_status``."""
+        """Compare-and-set update: fails with :class:`Conflict` when the status is not ``expect_status``.
+
+        One conditional ``UPDATE`` does the check and the write, so concurrent transitions have exactly
+        one winner on every database.
+        """
+        allowed = (expect_status,) if isinstance(expect_status, str) else expect_status
+        values: dict[str, Any] = {"updated_at": now}
+        if data is not None:
+            values["data"] = json.dumps(data)
+        if status is not None:
+            values["status"] = status
+        where = [ResourceRow.kind == kind, ResourceRow.name == name]
+        if allowed is not None:
+            where.append(ResourceRow.status.in_(allowed))
         with self.session() as s:
-            row = s.scalars(
-                select(ResourceRow).where(ResourceRow.kind == kind, ResourceRow.name == name).with_for_update()
-            ).first()
-            if row is None:
-                raise NotFound(f"{kind} {name} does not exist.")
-            allowed = (expect_status,) if isinstance(expect_status, str) else expect_status
-            if allowed is not None and row.status not in allowed:
-                raise Conflict(f"{kind} {name} is {row.status}, not {' or '.join(allowed)}.")
-            if data is not None:
-                row.data = json.dumps(data)
-            if status is not None:
-                row.status = status
-            row.updated_at = now
+            result = s.execute(update(ResourceRow).where(*where).values(**values))
+            if result.rowcount == 0:  # type: ignore[attr-defined]
+                row = s.scalars(select(ResourceRow).where(*where[:2])).first()
+                if row is None:
+                    raise NotFound(f"{kind} {name} does not exist.")
+                raise Conflict(f"{kind} {name} is {row.status}, not {' or '.join(allowed or ())}.")
+            row = s.scalars(select(ResourceRow).where(*where[:2])).one()
             return self._resource(row)
 
     def delete_resource(self, kind: str, name: str) -> None:

@@ -1,0 +1,179 @@
+"""One suite for the metadata store, run over every backend: SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from opensage.errors import AlreadyExists, Conflict, NotFound
+from opensage.identity import bootstrap, create_access_key
+from opensage.store.entities import Resource
+from opensage.store.sql import SqlStore, StoreError, open_store
+
+PG_URL = os.environ.get("OPENSAGE_TEST_POSTGRES_URL", "")
+
+
+def _fresh_pg_database() -> str:
+    name = f"opensage_test_{uuid.uuid4().hex[:10]}"
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
+    return PG_URL.rsplit("/", 1)[0] + "/" + name
+
+
+def _drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    admin = create_engine(PG_URL.replace("postgresql://", "postgresql+psycopg://", 1), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'opensage.db'}"
+        return
+    if not PG_URL:
+        pytest.skip("OPENSAGE_TEST_POSTGRES_URL is not set (.ci/run starts a PostgreSQL and sets it)")
+    url = _fresh_pg_database()
+    try:
+        yield url
+    finally:
+        _drop_pg_database(url)
+
+
+@pytest.fixture
+def store(db_url: str, tmp_path: Path) -> Iterator[SqlStore]:
+    s = open_store(db_url, tmp_path / "master.key")
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+NOW = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
+
+
+def _res(name: str, status: str = "InProgress", minutes: int = 0, kind: str = "training-job") -> Resource:
+    when = NOW + dt.timedelta(minutes=minutes)
+    return Resource(kind, name, f"arn:aws:sagemaker:us-east-1:1:{kind}/{name}", status, when, when, {"Name": name})
+
+
+def test_resource_crud(store: SqlStore) -> None:
+    store.create_resource(_res("a"))
+    with pytest.raises(AlreadyExists):
+        store.create_resource(_res("a"))
+    got = store.get_resource("training-job", "a")
+    assert got is not None and got.data == {"Name": "a"} and got.created_at == NOW
+    assert store.get_resource("training-job", "missing") is None
+    store.delete_resource("training-job", "a")
+    with pytest.raises(NotFound):
+        store.delete_resource("training-job", "a")
+
+
+def test_list_filters_and_sorting(store: SqlStore) -> None:
+    for i, (name, status) in enumerate([("alpha", "Completed"), ("beta", "InProgress"), ("gamma_x", "Completed")]):
+        store.create_resource(_res(name, status, minutes=i))
+    store.create_resource(_res("other", kind="endpoint"))
+    assert [r.name for r in store.list_resources("training-job")] == ["gamma_x", "beta", "alpha"]
+    assert [r.name for r in store.list_resources("training-job", sort_by="name", descending=False)] == [
+        "alpha",
+        "beta",
+        "gamma_x",
+    ]
+    assert [r.name for r in store.list_resources("training-job", status="Completed")] == ["gamma_x", "alpha"]
+    assert [r.name for r in store.list_resources("training-job", name_contains="_")] == ["gamma_x"]
+    after = store.list_resources("training-job", created_after=NOW + dt.timedelta(seconds=30))
+    assert [r.name for r in after] == ["gamma_x", "beta"]
+
+
+def test_compare_and_set_update(store: SqlStore) -> None:
+    store.create_resource(_res("job"))
+    later = NOW + dt.timedelta(minutes=5)
+    updated = store.update_resource(
+        "training-job", "job", status="Completed", data={"Name": "job", "x": 1}, expect_status="InProgress", now=later
+    )
+    assert updated.status == "Completed" and updated.updated_at == later
+    with pytest.raises(Conflict):
+        store.update_resource("training-job", "job", status="Stopped", expect_status="InProgress", now=later)
+    with pytest.raises(NotFound):
+        store.update_resource("training-job", "nope", status="Stopped", now=later)
+
+
+def test_concurrent_transitions_have_one_winner(store: SqlStore) -> None:
+    store.create_resource(_res("race"))
+    wins: list[str] = []
+
+    def attempt(target: str) -> None:
+        try:
+            store.update_resource("training-job", "race", status=target, expect_status="InProgress", now=NOW)
+            wins.append(target)
+        except Conflict:
+            pass
+
+    threads = [threading.Thread(target=attempt, args=(t,)) for t in ("Completed", "Stopped", "Failed", "Stopping")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+
+
+def test_access_keys_are_encrypted_at_rest(store: SqlStore, db_url: str) -> None:
+    ident = bootstrap(store)
+    key = create_access_key(store, ident.account_id, "t")
+    assert store.get_access_key(key.access_key_id) == key
+    with store.engine.connect() as conn:
+        raw = conn.execute(text("SELECT secret_encrypted FROM access_keys")).scalar_one()
+    assert key.secret_access_key.encode() not in bytes(raw)
+    store.delete_access_key(key.access_key_id)
+    assert store.get_access_key(key.access_key_id) is None
+
+
+def test_bootstrap_is_idempotent_and_survives_reopen(db_url: str, tmp_path: Path) -> None:
+    first = open_store(db_url, tmp_path / "master.key")
+    ident = bootstrap(first)
+    first.close()
+    second = open_store(db_url, tmp_path / "master.key")
+    try:
+        assert bootstrap(second) == ident
+    finally:
+        second.close()
+
+
+def test_wrong_master_key_is_reported(db_url: str, tmp_path: Path) -> None:
+    first = open_store(db_url, tmp_path / "master.key")
+    create_access_key(first, bootstrap(first).account_id)
+    first.close()
+    other = open_store(db_url, tmp_path / "other.key")
+    try:
+        with pytest.raises(StoreError, match="master.key"):
+            other.list_access_keys()
+    finally:
+        other.close()
+
+
+def test_foreign_database_is_refused(db_url: str, tmp_path: Path) -> None:
+    engine = create_engine(db_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with engine.begin() as conn:
+        conn.execute(text("CREATE TABLE customers (id INTEGER PRIMARY KEY)"))
+    engine.dispose()
+    with pytest.raises(StoreError, match="not OpenSage's"):
+        open_store(db_url, tmp_path / "master.key")
+
+
+def test_corrupt_sqlite_file_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "opensage.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="Cannot open the database"):
+        open_store(f"sqlite:///{path}", tmp_path / "master.key")
+    assert path.read_bytes() == b"this is not a database" * 100

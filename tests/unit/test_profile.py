@@ -1,0 +1,56 @@
+"""The AWS profile writer and the shell environment."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import botocore.session
+
+from opensage.config import load_settings
+from opensage.profile import replace_sections, shell_env, write_aws_profile
+
+
+def test_replace_sections_keeps_everything_else() -> None:
+    text = "# mine\n[default]\nregion = eu-west-1\n\n[profile opensage]\nregion = old\n\n[profile x]\na = 1\n"
+    out = replace_sections(text, {"profile opensage": "region = new\n"})
+    assert out.startswith("# mine\n[default]\nregion = eu-west-1\n")
+    assert "[profile x]\na = 1" in out and "region = old" not in out
+    assert out.count("[profile opensage]") == 1 and out.endswith("[profile opensage]\nregion = new\n")
+    assert replace_sections(out, {"profile opensage": "region = new\n"}) == out  # idempotent
+
+
+def test_written_profile_is_what_botocore_reads(tmp_path: Path) -> None:
+    settings = load_settings(
+        env={"AWS_CONFIG_FILE": str(tmp_path / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials")},
+        home=str(tmp_path / "home"),
+        port=9100,
+    )
+    write_aws_profile(settings, "AKIAEXAMPLE", "secret")
+    session = botocore.session.Session(profile="opensage")
+    session.set_config_variable("config_file", str(tmp_path / "config"))
+    session.set_config_variable("credentials_file", str(tmp_path / "credentials"))
+    creds = session.get_credentials()
+    assert (creds.access_key, creds.secret_key) == ("AKIAEXAMPLE", "secret")
+    for service, port in [
+        ("sagemaker", 9100),
+        ("sagemaker-runtime", 9100),
+        ("sts", 9100),
+        ("iam", 9100),
+        ("logs", 9100),
+        ("cloudwatch", 9100),
+        ("s3", 9101),
+    ]:
+        client = session.create_client(service, region_name="us-east-1")
+        assert client.meta.endpoint_url == f"http://127.0.0.1:{port}", service
+    assert (tmp_path / "config").stat().st_mode & 0o777 == 0o600
+
+
+def test_shell_env_names_every_endpoint(tmp_path: Path) -> None:
+    settings = load_settings(env={}, home=str(tmp_path), port=9200)
+    env = shell_env(settings)
+    assert env["AWS_PROFILE"] == "opensage"
+    assert env["AWS_ENDPOINT_URL_SAGEMAKER_RUNTIME"] == "http://127.0.0.1:9200"
+    assert env["AWS_ENDPOINT_URL_CLOUDWATCH_LOGS"] == "http://127.0.0.1:9200"
+    assert env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9201"
+    assert env["HTTPS_PROXY"] == "http://127.0.0.1:9202" and "127.0.0.1" in env["NO_PROXY"]
+    assert "HTTPS_PROXY" not in shell_env(settings, sdk_proxy=False)
