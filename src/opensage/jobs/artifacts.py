@@ -1,0 +1,63 @@
+"""Artifacts: ``model.tar.gz`` / ``output.tar.gz`` to S3, and checkpoint sync both ways."""
+
+from __future__ import annotations
+
+import tarfile
+from pathlib import Path
+from typing import Any
+
+from opensage.jobs.channels import split_s3_uri
+
+
+def tar_directory(source: Path, target: Path) -> Path:
+    """A gzip tarball of ``source``'s contents (paths relative to it, as SageMaker writes them)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(target, "w:gz", compresslevel=6) as tar:
+        for path in sorted(source.rglob("*")):
+            tar.add(path, arcname=str(path.relative_to(source)), recursive=False)
+    return target
+
+
+def upload_tarball(s3: Any, source: Path, scratch: Path, s3_uri: str) -> str:
+    bucket, key = split_s3_uri(s3_uri)
+    tarball = tar_directory(source, scratch)
+    s3.upload_file(str(tarball), bucket, key)
+    tarball.unlink()
+    return s3_uri
+
+
+def output_uri(s3_output_path: str, job_name: str, filename: str) -> str:
+    return f"{s3_output_path.rstrip('/')}/{job_name}/output/{filename}"
+
+
+def upload_tree(s3: Any, source: Path, s3_uri: str) -> int:
+    """Upload every file under ``source`` below ``s3_uri``; returns the number of files."""
+    bucket, prefix = split_s3_uri(s3_uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    n = 0
+    for path in sorted(source.rglob("*")):
+        if path.is_file():
+            s3.upload_file(str(path), bucket, prefix + str(path.relative_to(source)))
+            n += 1
+    return n
+
+
+def download_tree(s3: Any, s3_uri: str, target: Path) -> int:
+    """Download every object below ``s3_uri`` into ``target``; returns the number of files."""
+    bucket, prefix = split_s3_uri(s3_uri)
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    n = 0
+    try:
+        pages = list(s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix))
+    except s3.exceptions.NoSuchBucket:
+        return 0
+    for page in pages:
+        for obj in page.get("Contents", []):
+            rel = obj["Key"][len(prefix) :]
+            if not rel or rel.endswith("/"):
+                continue
+            dest = target / rel
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            s3.download_file(bucket, obj["Key"], str(dest))
+            n += 1
+    return n

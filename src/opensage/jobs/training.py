@@ -1,0 +1,545 @@
+"""Training jobs: the state machine from CreateTrainingJob to Completed, Failed or Stopped.
+
+One asyncio task per job in the API server: Starting -> Downloading (channels from S3) -> Training
+(containers on the compute backend, logs to the log store, metrics from the log lines) -> Uploading
+(``model.tar.gz``, ``output.tar.gz``, checkpoints) -> Completed. Every transition is persisted with
+a compare-and-set on the status, so a StopTrainingJob racing the end of a job has one winner.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import re
+import shutil
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from opensage.compute import instances
+from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec, JobStatus
+from opensage.contract import Layout, training_env
+from opensage.errors import Conflict, NotFound, OpenSageError
+from opensage.images import registry
+from opensage.jobs import artifacts, channels
+from opensage.logstore import LogStore
+from opensage.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+KIND = "training-job"
+LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+_STATUS_MESSAGES = {
+    "Starting": "Preparing the instances for training",
+    "Downloading": "Downloading input data",
+    "Training": "Training image download completed. Training in progress.",
+    "Uploading": "Uploading generated training model",
+    "Completed": "Training job completed",
+    "Failed": "Training job failed",
+    "Stopping": "Stopping the training job",
+    "Stopped": "Training job stopped",
+    "MaxRuntimeExceeded": "Training job stopped because it exceeded MaxRuntimeInSeconds",
+}
+
+
+class JobFailed(OpenSageError):
+    """Ends a job as Failed; the message is its FailureReason."""
+
+
+def _epoch(now: dt.datetime) -> float:
+    return round(now.timestamp(), 3)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass(slots=True)
+class _Run:
+    """What the engine keeps in memory about a running job."""
+
+    name: str
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    handle: Handle | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    last_status: JobStatus | None = None
+
+
+class TrainingEngine:
+    """Runs training jobs on a compute backend; providers call :meth:`create`, :meth:`stop`."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        s3: Any,
+        backend: ComputeBackend,
+        logs: LogStore,
+        work_dir: Path,
+        clock: Callable[[], dt.datetime],
+        *,
+        stop_grace_s: float = 10.0,
+        poll_interval_s: float = 0.05,
+    ) -> None:
+        self.store = store
+        self.s3 = s3
+        self.backend = backend
+        self.logs = logs
+        self.work_dir = work_dir
+        self.clock = clock
+        self.stop_grace_s = stop_grace_s
+        self.poll_interval_s = poll_interval_s
+        self._runs: dict[str, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- API-facing -------------------------------------------------------------------------------
+
+    def launch(self, name: str) -> None:
+        """Start running a job whose record exists (status InProgress/Starting)."""
+        run = _Run(name)
+        self._runs[name] = run
+        task = asyncio.get_running_loop().create_task(self._run(run), name=f"training:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def request_stop(self, name: str) -> bool:
+        """Ask a running job to stop; False when no task of this server runs it."""
+        run = self._runs.get(name)
+        if run is None:
+            return False
+        run.stop_requested.set()
+        return True
+
+    async def recover(self) -> None:
+        """At start-up: end the jobs an earlier server left running (their processes are stopped)."""
+        for status in (IN_PROGRESS, STOPPING):
+            for row in await asyncio.to_thread(self.store.list_resources, KIND, status=status):
+                handle = row.data.get("_Handle")
+                if handle:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self.backend.stop, handle, 1.0)
+                        await asyncio.to_thread(self.backend.cleanup, handle)
+                reason = "InternalServerError: OpenSage restarted while this job was running; start the job again."
+                if status == STOPPING:
+                    await self._finish(row.name, STOPPED, "Stopped", None)
+                else:
+                    await self._finish(row.name, FAILED, "Failed", reason)
+                shutil.rmtree(self.work_dir / row.name, ignore_errors=True)
+
+    async def shutdown(self) -> None:
+        """Stop every running job (server shutdown): they end Failed with a reason."""
+        for run in list(self._runs.values()):
+            run.stop_requested.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.stop_grace_s + 5)
+
+    # --- the state machine ----------------------------------------------------------------------
+
+    async def _run(self, run: _Run) -> None:
+        name = run.name
+        job_dir = self.work_dir / name
+        try:
+            desc = await self._describe(name)
+            image = registry.resolve(desc["AlgorithmSpecification"].get("TrainingImage", ""))
+            hosts, itype = self._hosts(desc)
+            streams = await self._open_streams(name, hosts)
+            await self._secondary(name, "Downloading")
+            layouts = {h: Layout(job_dir / h) for h in hosts}
+            for layout in layouts.values():
+                layout.create()
+            await asyncio.to_thread(self._download_channels, desc, layouts, job_dir / "cache", streams[hosts[0]])
+            await asyncio.to_thread(self._restore_checkpoints, desc, layouts, streams[hosts[0]])
+            if image is None:
+                raise JobFailed(
+                    f"ClientError: The training image '{desc['AlgorithmSpecification'].get('TrainingImage')}' is not "
+                    f"one OpenSage provides; use an image URI of one of these repositories: "
+                    f"{', '.join(registry.known_repositories())} (e.g. from sagemaker.image_uris.retrieve)."
+                )
+            definitions = desc["AlgorithmSpecification"].get("MetricDefinitions") or image.metric_definitions()
+            spec = self._job_spec(desc, image, hosts, itype, layouts, job_dir)
+            await self._secondary(name, "Training", TrainingStartTime=_epoch(self.clock()))
+            run.handle = await asyncio.to_thread(self.backend.submit, spec)
+            await self._save(name, _Handle=run.handle)
+            outcome = await self._watch(run, desc, spec, streams, definitions)
+            await self._conclude(run, desc, layouts, hosts, outcome, streams[hosts[0]], job_dir)
+        except JobFailed as exc:
+            await self._fail(run, str(exc))
+        except channels.ChannelError as exc:
+            await self._fail(run, str(exc))
+        except Exception as exc:
+            log.exception("training job %s failed inside the platform", name)
+            await self._fail(run, f"InternalServerError: {type(exc).__name__}: {exc}")
+        finally:
+            if run.handle is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.backend.cleanup, run.handle)
+            self._runs.pop(name, None)
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _hosts(self, desc: dict) -> tuple[list[str], instances.InstanceType]:
+        rc = desc["ResourceConfig"]
+        itype = instances.lookup(rc.get("InstanceType", "local"))
+        if itype is None:
+            raise JobFailed(f"ClientError: unknown instance type '{rc.get('InstanceType')}'.")
+        return [f"algo-{i + 1}" for i in range(rc.get("InstanceCount", 1))], itype
+
+    async def _open_streams(self, name: str, hosts: list[str]) -> dict[str, str]:
+        epoch = int(self.clock().timestamp())
+        streams = {h: f"{name}/{h}-{epoch}" for h in hosts}
+        for stream in streams.values():
+            await asyncio.to_thread(self.logs.create_stream, LOG_GROUP, stream, exist_ok=True)
+        return streams
+
+    def _platform_log(self, stream: str, message: str) -> None:
+        self.logs.put_events(LOG_GROUP, stream, [(int(self.clock().timestamp() * 1000), message)])
+
+    def _download_channels(self, desc: dict, layouts: dict[str, Layout], cache: Path, stream: str) -> None:
+        hosts = list(layouts)
+        for channel in desc.get("InputDataConfig") or []:
+            cname = channel["ChannelName"]
+            if channel.get("InputMode", desc["AlgorithmSpecification"].get("TrainingInputMode", "File")) != "File":
+                self._platform_log(
+                    stream,
+                    f"Channel '{cname}' asks for {channel.get('InputMode')} mode; "
+                    "OpenSage downloads it as in File mode.",
+                )
+            objects = channels.list_channel(self.s3, channel, self.store_region(desc))
+            distribution = channel["DataSource"]["S3DataSource"].get("S3DataDistributionType", "FullyReplicated")
+            per_host = channels.assign(objects, hosts, distribution)
+            targets = {h: layouts[h].channel_dir(cname) for h in hosts}
+            report = channels.download(self.s3, per_host, targets, cache / cname)
+            self._platform_log(stream, report.describe(cname))
+
+    @staticmethod
+    def store_region(desc: dict) -> str:
+        return desc["TrainingJobArn"].split(":")[3]
+
+    def _restore_checkpoints(self, desc: dict, layouts: dict[str, Layout], stream: str) -> None:
+        config = desc.get("CheckpointConfig")
+        if not config:
+            return
+        for layout in layouts.values():
+            n = artifacts.download_tree(self.s3, config["S3Uri"], layout.checkpoints_dir)
+            if n:
+                self._platform_log(stream, f"Restored {n} checkpoint file(s) from {config['S3Uri']}")
+
+    def _job_spec(
+        self,
+        desc: dict,
+        image: registry.BuiltinImage,
+        hosts: list[str],
+        itype: instances.InstanceType,
+        layouts: dict[str, Layout],
+        job_dir: Path,
+    ) -> JobSpec:
+        name = desc["TrainingJobName"]
+        hps = {k: str(v) for k, v in (desc.get("HyperParameters") or {}).items()}
+        channel_cfg = {
+            c["ChannelName"]: {
+                "ContentType": c.get("ContentType", ""),
+                "TrainingInputMode": c.get("InputMode", "File"),
+                "S3DistributionType": c["DataSource"]["S3DataSource"].get("S3DataDistributionType", "FullyReplicated"),
+                "RecordWrapperType": c.get("RecordWrapperType", "None"),
+                "CompressionType": c.get("CompressionType", "None"),
+            }
+            for c in desc.get("InputDataConfig") or []
+        }
+        tracker_port = _free_port()
+        addresses = json.dumps({h: "127.0.0.1" for h in hosts})
+        containers = []
+        for host, layout in layouts.items():
+            layout.hyperparameters_file.write_text(json.dumps(hps))
+            layout.input_data_config_file.write_text(json.dumps(channel_cfg))
+            layout.resource_config_file.write_text(
+                json.dumps(
+                    {
+                        "current_host": host,
+                        "hosts": hosts,
+                        "network_interface_name": "eth0",
+                        "current_instance_type": itype.name,
+                        "instance_groups": [
+                            {"instance_group_name": "homogeneousCluster", "instance_type": itype.name, "hosts": hosts}
+                        ],
+                    }
+                )
+            )
+            env = training_env(
+                layout,
+                current_host=host,
+                hosts=hosts,
+                hyperparameters=hps,
+                channels=channel_cfg,
+                job_name=name,
+                num_cpus=itype.vcpus,
+                num_gpus=itype.gpus,
+            )
+            env.update({k: str(v) for k, v in (desc.get("Environment") or {}).items()})
+            env.update(
+                {
+                    "SM_CURRENT_INSTANCE_TYPE": itype.name,
+                    "OPENSAGE_HOST_ADDRESSES": addresses,
+                    "OPENSAGE_TRACKER_PORT": str(tracker_port),
+                    "PYTHONUNBUFFERED": "1",
+                    "PATH": "/usr/local/bin:/usr/bin:/bin",
+                    "HOME": str(layout.base),
+                    "TMPDIR": str(layout.base),
+                }
+            )
+            containers.append(
+                ContainerSpec(
+                    host,
+                    image.train_argv(),
+                    env,
+                    layout.base,
+                    job_dir / "logs" / f"{host}.log",
+                    itype.vcpus,
+                    itype.memory_bytes,
+                )
+            )
+        return JobSpec(f"{KIND}/{name}", tuple(containers))
+
+    async def _watch(
+        self, run: _Run, desc: dict, spec: JobSpec, streams: dict[str, str], definitions: list[dict[str, str]]
+    ) -> str:
+        """Tail logs until every container has ended; returns 'done', 'stopped' or 'max-runtime'."""
+        tails = {c.host: _Tail(c.log_path) for c in spec.containers}
+        patterns = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
+        limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit if limit else None
+        outcome = "done"
+        assert run.handle is not None
+        while True:
+            status: JobStatus = await asyncio.to_thread(self.backend.poll, run.handle)
+            await asyncio.to_thread(self._pump_logs, tails, streams, patterns, run.metrics)
+            if status.done:
+                run.last_status = status
+                break
+            if outcome == "done":
+                if run.stop_requested.is_set():
+                    outcome = "stopped"
+                elif deadline is not None and loop.time() > deadline:
+                    outcome = "max-runtime"
+                if outcome != "done":
+                    await asyncio.to_thread(self.backend.stop, run.handle, self.stop_grace_s)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.stop_requested.wait(), self.poll_interval_s)
+        await asyncio.to_thread(self._pump_logs, tails, streams, patterns, run.metrics, True)
+        return outcome
+
+    def _pump_logs(
+        self,
+        tails: dict[str, _Tail],
+        streams: dict[str, str],
+        patterns: list[tuple[str, re.Pattern[str]]],
+        metrics: dict[str, float],
+        final: bool = False,
+    ) -> None:
+        for host, tail in tails.items():
+            lines = tail.read(final)
+            if not lines:
+                continue
+            now_ms = int(self.clock().timestamp() * 1000)
+            self.logs.put_events(LOG_GROUP, streams[host], [(now_ms, line) for line in lines])
+            for line in lines:
+                for metric, regex in patterns:
+                    m = regex.search(line)
+                    if m and m.groups():
+                        with contextlib.suppress(ValueError):
+                            metrics[metric] = float(m.group(1))
+
+    async def _conclude(
+        self,
+        run: _Run,
+        desc: dict,
+        layouts: dict[str, Layout],
+        hosts: list[str],
+        outcome: str,
+        stream: str,
+        job_dir: Path,
+    ) -> None:
+        status = run.last_status
+        assert status is not None
+        failed = [c for c in status.containers if c.exit_code != 0]
+        if outcome == "done" and failed:
+            raise JobFailed(self._failure_reason(failed[0], layouts, desc, job_dir))
+        await self._secondary(run.name, "Uploading")
+        extra = await asyncio.to_thread(self._upload, desc, layouts[hosts[0]], layouts, job_dir, stream)
+        metrics = [{"MetricName": k, "Value": v, "Timestamp": _epoch(self.clock())} for k, v in run.metrics.items()]
+        if outcome == "done":
+            await self._finish(run.name, COMPLETED, "Completed", None, FinalMetricDataList=metrics, **extra)
+        else:
+            secondary = "MaxRuntimeExceeded" if outcome == "max-runtime" else "Stopped"
+            await self._finish(run.name, STOPPED, secondary, None, FinalMetricDataList=metrics, **extra)
+
+    def _failure_reason(self, state: Any, layouts: dict[str, Layout], desc: dict, job_dir: Path) -> str:
+        if state.out_of_memory:
+            gib = (state.memory_limit_bytes or 0) / instances.GiB
+            return (
+                f"OutOfMemoryError: the training process on {state.host} used more than the "
+                f"{gib:.1f} GiB of its instance type ({desc['ResourceConfig'].get('InstanceType')}) and was "
+                "killed. Use a larger instance type, more instances, or less data per instance."
+            )
+        for host in [state.host, *layouts]:
+            failure = layouts[host].failure_file
+            if failure.exists() and failure.read_text().strip():
+                return f"AlgorithmError: {failure.read_text().strip()[:1000]}"
+        tail = _last_lines(job_dir / "logs" / f"{state.host}.log", 5)
+        return (
+            f"AlgorithmError: the training process on {state.host} exited with code {state.exit_code}. "
+            f"Last log lines: {tail}"
+        )
+
+    def _upload(self, desc: dict, main: Layout, layouts: dict[str, Layout], job_dir: Path, stream: str) -> dict:
+        name, out = desc["TrainingJobName"], desc["OutputDataConfig"]["S3OutputPath"]
+        model_uri = artifacts.output_uri(out, name, "model.tar.gz")
+        artifacts.upload_tarball(self.s3, main.model_dir, job_dir / "model.tar.gz", model_uri)
+        extra: dict[str, Any] = {"ModelArtifacts": {"S3ModelArtifacts": model_uri}}
+        if any(main.output_data_dir.iterdir()):
+            artifacts.upload_tarball(
+                self.s3,
+                main.output_data_dir,
+                job_dir / "output.tar.gz",
+                artifacts.output_uri(out, name, "output.tar.gz"),
+            )
+        config = desc.get("CheckpointConfig")
+        if config:
+            n = sum(
+                artifacts.upload_tree(self.s3, layout.checkpoints_dir, config["S3Uri"]) for layout in layouts.values()
+            )
+            self._platform_log(stream, f"Saved {n} checkpoint file(s) to {config['S3Uri']}")
+        self._platform_log(stream, f"Uploaded the model to {model_uri}")
+        return extra
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    async def _describe(self, name: str) -> dict:
+        row = await asyncio.to_thread(self.store.get_resource, KIND, name)
+        if row is None:
+            raise NotFound(name)
+        return row.data
+
+    async def _save(self, name: str, **fields: Any) -> None:
+        def update() -> None:
+            row = self.store.get_resource(KIND, name)
+            if row is None:
+                return
+            self.store.update_resource(KIND, name, data={**row.data, **fields}, now=self.clock())
+
+        await asyncio.to_thread(update)
+
+    async def _secondary(self, name: str, secondary: str, **fields: Any) -> None:
+        """Move to ``secondary`` (still InProgress); raises when the job was stopped meanwhile."""
+
+        def update() -> None:
+            row = self.store.get_resource(KIND, name)
+            if row is None:
+                raise NotFound(name)
+            data = _with_transition(row.data, secondary, self.clock())
+            data.update(fields)
+            self.store.update_resource(KIND, name, data=data, expect_status=IN_PROGRESS, now=self.clock())
+
+        try:
+            await asyncio.to_thread(update)
+        except Conflict as exc:
+            raise _Stopped() from exc
+
+    async def _finish(self, name: str, status: str, secondary: str, reason: str | None, **fields: Any) -> None:
+        def update() -> None:
+            row = self.store.get_resource(KIND, name)
+            if row is None or row.status in (COMPLETED, FAILED, STOPPED):
+                return
+            now = self.clock()
+            data = _with_transition(row.data, secondary, now)
+            data.update(fields)
+            data.update(
+                TrainingJobStatus=status,
+                SecondaryStatus=secondary,
+                TrainingEndTime=_epoch(now),
+                LastModifiedTime=_epoch(now),
+            )
+            data.pop("_Handle", None)
+            if reason:
+                data["FailureReason"] = reason
+            start = data.get("TrainingStartTime")
+            if start:
+                seconds = max(1, int(round(_epoch(now) - start)))
+                data["TrainingTimeInSeconds"] = seconds
+                data["BillableTimeInSeconds"] = seconds * data["ResourceConfig"].get("InstanceCount", 1)
+            with contextlib.suppress(Conflict):  # another transition (a stop) won
+                self.store.update_resource(
+                    KIND, name, data=data, status=status, expect_status=(IN_PROGRESS, STOPPING), now=now
+                )
+
+        await asyncio.to_thread(update)
+
+    async def _fail(self, run: _Run, reason: str) -> None:
+        if run.stop_requested.is_set():
+            await self._finish(run.name, STOPPED, "Stopped", None)
+            return
+        log.info("training job %s failed: %s", run.name, reason)
+        await self._finish(run.name, FAILED, "Failed", reason)
+
+
+class _Stopped(JobFailed):
+    """The job was stopped between two steps."""
+
+    def __init__(self) -> None:
+        super().__init__("Stopped")
+
+
+def _with_transition(data: dict, secondary: str, now: dt.datetime) -> dict:
+    data = dict(data)
+    transitions = [dict(t) for t in data.get("SecondaryStatusTransitions", [])]
+    if transitions and transitions[-1]["Status"] == secondary:
+        return data
+    if transitions and "EndTime" not in transitions[-1]:
+        transitions[-1]["EndTime"] = _epoch(now)
+    entry = {"Status": secondary, "StartTime": _epoch(now), "StatusMessage": _STATUS_MESSAGES.get(secondary, secondary)}
+    if secondary in ("Completed", "Failed", "Stopped", "MaxRuntimeExceeded"):
+        entry["EndTime"] = _epoch(now)
+    transitions.append(entry)
+    data["SecondaryStatusTransitions"] = transitions
+    data["SecondaryStatus"] = secondary
+    data["LastModifiedTime"] = _epoch(now)
+    return data
+
+
+class _Tail:
+    """Reads the complete new lines of a growing log file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.offset = 0
+        self.partial = b""
+
+    def read(self, final: bool = False) -> list[str]:
+        try:
+            with open(self.path, "rb") as f:
+                f.seek(self.offset)
+                chunk = f.read(4 * 1024 * 1024)
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        data = self.partial + chunk
+        lines = data.split(b"\n")
+        self.partial = lines.pop()
+        if final and self.partial:
+            lines.append(self.partial)
+            self.partial = b""
+        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines if line.strip()]
+
+
+def _last_lines(path: Path, n: int) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no output)"
+    return " | ".join(lines[-n:]) or "(no output)"

@@ -1,0 +1,175 @@
+"""SageMaker training-job operations: Create, Describe, List, Stop.
+
+LIMITATIONS: channels come from S3 (S3Prefix, ManifestFile) in File mode (Pipe and FastFile are
+downloaded as File); only OpenSage's built-in images run; VPC, KMS, spot, warm pools, debugger and
+profiler settings are accepted and recorded but have no effect.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from opensage.aws.context import RequestContext
+from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
+from opensage.jobs import training
+from opensage.store.entities import Resource
+from opensage.store.sql import SqlStore
+
+_SORT_COLUMNS = {"Name": "name", "CreationTime": "created_at", "Status": "status"}
+_DESCRIBE_DROP = ("_Handle", "Tags")
+
+
+def _epoch(now: dt.datetime) -> float:
+    return round(now.timestamp(), 3)
+
+
+class TrainingOperations:
+    store: SqlStore
+    clock: Callable[[], dt.datetime]
+    training: training.TrainingEngine
+    require_role: Callable[[RequestContext, str], None]
+
+    async def create_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        import asyncio
+
+        self._check_training_request(request)
+        await asyncio.to_thread(self.require_role, ctx, request["RoleArn"])
+        name = request["TrainingJobName"]
+        arn = ctx.arn("sagemaker", f"training-job/{name.lower()}")
+        now = self.clock()
+        data = self._initial_description(request, arn, now)
+        try:
+            await asyncio.to_thread(
+                self.store.create_resource, Resource(training.KIND, name, arn, training.IN_PROGRESS, now, now, data)
+            )
+        except AlreadyExists as exc:
+            raise resource_in_use(
+                f"Training job names must be unique within an AWS account and region, and a training job with this "
+                f"name already exists ({arn})"
+            ) from exc
+        self.training.launch(name)
+        return {"TrainingJobArn": arn}
+
+    @staticmethod
+    def _check_training_request(request: dict[str, Any]) -> None:
+        algo = request["AlgorithmSpecification"]
+        if not algo.get("TrainingImage") and not algo.get("AlgorithmName"):
+            raise validation_error("AlgorithmSpecification must name a TrainingImage (or an AlgorithmName).")
+        if algo.get("AlgorithmName") and not algo.get("TrainingImage"):
+            raise validation_error(
+                f"AlgorithmName '{algo['AlgorithmName']}' names a marketplace algorithm, which OpenSage does not have; "
+                "pass a TrainingImage URI (e.g. from sagemaker.image_uris.retrieve)."
+            )
+        if not request["OutputDataConfig"]["S3OutputPath"].startswith("s3://"):
+            raise validation_error("OutputDataConfig.S3OutputPath must be an S3 URI (s3://bucket/prefix).")
+        names = [c["ChannelName"] for c in request.get("InputDataConfig") or []]
+        if len(names) != len(set(names)):
+            raise validation_error(f"Channel names must be unique; got {names}.")
+        for channel in request.get("InputDataConfig") or []:
+            if "S3DataSource" not in channel["DataSource"]:
+                raise validation_error(
+                    f"Channel '{channel['ChannelName']}' needs an S3DataSource; OpenSage reads training data from S3."
+                )
+
+    @staticmethod
+    def _initial_description(request: dict[str, Any], arn: str, now: dt.datetime) -> dict[str, Any]:
+        data = {k: v for k, v in request.items() if k != "Tags"}
+        data = _jsonable(data)
+        data.update(
+            {
+                "TrainingJobArn": arn,
+                "TrainingJobStatus": training.IN_PROGRESS,
+                "SecondaryStatus": "Starting",
+                "CreationTime": _epoch(now),
+                "LastModifiedTime": _epoch(now),
+                "SecondaryStatusTransitions": [
+                    {
+                        "Status": "Starting",
+                        "StartTime": _epoch(now),
+                        "StatusMessage": "Preparing the instances for training",
+                    }
+                ],
+                "ModelArtifacts": {"S3ModelArtifacts": ""},
+                "EnableNetworkIsolation": request.get("EnableNetworkIsolation", False),
+                "EnableInterContainerTrafficEncryption": request.get("EnableInterContainerTrafficEncryption", False),
+                "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
+            }
+        )
+        data.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": 86400})
+        data["AlgorithmSpecification"].setdefault("TrainingInputMode", "File")
+        return data
+
+    def describe_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        row = self.store.get_resource(training.KIND, request["TrainingJobName"])
+        if row is None:
+            raise not_found(
+                f'Could not find training job "{request["TrainingJobName"]}". Requested resource not found.'
+            )
+        out = {k: v for k, v in row.data.items() if k not in _DESCRIBE_DROP}
+        if not out.get("ModelArtifacts", {}).get("S3ModelArtifacts"):
+            out.pop("ModelArtifacts", None)
+        return out
+
+    def stop_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["TrainingJobName"]
+        row = self.store.get_resource(training.KIND, name)
+        if row is None:
+            raise not_found(f'Could not find training job "{name}". Requested resource not found.')
+        data = training._with_transition(row.data, "Stopping", self.clock())
+        data["TrainingJobStatus"] = training.STOPPING
+        try:
+            self.store.update_resource(
+                training.KIND,
+                name,
+                data=data,
+                status=training.STOPPING,
+                expect_status=training.IN_PROGRESS,
+                now=self.clock(),
+            )
+        except Conflict as exc:
+            raise ServiceError(
+                "ValidationException", f"The request was rejected because the training job is in status {row.status}."
+            ) from exc
+        self.training.request_stop(name)
+        return {}
+
+    def list_training_jobs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        rows = self.store.list_resources(
+            training.KIND,
+            name_contains=request.get("NameContains"),
+            status=request.get("StatusEquals"),
+            created_after=request.get("CreationTimeAfter"),
+            created_before=request.get("CreationTimeBefore"),
+            modified_after=request.get("LastModifiedTimeAfter"),
+            modified_before=request.get("LastModifiedTimeBefore"),
+            sort_by=_SORT_COLUMNS.get(request.get("SortBy", "CreationTime"), "created_at"),
+            descending=request.get("SortOrder", "Descending") == "Descending",
+        )
+        keys = ("CreationTime", "TrainingEndTime", "LastModifiedTime", "SecondaryStatus")
+        return {
+            "TrainingJobSummaries": [
+                {
+                    "TrainingJobName": r.name,
+                    "TrainingJobArn": r.arn,
+                    "TrainingJobStatus": r.status,
+                    **{k: r.data[k] for k in keys if r.data.get(k) is not None},
+                }
+                for r in rows
+            ]
+        }
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return _epoch(value)
+    if isinstance(value, bytes | bytearray):
+        import base64
+
+        return base64.b64encode(value).decode()
+    return value

@@ -1,0 +1,90 @@
+"""The compute-backend contract, run over every backend (``local`` for now)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobStatus
+from opensage.compute.local import LocalBackend
+
+
+@pytest.fixture(params=["local", "local-without-cgroups"])
+def backend(request: pytest.FixtureRequest) -> Iterator[ComputeBackend]:
+    yield LocalBackend(use_cgroups=request.param == "local")
+
+
+def _spec(tmp_path: Path, code: str, hosts: int = 1, memory: int | None = None) -> JobSpec:
+    containers = tuple(
+        ContainerSpec(
+            f"algo-{i + 1}",
+            (sys.executable, "-c", code),
+            {"HOST": f"algo-{i + 1}", "PATH": "/usr/bin:/bin"},
+            tmp_path,
+            tmp_path / f"algo-{i + 1}.log",
+            1,
+            memory,
+        )
+        for i in range(hosts)
+    )
+    return JobSpec("test/job", containers)
+
+
+def _wait(backend: ComputeBackend, handle: dict, timeout: float = 30) -> JobStatus:
+    deadline = time.monotonic() + timeout
+    while True:
+        status = backend.poll(handle)
+        if status.done:
+            return status
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+
+
+def test_containers_run_log_and_report_exit_codes(backend: ComputeBackend, tmp_path: Path) -> None:
+    code = (
+        "import os, sys; print('hello from', os.environ['HOST']); sys.exit(0 if os.environ['HOST'] == 'algo-1' else 3)"
+    )
+    handle = backend.submit(_spec(tmp_path, code, hosts=2))
+    status = _wait(backend, handle)
+    assert {c.host: c.exit_code for c in status.containers} == {"algo-1": 0, "algo-2": 3}
+    assert (tmp_path / "algo-2.log").read_text().strip() == "hello from algo-2"
+    backend.cleanup(handle)
+
+
+def test_stop_ends_every_process_of_the_container(backend: ComputeBackend, tmp_path: Path) -> None:
+    code = (
+        "import subprocess, sys, time\n"
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])\n"
+        "time.sleep(60)"
+    )
+    handle = backend.submit(_spec(tmp_path, code))
+    time.sleep(0.5)
+    import psutil
+
+    children = psutil.Process(handle["containers"][0]["pid"]).children(recursive=True)
+    backend.stop(handle, 2.0)
+    status = _wait(backend, handle)
+    assert status.containers[0].exit_code != 0
+    gone, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive
+    backend.cleanup(handle)
+
+
+def test_memory_limit_kills_and_reports_out_of_memory(backend: ComputeBackend, tmp_path: Path) -> None:
+    code = "\n".join([
+        "import time",
+        "blocks = []",
+        "for _ in range(60):",
+        "    blocks.append(bytearray(20 * 1024 * 1024))",
+        "    time.sleep(0.05)",
+        "time.sleep(30)",
+    ])
+    handle = backend.submit(_spec(tmp_path, code, memory=200 * 1024 * 1024))
+    status = _wait(backend, handle)
+    state = status.containers[0]
+    assert state.exit_code != 0 and state.out_of_memory, state
+    backend.cleanup(handle)
