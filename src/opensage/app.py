@@ -13,8 +13,8 @@ from opensage import __version__
 from opensage.aws.auth import Authenticator
 from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
-from opensage.config import Settings
 from opensage.compute.local import LocalBackend
+from opensage.config import Settings
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.training import TrainingEngine
 from opensage.logstore import LogStore

@@ -51,6 +51,7 @@ class Settings:
     aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
     max_body_bytes: int = 8 * 1024 * 1024
     log_level: str = "info"
+    ca_bundle_source: str = ""  # the CA bundle clients trusted before (kept in OpenSage's bundle)
 
     @property
     def ports(self) -> Ports:
@@ -132,4 +133,6 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         aws_config_file=Path(env.get("AWS_CONFIG_FILE") or aws_dir / "config").expanduser(),
         aws_credentials_file=Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or aws_dir / "credentials").expanduser(),
         log_level=pick("log_level", "OPENSAGE_LOG_LEVEL", "info"),
+        ca_bundle_source=next((env[k] for k in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+                               if env.get(k) and Path(env[k]).is_file() and "opensage" not in env[k]), ""),
     )

@@ -283,8 +283,8 @@ def compile_filter_pattern(pattern: str | None) -> Callable[[str], bool]:
     optional: list[str] = []
     excluded: list[str] = []
     for m in _TERM.finditer(text):
-        sign, phrase, word = m.groups()
-        if word is not None and '"' in word:
+        sign, phrase, word = m.group(1), m.group(2), m.group(3) or ""
+        if '"' in word:
             raise InvalidRequest("Invalid filter pattern: unbalanced double quote.")
         term = re.sub(r"\\(.)", r"\1", phrase) if phrase is not None else word
         {"": required, "?": optional, "-": excluded}[sign].append(term)
@@ -297,6 +297,10 @@ def compile_filter_pattern(pattern: str | None) -> Callable[[str], bool]:
         )
 
     return match
+
+
+def _last_event_or_creation(info: StreamInfo) -> int:
+    return info.creation_time if info.last_event_timestamp is None else info.last_event_timestamp
 
 
 def _utc_now() -> dt.datetime:
@@ -462,7 +466,7 @@ class LogStore:
             streams = [s for s in self._group(group).streams.values() if s.name.startswith(prefix or "")]
         infos = [self._info(s) for s in streams]
         if order_by == "LastEventTime":
-            infos.sort(key=lambda i: (i.last_event_timestamp or i.creation_time, i.name), reverse=descending)
+            infos.sort(key=lambda i: (_last_event_or_creation(i), i.name), reverse=descending)
         else:
             infos.sort(key=lambda i: i.name, reverse=descending)
         return infos
@@ -531,10 +535,14 @@ class LogStore:
         if offset > size:
             raise InvalidRequest(INVALID_TOKEN)
         if 0 < offset < size:
-            with open(s.path, "rb") as f:
-                f.seek(offset - 1)
-                if f.read(1) != b"\n":
-                    raise InvalidRequest(INVALID_TOKEN)
+            try:
+                with open(s.path, "rb") as f:
+                    f.seek(offset - 1)
+                    boundary = f.read(1) == b"\n"
+            except FileNotFoundError as exc:  # deleted meanwhile
+                raise StreamNotFound(s.name) from exc
+            if not boundary:
+                raise InvalidRequest(INVALID_TOKEN)
 
     def get_events(
         self,

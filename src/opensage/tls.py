@@ -41,17 +41,21 @@ def _name(cn: str) -> x509.Name:
     )
 
 
-def _default_bundle() -> bytes:
-    from botocore.httpsession import where  # the bundle botocore itself trusts
+def _default_bundle(source: str = "") -> bytes:
+    """The CAs clients trusted before: ``source`` (e.g. a previous AWS_CA_BUNDLE), else botocore's own."""
+    from botocore.httpsession import where
 
-    try:
-        return Path(where()).read_bytes()
-    except OSError:
-        return b""
+    for candidate in (source, where()):
+        if candidate:
+            try:
+                return Path(candidate).read_bytes()
+            except OSError:
+                continue
+    return b""
 
 
 def _issue_ca(
-    files: TlsFiles, ca_key_path: Path, now: dt.datetime
+    files: TlsFiles, ca_key_path: Path, now: dt.datetime, source: str
 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca_cert = (
@@ -76,7 +80,7 @@ def _issue_ca(
     )
     ca_pem = ca_cert.public_bytes(serialization.Encoding.PEM)
     _write(files.ca_cert, ca_pem)
-    _write(files.bundle, _default_bundle() + b"\n" + ca_pem)
+    _write(files.bundle, _default_bundle(source) + b"\n" + ca_pem)
     return ca_cert, ca_key
 
 
@@ -87,7 +91,9 @@ def _load_ca(files: TlsFiles, ca_key_path: Path) -> tuple[x509.Certificate, ec.E
     return cert, key
 
 
-def ensure_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1")) -> TlsFiles:
+def ensure_tls(
+    directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhost", "::1"), bundle_source: str = ""
+) -> TlsFiles:
     """Create (once) the CA and bundle; (re-)issue the server certificate when ``hosts`` change."""
     directory.mkdir(parents=True, exist_ok=True)
     files = TlsFiles(
@@ -100,7 +106,7 @@ def ensure_tls(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "localhos
     if files.ca_cert.exists() and ca_key_path.exists() and files.bundle.exists():
         ca_cert, ca_key = _load_ca(files, ca_key_path)
     else:
-        ca_cert, ca_key = _issue_ca(files, ca_key_path, now)
+        ca_cert, ca_key = _issue_ca(files, ca_key_path, now, bundle_source)
     if files.cert.exists() and files.key.exists() and hosts_path.exists() and hosts_path.read_text() == wanted:
         return files
     key = ec.generate_private_key(ec.SECP256R1())

@@ -389,8 +389,9 @@ class TrainingEngine:
             )
         for host in [state.host, *layouts]:
             failure = layouts[host].failure_file
-            if failure.exists() and failure.read_text().strip():
-                return f"AlgorithmError: {failure.read_text().strip()[:1000]}"
+            text = failure.read_text().strip()[:1000] if failure.exists() else ""
+            if text:
+                return text if re.match(r"^\w+Error: ", text) else f"AlgorithmError: {text}"
         tail = _last_lines(job_dir / "logs" / f"{state.host}.log", 5)
         return (
             f"AlgorithmError: the training process on {state.host} exited with code {state.exit_code}. "
@@ -534,7 +535,8 @@ class _Tail:
         if final and self.partial:
             lines.append(self.partial)
             self.partial = b""
-        return [line.decode("utf-8", "replace").rstrip("\r") for line in lines if line.strip()]
+        # CloudWatch shows a container's tabs as "#011"; metric regexes are written against that.
+        return [line.decode("utf-8", "replace").rstrip("\r").replace("\t", "#011") for line in lines if line.strip()]
 
 
 def _last_lines(path: Path, n: int) -> str:

@@ -1,0 +1,317 @@
+"""Training jobs end to end: boto3 and the SageMaker SDK against a running OpenSage."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+
+from helpers import RunningPlatform, running_platform
+
+pytestmark = pytest.mark.slow
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+BUCKET = "training-tests"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    root = tmp_path_factory.mktemp("training")
+    with running_platform(root / "home", root / "aws") as running:
+        running.session().client("s3").create_bucket(Bucket=BUCKET)
+        yield running
+
+
+def _dataset(rows: int = 2000, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, 5))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    return x, y
+
+
+def _csv(x: np.ndarray, y: np.ndarray) -> bytes:
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack([y, x]), delimiter=",", fmt="%.6g")
+    return buf.getvalue().encode()
+
+
+def _put(platform: RunningPlatform, key: str, body: bytes) -> str:
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key=key, Body=body)
+    return f"s3://{BUCKET}/{key}"
+
+
+def _channel(name: str, uri: str, distribution: str = "FullyReplicated") -> dict[str, Any]:
+    return {
+        "ChannelName": name,
+        "ContentType": "text/csv",
+        "DataSource": {
+            "S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri, "S3DataDistributionType": distribution}
+        },
+    }
+
+
+def _create(
+    platform: RunningPlatform,
+    channels: list[dict[str, Any]],
+    hps: dict[str, str] | None = None,
+    *,
+    image: str = IMAGE,
+    count: int = 1,
+    max_runtime: int = 3600,
+    role: str | None = None,
+) -> str:
+    sm = platform.session().client("sagemaker")
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    name = f"job-{uuid.uuid4().hex[:10]}"
+    sm.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": image, "TrainingInputMode": "File"},
+        RoleArn=role or f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        InputDataConfig=channels,
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": count, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": max_runtime},
+        HyperParameters=hps or {"objective": "binary:logistic", "num_round": "20", "max_depth": "3"},
+    )
+    return name
+
+
+def _wait(platform: RunningPlatform, name: str, timeout: float = 120) -> dict[str, Any]:
+    sm = platform.session().client("sagemaker")
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = sm.describe_training_job(TrainingJobName=name)
+        if desc["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+            return desc
+        assert time.monotonic() < deadline, f"job {name} still {desc['TrainingJobStatus']}"
+        time.sleep(0.1)
+
+
+def _model(platform: RunningPlatform, uri: str) -> Any:
+    import xgboost as xgb
+
+    bucket, key = uri[5:].split("/", 1)
+    blob = platform.session().client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        names = tar.getnames()
+        assert "xgboost-model" in names, names
+        member = tar.extractfile("xgboost-model")
+        assert member is not None
+        raw = member.read()
+    from opensage.images.xgboost.serve import load_model_bytes
+
+    booster = load_model_bytes(raw)
+    assert isinstance(booster, xgb.Booster)
+    return booster
+
+
+def test_xgboost_job_completes_with_model_metrics_and_logs(platform: RunningPlatform) -> None:
+    import xgboost as xgb
+
+    x, y = _dataset()
+    train = _put(platform, "binary/train/train.csv", _csv(x[:1500], y[:1500]))
+    validation = _put(platform, "binary/validation/validation.csv", _csv(x[1500:], y[1500:]))
+    name = _create(
+        platform,
+        [_channel("train", train.rsplit("/", 1)[0]), _channel("validation", validation)],
+        {"objective": "binary:logistic", "num_round": "30", "max_depth": "3", "eval_metric": "logloss,auc"},
+    )
+    desc = _wait(platform, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert [t["Status"] for t in desc["SecondaryStatusTransitions"]] == [
+        "Starting",
+        "Downloading",
+        "Training",
+        "Uploading",
+        "Completed",
+    ]
+    assert desc["ModelArtifacts"]["S3ModelArtifacts"] == f"s3://{BUCKET}/output/{name}/output/model.tar.gz"
+    assert desc["TrainingTimeInSeconds"] >= 1 and desc["BillableTimeInSeconds"] >= 1
+    assert desc["TrainingStartTime"] <= desc["TrainingEndTime"]
+    metrics = {m["MetricName"]: m["Value"] for m in desc["FinalMetricDataList"]}
+    assert {"train:logloss", "validation:logloss", "validation:auc"} <= set(metrics), metrics
+    assert metrics["validation:auc"] > 0.95
+    booster = _model(platform, desc["ModelArtifacts"]["S3ModelArtifacts"])
+    accuracy = ((booster.predict(xgb.DMatrix(x[1500:])) > 0.5) == y[1500:]).mean()
+    assert accuracy > 0.9
+    logs = platform.session().client("logs")
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)
+    assert [s["logStreamName"].split("/")[1].rsplit("-", 1)[0] for s in streams["logStreams"]] == ["algo-1"]
+    events = logs.get_log_events(
+        logGroupName="/aws/sagemaker/TrainingJobs",
+        logStreamName=streams["logStreams"][0]["logStreamName"],
+        startFromHead=True,
+    )
+    text = "\n".join(e["message"] for e in events["events"])
+    assert "Downloaded 1 file(s)" in text and "validation-auc" in text
+    listed = platform.session().client("sagemaker").list_training_jobs(NameContains=name)["TrainingJobSummaries"]
+    assert [(j["TrainingJobName"], j["TrainingJobStatus"]) for j in listed] == [(name, "Completed")]
+
+
+def test_two_instances_with_sharded_data(platform: RunningPlatform) -> None:
+    x, y = _dataset(2000, seed=1)
+    for i in range(4):
+        _put(platform, f"sharded/part-{i}.csv", _csv(x[i::4], y[i::4]))
+    name = _create(platform, [_channel("train", f"s3://{BUCKET}/sharded/", "ShardedByS3Key")], count=2)
+    desc = _wait(platform, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["BillableTimeInSeconds"] == 2 * desc["TrainingTimeInSeconds"]
+    streams = (
+        platform.session()
+        .client("logs")
+        .describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)["logStreams"]
+    )
+    assert sorted(s["logStreamName"].split("/")[1].rsplit("-", 1)[0] for s in streams) == ["algo-1", "algo-2"]
+    _model(platform, desc["ModelArtifacts"]["S3ModelArtifacts"])
+
+
+def _long_job(platform: RunningPlatform, max_runtime: int = 3600) -> str:
+    x, y = _dataset(20000, seed=2)
+    uri = _put(platform, "long/train.csv", _csv(x, y))
+    return _create(
+        platform,
+        [_channel("train", uri)],
+        {"objective": "binary:logistic", "num_round": "100000", "max_depth": "8", "eta": "0.01"},
+        max_runtime=max_runtime,
+    )
+
+
+def _wait_for_secondary(platform: RunningPlatform, name: str, status: str) -> None:
+    sm = platform.session().client("sagemaker")
+    deadline = time.monotonic() + 60
+    while sm.describe_training_job(TrainingJobName=name)["SecondaryStatus"] != status:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+
+
+def test_stop_training_job(platform: RunningPlatform) -> None:
+    name = _long_job(platform)
+    _wait_for_secondary(platform, name, "Training")
+    sm = platform.session().client("sagemaker")
+    sm.stop_training_job(TrainingJobName=name)
+    desc = _wait(platform, name)
+    assert desc["TrainingJobStatus"] == "Stopped" and desc["SecondaryStatus"] == "Stopped"
+    with pytest.raises(ClientError) as exc:
+        sm.stop_training_job(TrainingJobName=name)
+    assert "status Stopped" in str(exc.value)
+
+
+def test_max_runtime_is_enforced(platform: RunningPlatform) -> None:
+    name = _long_job(platform, max_runtime=2)
+    desc = _wait(platform, name)
+    assert desc["TrainingJobStatus"] == "Stopped" and desc["SecondaryStatus"] == "MaxRuntimeExceeded"
+
+
+@pytest.mark.parametrize(
+    ("case", "reason"),
+    [
+        ("empty-prefix", "No S3 objects found under S3 URL"),
+        ("header-row", "header.csv"),
+        ("non-numeric", "line 3"),
+        ("unknown-hyperparameter", "colour"),
+        ("bad-value", "max_depth"),
+        ("no-train-channel", "train"),
+        ("unknown-image", "is not one OpenSage provides"),
+        ("label-out-of-range", "num_class"),
+    ],
+)
+def test_bad_input_fails_with_a_reason(platform: RunningPlatform, case: str, reason: str) -> None:
+    x, y = _dataset(200, seed=3)
+    good = _put(platform, f"bad/{case}/good.csv", _csv(x, y))
+    hps = {"objective": "binary:logistic", "num_round": "5"}
+    channels = [_channel("train", good)]
+    image = IMAGE
+    if case == "empty-prefix":
+        channels = [_channel("train", f"s3://{BUCKET}/nothing-here/")]
+    elif case == "header-row":
+        channels = [_channel("train", _put(platform, "bad/header.csv", b"label,a,b\n1,2,3\n0,1,1\n"))]
+    elif case == "non-numeric":
+        channels = [_channel("train", _put(platform, "bad/nonnum.csv", b"1,2,3\n0,1,1\n1,abc,3\n"))]
+    elif case == "unknown-hyperparameter":
+        hps["colour"] = "blue"
+    elif case == "bad-value":
+        hps["max_depth"] = "deep"
+    elif case == "no-train-channel":
+        channels = [_channel("validation", good)]
+    elif case == "unknown-image":
+        image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/my-own-image:1"
+    elif case == "label-out-of-range":
+        hps = {"objective": "multi:softmax", "num_class": "2", "num_round": "5"}
+        channels = [_channel("train", _put(platform, "bad/labels.csv", b"0,1\n1,2\n5,3\n"))]
+    desc = _wait(platform, _create(platform, channels, hps, image=image))
+    assert desc["TrainingJobStatus"] == "Failed"
+    assert reason in desc["FailureReason"], desc["FailureReason"]
+    assert desc["SecondaryStatusTransitions"][-1]["Status"] == "Failed"
+
+
+def test_create_rejects_a_missing_role_and_duplicate_names(platform: RunningPlatform) -> None:
+    x, y = _dataset(200)
+    uri = _put(platform, "dup/train.csv", _csv(x, y))
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    with pytest.raises(ClientError) as exc:
+        _create(platform, [_channel("train", uri)], role=f"arn:aws:iam::{account}:role/NoSuchRole")
+    assert exc.value.response["Error"]["Code"] == "ValidationException" and "NoSuchRole" in str(exc.value)
+    name = _create(platform, [_channel("train", uri)])
+    sm = platform.session().client("sagemaker")
+    desc = sm.describe_training_job(TrainingJobName=name)
+    with pytest.raises(ClientError) as exc:
+        sm.create_training_job(
+            TrainingJobName=name,
+            AlgorithmSpecification=desc["AlgorithmSpecification"],
+            RoleArn=desc["RoleArn"],
+            OutputDataConfig=desc["OutputDataConfig"],
+            ResourceConfig=desc["ResourceConfig"],
+            StoppingCondition=desc["StoppingCondition"],
+        )
+    assert exc.value.response["Error"]["Code"] == "ResourceInUse" and "already exists" in str(exc.value)
+    with pytest.raises(ClientError) as exc:
+        sm.describe_training_job(TrainingJobName="no-such-job")
+    assert exc.value.response["Error"]["Code"] == "ValidationException" and "Could not find" in str(exc.value)
+    _wait(platform, name)
+
+
+SDK_FIT = """
+import sagemaker
+from sagemaker import image_uris
+from sagemaker.estimator import Estimator
+from sagemaker.inputs import TrainingInput
+session = sagemaker.Session()
+bucket = session.default_bucket()
+train = session.upload_data({path!r}, bucket=bucket, key_prefix="sdk-fit/train")
+image = image_uris.retrieve("xgboost", session.boto_region_name, "1.7-1")
+est = Estimator(image, sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.xlarge",
+                output_path=f"s3://{{bucket}}/sdk-fit/output", sagemaker_session=session)
+est.set_hyperparameters(objective="binary:logistic", num_round=10, max_depth=3)
+est.fit({{"train": TrainingInput(train, content_type="csv")}}, logs=True)
+print("MODEL_DATA", est.model_data)
+"""
+
+
+def test_sagemaker_sdk_estimator_fit(platform: RunningPlatform, tmp_path: Path) -> None:
+    x, y = _dataset(500, seed=4)
+    data = tmp_path / "train.csv"
+    data.write_bytes(_csv(x, y))
+    result = subprocess.run(
+        [sys.executable, "-c", SDK_FIT.format(path=str(data))],
+        env=platform.shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "train-logloss" in out  # the training log, streamed by fit(logs=True)
+    assert "Completed - Training job completed" in out
+    model_data = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("MODEL_DATA ")][0]
+    assert model_data.endswith("/output/model.tar.gz") and "/sdk-fit/output/" in model_data
+    _model(platform, model_data)
