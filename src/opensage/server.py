@@ -115,6 +115,26 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _end_orphaned_store(data_dir: Path) -> None:
+    """A store left running by an ``up`` that crashed (kill -9) still holds the home's data and ports: end it."""
+    import psutil
+
+    marker = f"-dir={data_dir}"
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if proc.info["name"] != "weed" or marker not in (proc.info["cmdline"] or []):
+                continue
+            log.warning("ending the object store (pid %d) left running by an earlier OpenSage", proc.pid)
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except psutil.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+        except psutil.Error:
+            continue
+
+
 def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
     from opensage.objects.seaweed import EmbeddedStore, Supervisor
 
@@ -158,6 +178,7 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
         check_port_free(settings.host, ports.proxy, "SDK proxy")
         check_port_free("127.0.0.1", ports.sts_tls, "HTTPS API")
         if settings.embedded_store:
+            _end_orphaned_store(settings.home / "objects")
             check_port_free(settings.host, ports.s3, "S3")
         platform = create_app(settings)
         store = supervisor = None

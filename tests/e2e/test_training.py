@@ -315,3 +315,29 @@ def test_sagemaker_sdk_estimator_fit(platform: RunningPlatform, tmp_path: Path) 
     model_data = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("MODEL_DATA ")][0]
     assert model_data.endswith("/output/model.tar.gz") and "/sdk-fit/output/" in model_data
     _model(platform, model_data)
+
+
+def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
+    """kill -9 of `opensage up` mid-job: after the restart the job is Failed with a reason, its process gone."""
+    import os
+    import signal
+
+    import psutil
+
+    home, aws = tmp_path / "home", tmp_path / "aws"
+    with running_platform(home, aws) as first:
+        first.session().client("s3").create_bucket(Bucket=BUCKET)
+        name = _long_job(first)
+        _wait_for_secondary(first, name, "Training")
+        workers = [
+            p for p in psutil.Process(first.proc.pid).children(recursive=True) if "xgboost" in " ".join(p.cmdline())
+        ]
+        assert workers
+        os.killpg(first.proc.pid, signal.SIGKILL)  # the server and the store crash; the training process lives on
+        first.proc.wait()
+        port = first.port
+    with running_platform(home, aws, port=port) as second:
+        desc = _wait(second, name, timeout=30)
+        assert desc["TrainingJobStatus"] == "Failed" and "restarted" in desc["FailureReason"]
+        gone, alive = psutil.wait_procs(workers, timeout=10)
+        assert not alive, "the orphaned training process was not stopped"

@@ -47,6 +47,10 @@ _STATUS_MESSAGES = {
 }
 
 
+SHUTDOWN_REASON = "InternalServerError: OpenSage was shut down while this job was running; start the job again."
+RESTART_REASON = "InternalServerError: OpenSage restarted while this job was running; start the job again."
+
+
 class JobFailed(OpenSageError):
     """Ends a job as Failed; the message is its FailureReason."""
 
@@ -70,6 +74,7 @@ class _Run:
     handle: Handle | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     last_status: JobStatus | None = None
+    shutting_down: bool = False
 
 
 class TrainingEngine:
@@ -125,16 +130,16 @@ class TrainingEngine:
                     with contextlib.suppress(Exception):
                         await asyncio.to_thread(self.backend.stop, handle, 1.0)
                         await asyncio.to_thread(self.backend.cleanup, handle)
-                reason = "InternalServerError: OpenSage restarted while this job was running; start the job again."
                 if status == STOPPING:
                     await self._finish(row.name, STOPPED, "Stopped", None)
                 else:
-                    await self._finish(row.name, FAILED, "Failed", reason)
+                    await self._finish(row.name, FAILED, "Failed", RESTART_REASON)
                 shutil.rmtree(self.work_dir / row.name, ignore_errors=True)
 
     async def shutdown(self) -> None:
         """Stop every running job (server shutdown): they end Failed with a reason."""
         for run in list(self._runs.values()):
+            run.shutting_down = True
             run.stop_requested.set()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=self.stop_grace_s + 5)
@@ -367,6 +372,8 @@ class TrainingEngine:
     ) -> None:
         status = run.last_status
         assert status is not None
+        if run.shutting_down:
+            raise JobFailed(SHUTDOWN_REASON)
         failed = [c for c in status.containers if c.exit_code != 0]
         if outcome == "done" and failed:
             raise JobFailed(self._failure_reason(failed[0], layouts, desc, job_dir))
@@ -482,7 +489,9 @@ class TrainingEngine:
         await asyncio.to_thread(update)
 
     async def _fail(self, run: _Run, reason: str) -> None:
-        if run.stop_requested.is_set():
+        if run.shutting_down:
+            reason = SHUTDOWN_REASON
+        elif run.stop_requested.is_set():
             await self._finish(run.name, STOPPED, "Stopped", None)
             return
         log.info("training job %s failed: %s", run.name, reason)
