@@ -21,8 +21,10 @@ from opensage.logstore import LogStore
 from opensage.objects.client import s3_client
 from opensage.providers.iam import IamProvider
 from opensage.providers.logs import LogsProvider
+from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
+from opensage.serving.endpoints import EndpointEngine
 from opensage.store.sql import SqlStore, open_store
 
 INTERNAL_PREFIX = "/_opensage/"
@@ -42,6 +44,7 @@ class Platform:
     authenticator: Authenticator
     gateway: Gateway
     training: TrainingEngine
+    endpoints: EndpointEngine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -59,9 +62,11 @@ class Platform:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self.training.recover()
+                await self.endpoints.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.training.shutdown()
+                await self.endpoints.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -105,10 +110,13 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             settings.region,
         )
         logs = LogStore(settings.home / "logs" / "cloudwatch")
-        training = TrainingEngine(store, s3, LocalBackend(), logs, settings.home / "jobs" / "training", clock)
+        backend = LocalBackend()
+        training = TrainingEngine(store, s3, backend, logs, settings.home / "jobs" / "training", clock)
+        endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
         authenticator = Authenticator(store.get_access_key)
         providers = {
-            "sagemaker": SageMakerProvider(store, clock, training),
+            "sagemaker": SageMakerProvider(store, clock, training, endpoints),
+            "sagemaker-runtime": RuntimeProvider(endpoints),
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
             "logs": LogsProvider(logs),
@@ -117,4 +125,4 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
     except Exception:
         store.close()
         raise
-    return Platform(settings, store, identity, authenticator, gateway, training)
+    return Platform(settings, store, identity, authenticator, gateway, training, endpoints)

@@ -49,6 +49,10 @@ _AUTH_ERRORS_QUERY = {
 }
 
 
+# Services whose model names an error differently from the shared validation layer.
+_CODE_OVERRIDES = {"sagemaker-runtime": {"ValidationException": "ValidationError"}}
+
+
 @dataclass(slots=True)
 class Routed:
     spec: ServiceSpec
@@ -262,6 +266,9 @@ class Gateway:
 
     @staticmethod
     def _error(err: ServiceError, protocol: str, routed: Routed | None, request_id: str) -> serializer.Response:
+        renamed = _CODE_OVERRIDES.get(routed.spec.name, {}).get(err.code) if routed else None
+        if renamed:
+            err = ServiceError(renamed, err.message, err.status, sender_fault=err.sender_fault, fields=err.fields)
         if protocol == "query":
             xmlns = routed.spec.model.metadata.get("xmlNamespace", "") if routed else ""
             return serializer.serialize_query_error(err, request_id, xmlns)

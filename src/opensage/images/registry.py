@@ -22,6 +22,10 @@ class BuiltinImage:
     def train_argv(self) -> tuple[str, ...]:
         return (sys.executable, "-m", self.module, "train")
 
+    def serve_argv(self) -> tuple[str, ...]:
+        """The model server for this image (``GET /ping``, ``POST /invocations``)."""
+        return (sys.executable, "-m", "opensage.serving.modelserver", f"{self.module}.serve")
+
     def metric_definitions(self) -> list[dict[str, str]]:
         module: Any = importlib.import_module(self.module)
         return list(module.metric_definitions()) if hasattr(module, "metric_definitions") else []

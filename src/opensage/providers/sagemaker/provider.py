@@ -14,15 +14,20 @@ from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
 from opensage.identity import ROLE_KIND
 from opensage.jobs.training import TrainingEngine
+from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.training import TrainingOperations
+from opensage.serving.endpoints import EndpointEngine
 from opensage.store.sql import SqlStore
 
 
-class SageMakerProvider(TrainingOperations):
-    def __init__(self, store: SqlStore, clock: Callable[[], dt.datetime], training: TrainingEngine) -> None:
+class SageMakerProvider(TrainingOperations, InferenceOperations):
+    def __init__(
+        self, store: SqlStore, clock: Callable[[], dt.datetime], training: TrainingEngine, endpoints: EndpointEngine
+    ) -> None:
         self.store = store
         self.clock = clock
         self.training = training
+        self.endpoints = endpoints
 
     def require_role(self, ctx: RequestContext, role_arn: str) -> None:
         """Reject a ``RoleArn`` that names no role of this account, as SageMaker does."""

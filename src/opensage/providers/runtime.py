@@ -1,0 +1,55 @@
+"""SageMaker Runtime: InvokeEndpoint through the endpoint router.
+
+LIMITATIONS: InvokeEndpoint only (no async or streaming invocations, no sessions, no
+TargetModel/TargetContainerHostname routing); the model's response is answered in full.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opensage.aws.context import RequestContext
+from opensage.errors import ServiceError
+from opensage.serving.endpoints import EndpointEngine, NoEndpoint, NotReady, NoVariant
+
+
+class RuntimeProvider:
+    def __init__(self, endpoints: EndpointEngine) -> None:
+        self.endpoints = endpoints
+
+    async def invoke_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["EndpointName"]
+        try:
+            answer = await self.endpoints.invoke(
+                name,
+                request.get("Body", b""),
+                request.get("ContentType", ""),
+                request.get("Accept", ""),
+                request.get("TargetVariant"),
+                request.get("CustomAttributes"),
+            )
+        except NoEndpoint as exc:
+            raise ServiceError("ValidationError", f"Endpoint {name} of account {ctx.account_id} not found.") from exc
+        except NoVariant as exc:
+            raise ServiceError(
+                "ValidationError", f"Variant {request.get('TargetVariant')} not found for Endpoint {name}."
+            ) from exc
+        except NotReady as exc:
+            raise ServiceError(
+                "ServiceUnavailable",
+                f"No instance of endpoint {name} is ready to serve ({exc}); try again shortly.",
+                503,
+                sender_fault=False,
+            ) from exc
+        if answer.status != 200:
+            kind = "client" if 400 <= answer.status < 500 else "server"
+            message = answer.body.decode("utf-8", "replace")[:2000]
+            log_arn = ctx.arn("logs", f"log-group:/aws/sagemaker/Endpoints/{name}")
+            raise ServiceError(
+                "ModelError",
+                f'Received {kind} error ({answer.status}) from primary with message "{message}". '
+                f"See {log_arn} for more information.",
+                424,
+                fields={"OriginalStatusCode": answer.status, "OriginalMessage": message, "LogStreamArn": log_arn},
+            )
+        return {"Body": answer.body, "ContentType": answer.content_type, "InvokedProductionVariant": answer.variant}

@@ -1,0 +1,240 @@
+"""SageMaker models, endpoint configs and endpoints.
+
+LIMITATIONS: one container per model (``PrimaryContainer`` or the first of ``Containers``) from an
+OpenSage built-in image; serverless, async-inference, data-capture, shadow-variant and
+deployment-config (rolling) settings are recorded but updates are always blue/green; a model may be
+deleted while an endpoint uses it (as on AWS: the endpoint keeps serving).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from opensage.aws.context import RequestContext
+from opensage.errors import AlreadyExists, NotFound, ServiceError, not_found, validation_error
+from opensage.providers.sagemaker.training import _jsonable
+from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, NoEndpoint, variant_description
+from opensage.store.entities import Resource
+from opensage.store.sql import SqlStore
+
+
+def _epoch(now: dt.datetime) -> float:
+    return round(now.timestamp(), 3)
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if not k.startswith("_") and k != "Tags"}
+
+
+class InferenceOperations:
+    store: SqlStore
+    clock: Callable[[], dt.datetime]
+    endpoints: EndpointEngine
+    require_role: Callable[[RequestContext, str], None]
+
+    def _create(self, kind: str, name: str, arn: str, status: str, data: dict[str, Any], exists: str) -> None:
+        now = self.clock()
+        try:
+            self.store.create_resource(Resource(kind, name, arn, status, now, now, data))
+        except AlreadyExists as exc:
+            raise validation_error(exists) from exc
+
+    def _get(self, kind: str, name: str, label: str) -> Resource:
+        row = self.store.get_resource(kind, name)
+        if row is None:
+            raise not_found(f'Could not find {label} "{name}".')
+        return row
+
+    # --- models -------------------------------------------------------------------------------------
+
+    def create_model(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        if not request.get("PrimaryContainer") and not request.get("Containers"):
+            raise validation_error("A model needs a PrimaryContainer (or Containers).")
+        if request.get("ExecutionRoleArn"):
+            self.require_role(ctx, request["ExecutionRoleArn"])
+        name = request["ModelName"]
+        arn = ctx.arn("sagemaker", f"model/{name.lower()}")
+        data = {**_jsonable(_public(request)), "ModelArn": arn, "CreationTime": _epoch(self.clock())}
+        self._create(MODEL, name, arn, "", data, f'Cannot create already existing model "{arn}".')
+        return {"ModelArn": arn}
+
+    def describe_model(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        return _public(self._get(MODEL, request["ModelName"], "model").data)
+
+    def list_models(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        rows = self.store.list_resources(
+            MODEL,
+            name_contains=request.get("NameContains"),
+            created_after=request.get("CreationTimeAfter"),
+            created_before=request.get("CreationTimeBefore"),
+            sort_by="name" if request.get("SortBy") == "Name" else "created_at",
+            descending=request.get("SortOrder", "Descending") == "Descending",
+        )
+        return {
+            "Models": [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.data["CreationTime"]} for r in rows]
+        }
+
+    def delete_model(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.store.delete_resource(MODEL, request["ModelName"])
+        except NotFound as exc:
+            raise not_found(f'Could not find model "{request["ModelName"]}".') from exc
+        return {}
+
+    # --- endpoint configs -------------------------------------------------------------------------------
+
+    def create_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        variants = request["ProductionVariants"]
+        names = [v["VariantName"] for v in variants]
+        if len(names) != len(set(names)):
+            raise validation_error(f"Variant names must be unique within an endpoint config; got {names}.")
+        for v in variants:
+            if self.store.get_resource(MODEL, v["ModelName"]) is None:
+                raise not_found(f'Could not find model "{ctx.arn("sagemaker", "model/" + v["ModelName"].lower())}".')
+            if v.get("ServerlessConfig") is None and not v.get("InstanceType"):
+                raise validation_error(f"Variant {v['VariantName']} needs an InstanceType.")
+        name = request["EndpointConfigName"]
+        arn = ctx.arn("sagemaker", f"endpoint-config/{name.lower()}")
+        data = {**_jsonable(_public(request)), "EndpointConfigArn": arn, "CreationTime": _epoch(self.clock())}
+        for v in data["ProductionVariants"]:
+            v.setdefault("InitialVariantWeight", 1.0)
+            v.setdefault("InitialInstanceCount", 1)
+        self._create(CONFIG, name, arn, "", data, f'Cannot create already existing endpoint configuration "{arn}".')
+        return {"EndpointConfigArn": arn}
+
+    def describe_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        return _public(self._get(CONFIG, request["EndpointConfigName"], "endpoint configuration").data)
+
+    def list_endpoint_configs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        rows = self.store.list_resources(
+            CONFIG,
+            name_contains=request.get("NameContains"),
+            sort_by="name" if request.get("SortBy") == "Name" else "created_at",
+            descending=request.get("SortOrder", "Descending") == "Descending",
+        )
+        return {
+            "EndpointConfigs": [
+                {"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.data["CreationTime"]}
+                for r in rows
+            ]
+        }
+
+    def delete_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.store.delete_resource(CONFIG, request["EndpointConfigName"])
+        except NotFound as exc:
+            raise not_found(f'Could not find endpoint configuration "{request["EndpointConfigName"]}".') from exc
+        return {}
+
+    # --- endpoints --------------------------------------------------------------------------------------
+
+    async def create_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        name, config_name = request["EndpointName"], request["EndpointConfigName"]
+        await asyncio.to_thread(self._get, CONFIG, config_name, "endpoint configuration")
+        arn = ctx.arn("sagemaker", f"endpoint/{name.lower()}")
+        now = _epoch(self.clock())
+        data = {
+            "EndpointName": name,
+            "EndpointArn": arn,
+            "EndpointConfigName": config_name,
+            "EndpointStatus": "Creating",
+            "CreationTime": now,
+            "LastModifiedTime": now,
+        }
+        await asyncio.to_thread(
+            self._create, ENDPOINT, name, arn, "Creating", data, f'Cannot create already existing endpoint "{arn}".'
+        )
+        self.endpoints.launch(name, config_name)
+        return {"EndpointArn": arn}
+
+    def describe_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        return _public(self._get(ENDPOINT, request["EndpointName"], "endpoint").data)
+
+    def list_endpoints(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        rows = self.store.list_resources(
+            ENDPOINT,
+            name_contains=request.get("NameContains"),
+            status=request.get("StatusEquals"),
+            sort_by={"Name": "name", "Status": "status"}.get(request.get("SortBy", ""), "created_at"),
+            descending=request.get("SortOrder", "Descending") == "Descending",
+        )
+        keys = ("EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus")
+        return {"Endpoints": [{k: r.data[k] for k in keys if k in r.data} for r in rows]}
+
+    async def update_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        name, config_name = request["EndpointName"], request["EndpointConfigName"]
+        row = await asyncio.to_thread(self._get, ENDPOINT, name, "endpoint")
+        await asyncio.to_thread(self._get, CONFIG, config_name, "endpoint configuration")
+        if row.status != "InService":
+            raise validation_error(f'Cannot update in-progress endpoint "{row.arn}" (it is {row.status}).')
+        await self._transition(name, row, "Updating")
+        self.endpoints.launch_update(name, config_name)
+        return {"EndpointArn": row.arn}
+
+    async def _transition(self, name: str, row: Resource, status: str) -> None:
+        data = {**row.data, "EndpointStatus": status, "LastModifiedTime": _epoch(self.clock())}
+        await asyncio.to_thread(
+            self.store.update_resource,
+            ENDPOINT,
+            name,
+            data=data,
+            status=status,
+            expect_status=row.status,
+            now=self.clock(),
+        )
+
+    def update_endpoint_weights_and_capacities(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["EndpointName"]
+        row = self._get(ENDPOINT, name, "endpoint")
+        if row.status != "InService":
+            raise validation_error(f'Cannot update in-progress endpoint "{row.arn}" (it is {row.status}).')
+        current = {v["VariantName"]: v for v in row.data.get("ProductionVariants", [])}
+        weights = {}
+        for desired in request["DesiredWeightsAndCapacities"]:
+            variant = current.get(desired["VariantName"])
+            if variant is None:
+                raise validation_error(f"The variant {desired['VariantName']} does not exist in endpoint {name}.")
+            if desired.get("DesiredInstanceCount") not in (None, variant["CurrentInstanceCount"]):
+                raise ServiceError(
+                    "ValidationException",
+                    "Changing DesiredInstanceCount is done with UpdateEndpoint "
+                    "and a new endpoint config in OpenSage; this call changes weights.",
+                )
+            if "DesiredWeight" in desired:
+                weights[desired["VariantName"]] = float(desired["DesiredWeight"])
+        try:
+            self.endpoints.set_weights(name, weights)
+        except NoEndpoint as exc:
+            raise validation_error(f"Endpoint {name} is not serving yet.") from exc
+        data = dict(row.data)
+        data["ProductionVariants"] = [
+            {
+                **v,
+                "CurrentWeight": weights.get(v["VariantName"], v["CurrentWeight"]),
+                "DesiredWeight": weights.get(v["VariantName"], v["DesiredWeight"]),
+            }
+            for v in row.data.get("ProductionVariants", [])
+        ]
+        data["LastModifiedTime"] = _epoch(self.clock())
+        self.store.update_resource(ENDPOINT, name, data=data, now=self.clock())
+        return {"EndpointArn": row.arn}
+
+    async def delete_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["EndpointName"]
+        row = await asyncio.to_thread(self._get, ENDPOINT, name, "endpoint")
+        await asyncio.to_thread(
+            self.store.update_resource,
+            ENDPOINT,
+            name,
+            status="Deleting",
+            data={**row.data, "EndpointStatus": "Deleting"},
+            now=self.clock(),
+        )
+        await self.endpoints.delete(name)
+        return {}
+
+
+__all__ = ["InferenceOperations", "variant_description"]

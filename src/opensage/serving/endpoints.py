@@ -1,0 +1,527 @@
+"""Endpoints: fleets of model-server processes per production variant, and the router in front.
+
+An endpoint's fleet is built from its endpoint config: per variant, the model artifact is
+downloaded and unpacked once, and the variant's instance count of model servers start on the
+compute backend, each on its own loopback port. The router picks a variant by weight (or
+``TargetVariant``) and, within it, the healthy instance with the fewest outstanding requests, and
+forwards the body over kept-alive connections. A health loop restarts dead servers. Updates are
+blue/green: the new fleet must answer ``/ping`` before traffic moves; the old one drains, then stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+import random
+import shutil
+import socket
+import tarfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from opensage.compute import instances
+from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec
+from opensage.errors import Conflict, OpenSageError
+from opensage.images import registry
+from opensage.jobs.channels import split_s3_uri
+from opensage.logstore import LogStore
+from opensage.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+ENDPOINT, CONFIG, MODEL = "endpoint", "endpoint-config", "model"
+LOG_GROUP = "/aws/sagemaker/Endpoints"
+READY_TIMEOUT_S = 120.0
+INVOKE_TIMEOUT_S = 60.0
+
+
+class FleetError(OpenSageError):
+    """A fleet cannot be built; the message is the endpoint's FailureReason."""
+
+
+class NoEndpoint(OpenSageError):
+    pass
+
+
+class NoVariant(OpenSageError):
+    pass
+
+
+class NotReady(OpenSageError):
+    pass
+
+
+@dataclass(slots=True)
+class Instance:
+    host: str
+    port: int
+    log_path: Path
+    handle: Handle | None = None
+    outstanding: int = 0
+    healthy: bool = False
+    log_offset: int = 0
+
+
+@dataclass(slots=True)
+class Variant:
+    name: str
+    weight: float
+    model_name: str
+    image: str
+    instance_type: str
+    instances: list[Instance] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class Fleet:
+    config_name: str
+    variants: dict[str, Variant]
+    directory: Path
+
+    def handles(self) -> list[Handle]:
+        return [i.handle for v in self.variants.values() for i in v.instances if i.handle]
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    status: int
+    body: bytes
+    content_type: str
+    variant: str
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _epoch(now: dt.datetime) -> float:
+    return round(now.timestamp(), 3)
+
+
+class EndpointEngine:
+    def __init__(
+        self,
+        store: SqlStore,
+        s3: Any,
+        backend: ComputeBackend,
+        logs: LogStore,
+        work_dir: Path,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.store = store
+        self.s3 = s3
+        self.backend = backend
+        self.logs = logs
+        self.work_dir = work_dir
+        self.clock = clock
+        self.fleets: dict[str, Fleet] = {}
+        self._client: httpx.AsyncClient | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._health: asyncio.Task[None] | None = None
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def recover(self) -> None:
+        """At start-up: bring back every endpoint that was in service (its old servers are ended)."""
+        self._health = asyncio.get_running_loop().create_task(self._health_loop(), name="endpoint-health")
+        rows = await asyncio.to_thread(self.store.list_resources, ENDPOINT)
+        for row in rows:
+            for handle in row.data.get("_Handles", []):
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.backend.stop, handle, 1.0)
+            if row.status == "Deleting":
+                await asyncio.to_thread(self.store.delete_resource, ENDPOINT, row.name)
+            elif row.status in ("InService", "Creating", "Updating", "SystemUpdating", "RollingBack"):
+                self.launch(row.name, row.data["EndpointConfigName"], restore=True)
+
+    async def shutdown(self) -> None:
+        if self._health is not None:
+            self._health.cancel()
+        for task in list(self._tasks):
+            task.cancel()
+        for fleet in list(self.fleets.values()):
+            await self._stop_fleet(fleet)
+        self.fleets.clear()
+        if self._client is not None:
+            await self._client.aclose()
+
+    def launch(self, name: str, config_name: str, restore: bool = False) -> None:
+        self._spawn(self._create(name, config_name, restore), f"endpoint:{name}")
+
+    # --- building fleets ----------------------------------------------------------------------------
+
+    async def _create(self, name: str, config_name: str, restore: bool) -> None:
+        try:
+            fleet = await self._build(name, config_name)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, FleetError) else f"InternalServerError: {type(exc).__name__}: {exc}"
+            if not isinstance(exc, FleetError):
+                log.exception("endpoint %s could not be built", name)
+            await self._set_status(name, "Failed", reason=reason)
+            return
+        self.fleets[name] = fleet
+        await self._set_status(name, "InService", fleet=fleet)
+
+    async def _build(self, name: str, config_name: str) -> Fleet:
+        config = await asyncio.to_thread(self.store.get_resource, CONFIG, config_name)
+        if config is None:
+            raise FleetError(f'Could not find endpoint configuration "{config_name}".')
+        directory = self.work_dir / name / hashlib.sha1(f"{config_name}{time.time_ns()}".encode()).hexdigest()[:10]
+        fleet = Fleet(config_name, {}, directory)
+        try:
+            for pv in config.data["ProductionVariants"]:
+                fleet.variants[pv["VariantName"]] = await self._start_variant(name, pv, directory)
+            await self._wait_ready(fleet)
+        except BaseException:
+            await self._stop_fleet(fleet)
+            raise
+        return fleet
+
+    async def _start_variant(self, endpoint: str, pv: dict, directory: Path) -> Variant:
+        model = await asyncio.to_thread(self.store.get_resource, MODEL, pv["ModelName"])
+        if model is None:
+            raise FleetError(f'Could not find model "{pv["ModelName"]}" of variant {pv["VariantName"]}.')
+        container = model.data.get("PrimaryContainer") or (model.data.get("Containers") or [{}])[0]
+        image = registry.resolve(container.get("Image", ""))
+        if image is None:
+            raise FleetError(
+                f"The image '{container.get('Image')}' of model {pv['ModelName']} is not one OpenSage "
+                f"serves; use one of these repositories: {', '.join(registry.known_repositories())}."
+            )
+        model_dir = await asyncio.to_thread(self._model_dir, container.get("ModelDataUrl", ""), pv["ModelName"])
+        base = directory / pv["VariantName"]
+        base.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            (base / "model").symlink_to(model_dir, target_is_directory=True)
+        itype = instances.lookup(pv.get("InstanceType", "local")) or instances.lookup("local")
+        assert itype is not None
+        variant = Variant(
+            pv["VariantName"],
+            float(pv.get("InitialVariantWeight", 1.0)),
+            pv["ModelName"],
+            container.get("Image", ""),
+            pv.get("InstanceType", "local"),
+        )
+        env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+        for i in range(int(pv.get("InitialInstanceCount", 1))):
+            instance = Instance(f"{pv['VariantName']}-{i + 1}", _free_port(), base / f"instance-{i + 1}.log")
+            await self._start_instance(endpoint, instance, image.serve_argv(), base, env, itype)
+            variant.instances.append(instance)
+        return variant
+
+    async def _start_instance(
+        self,
+        endpoint: str,
+        instance: Instance,
+        argv: tuple[str, ...],
+        base: Path,
+        env: dict[str, str],
+        itype: instances.InstanceType,
+    ) -> None:
+        full_env = {
+            **env,
+            "SAGEMAKER_BIND_TO_PORT": str(instance.port),
+            "SAGEMAKER_BASE_DIR": str(base),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(base),
+        }
+        spec = JobSpec(
+            f"endpoint/{endpoint}",
+            (ContainerSpec(instance.host, argv, full_env, base, instance.log_path, itype.vcpus, itype.memory_bytes),),
+        )
+        instance.handle = await asyncio.to_thread(self.backend.submit, spec)
+        instance.healthy = False
+
+    def _model_dir(self, url: str, model_name: str) -> Path:
+        """Download and unpack a model artifact once (cached by URL and ETag)."""
+        if not url:
+            raise FleetError(f"Model {model_name} has no ModelDataUrl.")
+        bucket, key = split_s3_uri(url)
+        try:
+            etag = self.s3.head_object(Bucket=bucket, Key=key)["ETag"].strip('"')
+        except self.s3.exceptions.ClientError as exc:
+            raise FleetError(
+                f"The model artifact {url} of model {model_name} cannot be read: "
+                f"{exc.response['Error'].get('Message') or exc.response['Error']['Code']}."
+            ) from exc
+        target = self.work_dir / "_models" / hashlib.sha256(f"{url}#{etag}".encode()).hexdigest()[:16]
+        if (target / ".complete").exists():
+            return target
+        scratch = target.with_suffix(".download")
+        shutil.rmtree(scratch, ignore_errors=True)
+        scratch.mkdir(parents=True)
+        archive = scratch / "model.tar.gz"
+        self.s3.download_file(bucket, key, str(archive))
+        try:
+            with tarfile.open(archive) as tar:
+                tar.extractall(scratch / "model", filter="data")
+        except (tarfile.TarError, OSError, EOFError) as exc:
+            raise FleetError(f"The model artifact {url} of model {model_name} is not a valid tar.gz: {exc}") from exc
+        shutil.rmtree(target, ignore_errors=True)
+        (scratch / "model").rename(target)
+        (target / ".complete").write_text(url)
+        shutil.rmtree(scratch, ignore_errors=True)
+        return target
+
+    async def _wait_ready(self, fleet: Fleet) -> None:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        pending = [i for v in fleet.variants.values() for i in v.instances]
+        while pending:
+            for instance in list(pending):
+                if await self._ping(instance):
+                    instance.healthy = True
+                    pending.remove(instance)
+                    continue
+                assert instance.handle is not None
+                status = await asyncio.to_thread(self.backend.poll, instance.handle)
+                if status.done:
+                    tail = _last_lines(instance.log_path, 3)
+                    raise FleetError(
+                        f"The model server {instance.host} exited with code "
+                        f"{status.containers[0].exit_code} before it was ready: {tail}"
+                    )
+            if pending:
+                if time.monotonic() > deadline:
+                    raise FleetError(f"The model servers did not answer /ping within {READY_TIMEOUT_S:.0f} s.")
+                await asyncio.sleep(0.05)
+
+    async def _ping(self, instance: Instance) -> bool:
+        try:
+            r = await self.client.get(f"http://127.0.0.1:{instance.port}/ping", timeout=2.0)
+        except httpx.HTTPError:
+            return False
+        return r.status_code == 200
+
+    async def _stop_fleet(self, fleet: Fleet) -> None:
+        for handle in fleet.handles():
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.backend.stop, handle, 5.0)
+                await asyncio.to_thread(self.backend.cleanup, handle)
+        shutil.rmtree(fleet.directory, ignore_errors=True)
+
+    # --- routing ------------------------------------------------------------------------------------
+
+    @property
+    def client(self) -> httpx.AsyncClient:
+        if self._client is None:
+            self._client = httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
+                timeout=httpx.Timeout(INVOKE_TIMEOUT_S, connect=5.0),
+            )
+        return self._client
+
+    def _pick(self, fleet: Fleet, target: str | None) -> tuple[Variant, Instance]:
+        if target:
+            variant = fleet.variants.get(target)
+            if variant is None:
+                raise NoVariant(target)
+        else:
+            live = [v for v in fleet.variants.values() if v.weight > 0]
+            if not live:
+                raise NotReady("every variant has weight 0")
+            variant = random.choices(live, weights=[v.weight for v in live])[0]
+        healthy = [i for i in variant.instances if i.healthy]
+        if not healthy:
+            raise NotReady(variant.name)
+        if len(healthy) > 2:
+            healthy = random.sample(healthy, 2)  # power of two choices
+        return variant, min(healthy, key=lambda i: (i.outstanding, random.random()))
+
+    async def invoke(
+        self,
+        name: str,
+        body: bytes,
+        content_type: str,
+        accept: str,
+        target: str | None,
+        custom_attributes: str | None = None,
+    ) -> Answer:
+        fleet = self.fleets.get(name)
+        if fleet is None:
+            raise NoEndpoint(name)
+        variant, instance = self._pick(fleet, target)
+        headers = {"content-type": content_type or "application/octet-stream", "accept": accept or "*/*"}
+        if custom_attributes:
+            headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
+        instance.outstanding += 1
+        try:
+            r = await self.client.post(f"http://127.0.0.1:{instance.port}/invocations", content=body, headers=headers)
+        except httpx.TimeoutException:
+            return Answer(
+                0, b"Your invocation timed out while waiting for a response from the model.", "", variant.name
+            )
+        except httpx.HTTPError:
+            instance.healthy = False
+            return Answer(0, b"The model server did not answer.", "", variant.name)
+        finally:
+            instance.outstanding -= 1
+        return Answer(r.status_code, r.content, r.headers.get("content-type", ""), variant.name)
+
+    # --- health -------------------------------------------------------------------------------------
+
+    async def _health_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.5)
+            for name, fleet in list(self.fleets.items()):
+                try:
+                    await self._check_fleet(name, fleet)
+                except Exception:
+                    log.exception("health check of endpoint %s failed", name)
+
+    async def _check_fleet(self, name: str, fleet: Fleet) -> None:
+        for variant in fleet.variants.values():
+            for instance in variant.instances:
+                await asyncio.to_thread(self._pump_logs, name, variant.name, instance)
+                assert instance.handle is not None
+                status = await asyncio.to_thread(self.backend.poll, instance.handle)
+                if status.done:
+                    log.warning(
+                        "model server %s of endpoint %s exited (%s); replacing it",
+                        instance.host,
+                        name,
+                        status.containers[0].exit_code,
+                    )
+                    await asyncio.to_thread(self.backend.cleanup, instance.handle)
+                    await self._restart_instance(name, variant, instance)
+                elif not instance.healthy and await self._ping(instance):
+                    instance.healthy = True
+
+    async def _restart_instance(self, name: str, variant: Variant, instance: Instance) -> None:
+        model = await asyncio.to_thread(self.store.get_resource, MODEL, variant.model_name)
+        image = registry.resolve(variant.image)
+        itype = instances.lookup(variant.instance_type) or instances.lookup("local")
+        assert image is not None and itype is not None
+        env = {}
+        if model is not None:
+            container = model.data.get("PrimaryContainer") or (model.data.get("Containers") or [{}])[0]
+            env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+        base = instance.log_path.parent
+        await self._start_instance(name, instance, image.serve_argv(), base, env, itype)
+
+    def _pump_logs(self, endpoint: str, variant: str, instance: Instance) -> None:
+        try:
+            with open(instance.log_path, "rb") as f:
+                f.seek(instance.log_offset)
+                chunk = f.read(1024 * 1024)
+        except FileNotFoundError:
+            return
+        end = chunk.rfind(b"\n") + 1
+        if end <= 0:
+            return
+        instance.log_offset += end
+        now = int(self.clock().timestamp() * 1000)
+        lines = [line.decode("utf-8", "replace") for line in chunk[:end].split(b"\n") if line.strip()]
+        if lines:
+            self.logs.put_events(LOG_GROUP + "/" + endpoint, f"{variant}/{instance.host}", [(now, ln) for ln in lines])
+
+    # --- changes ------------------------------------------------------------------------------------
+
+    def launch_update(self, name: str, config_name: str) -> None:
+        self._spawn(self._update(name, config_name), f"endpoint-update:{name}")
+
+    async def _update(self, name: str, config_name: str) -> None:
+        old = self.fleets.get(name)
+        try:
+            new = await self._build(name, config_name)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, FleetError) else f"InternalServerError: {exc}"
+            log.warning("update of endpoint %s failed, rolling back: %s", name, reason)
+            await self._set_status(
+                name, "InService", reason=f"Update failed and was rolled back: {reason}", fleet=old, rollback=True
+            )
+            return
+        self.fleets[name] = new
+        await self._set_status(name, "InService", fleet=new, config_name=config_name)
+        if old is not None:
+            self._spawn(self._drain(old), f"endpoint-drain:{name}")
+
+    async def _drain(self, fleet: Fleet, timeout: float = INVOKE_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + timeout
+        while any(i.outstanding for v in fleet.variants.values() for i in v.instances):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        await self._stop_fleet(fleet)
+
+    def set_weights(self, name: str, weights: dict[str, float]) -> None:
+        fleet = self.fleets.get(name)
+        if fleet is None:
+            raise NoEndpoint(name)
+        for variant, weight in weights.items():
+            fleet.variants[variant].weight = weight
+
+    async def delete(self, name: str) -> None:
+        fleet = self.fleets.pop(name, None)
+        if fleet is not None:
+            await self._stop_fleet(fleet)
+        shutil.rmtree(self.work_dir / name, ignore_errors=True)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(self.store.delete_resource, ENDPOINT, name)
+
+    # --- persistence ----------------------------------------------------------------------------------
+
+    async def _set_status(
+        self,
+        name: str,
+        status: str,
+        *,
+        reason: str | None = None,
+        fleet: Fleet | None = None,
+        config_name: str | None = None,
+        rollback: bool = False,
+    ) -> None:
+        def update() -> None:
+            row = self.store.get_resource(ENDPOINT, name)
+            if row is None or row.status == "Deleting":
+                return
+            data = dict(row.data)
+            now = _epoch(self.clock())
+            data.update(EndpointStatus=status, LastModifiedTime=now)
+            if config_name:
+                data["EndpointConfigName"] = config_name
+            if reason:
+                data["FailureReason"] = reason
+            elif not rollback:
+                data.pop("FailureReason", None)
+            if fleet is not None:
+                data["ProductionVariants"] = [variant_description(v, now) for v in fleet.variants.values()]
+                data["_Handles"] = fleet.handles()
+            with contextlib.suppress(Conflict):
+                self.store.update_resource(ENDPOINT, name, data=data, status=status, now=self.clock())
+
+        await asyncio.to_thread(update)
+
+
+def variant_description(v: Variant, now: float) -> dict[str, Any]:
+    count = len(v.instances)
+    return {
+        "VariantName": v.name,
+        "DeployedImages": [{"SpecifiedImage": v.image, "ResolvedImage": v.image, "ResolutionTime": now}],
+        "CurrentWeight": v.weight,
+        "DesiredWeight": v.weight,
+        "CurrentInstanceCount": count,
+        "DesiredInstanceCount": count,
+    }
+
+
+def _last_lines(path: Path, n: int) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return "(no output)"
+    return " | ".join(lines[-n:]) or "(no output)"
