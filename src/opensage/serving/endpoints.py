@@ -127,6 +127,7 @@ class EndpointEngine:
         self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health: asyncio.Task[None] | None = None
+        self._starting: set[str] = set()
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -160,6 +161,7 @@ class EndpointEngine:
             await self._client.aclose()
 
     def launch(self, name: str, config_name: str, restore: bool = False) -> None:
+        self._starting.add(name)
         self._spawn(self._create(name, config_name, restore), f"endpoint:{name}")
 
     # --- building fleets ----------------------------------------------------------------------------
@@ -168,12 +170,14 @@ class EndpointEngine:
         try:
             fleet = await self._build(name, config_name)
         except Exception as exc:
+            self._starting.discard(name)
             reason = str(exc) if isinstance(exc, FleetError) else f"InternalServerError: {type(exc).__name__}: {exc}"
             if not isinstance(exc, FleetError):
                 log.exception("endpoint %s could not be built", name)
             await self._set_status(name, "Failed", reason=reason)
             return
         self.fleets[name] = fleet
+        self._starting.discard(name)
         await self._set_status(name, "InService", fleet=fleet)
 
     async def _build(self, name: str, config_name: str) -> Fleet:
@@ -353,6 +357,8 @@ class EndpointEngine:
     ) -> Answer:
         fleet = self.fleets.get(name)
         if fleet is None:
+            if name in self._starting:
+                raise NotReady("the endpoint's model servers are starting")
             raise NoEndpoint(name)
         variant, instance = self._pick(fleet, target)
         headers = {"content-type": content_type or "application/octet-stream", "accept": accept or "*/*"}

@@ -1,0 +1,324 @@
+"""Real-time inference end to end: models, endpoint configs, endpoints and InvokeEndpoint with boto3."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import tarfile
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+from botocore.exceptions import ClientError
+
+from helpers import RunningPlatform, running_platform
+
+pytestmark = pytest.mark.slow
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+BUCKET = "endpoint-tests"
+ROWS = np.array([[1.5, 0, 0, 0], [-1.5, 0, 0, 0]])
+BODY = "1.5,0,0,0\n-1.5,0,0,0"
+
+
+def _artifact(tmp: Path, rounds: int = 10) -> bytes:
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=(x[:, 0] > 0).astype(int)), rounds)
+    path = tmp / "xgboost-model.ubj"
+    booster.save_model(str(path))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(path, arcname="xgboost-model")
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    root = tmp_path_factory.mktemp("endpoints")
+    with running_platform(root / "home", root / "aws") as running:
+        s3 = running.session().client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="model-a.tar.gz", Body=_artifact(root, 10))
+        s3.put_object(Bucket=BUCKET, Key="model-b.tar.gz", Body=_artifact(root, 3))
+        s3.put_object(Bucket=BUCKET, Key="corrupt.tar.gz", Body=b"this is not a tarball")
+        yield running
+
+
+def _clients(p: RunningPlatform) -> tuple[Any, Any]:
+    session = p.session()
+    return session.client("sagemaker"), session.client("sagemaker-runtime")
+
+
+def _model(p: RunningPlatform, key: str = "model-a.tar.gz") -> str:
+    sm, _ = _clients(p)
+    name = f"model-{uuid.uuid4().hex[:8]}"
+    account = p.session().client("sts").get_caller_identity()["Account"]
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/{key}"},
+        ExecutionRoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+    )
+    return name
+
+
+def _config(p: RunningPlatform, variants: list[tuple[str, str, float, int]]) -> str:
+    sm, _ = _clients(p)
+    name = f"config-{uuid.uuid4().hex[:8]}"
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": v,
+                "ModelName": m,
+                "InitialVariantWeight": w,
+                "InitialInstanceCount": n,
+                "InstanceType": "ml.m5.large",
+            }
+            for v, m, w, n in variants
+        ],
+    )
+    return name
+
+
+def _wait(p: RunningPlatform, name: str, timeout: float = 90) -> dict[str, Any]:
+    sm, _ = _clients(p)
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = sm.describe_endpoint(EndpointName=name)
+        if desc["EndpointStatus"] not in ("Creating", "Updating", "SystemUpdating"):
+            return desc
+        assert time.monotonic() < deadline, desc
+        time.sleep(0.1)
+
+
+def _endpoint(p: RunningPlatform, config: str) -> str:
+    sm, _ = _clients(p)
+    name = f"ep-{uuid.uuid4().hex[:8]}"
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=config)
+    desc = _wait(p, name)
+    assert desc["EndpointStatus"] == "InService", desc.get("FailureReason")
+    return name
+
+
+def _scores(response: dict[str, Any]) -> list[float]:
+    return [float(v) for v in response["Body"].read().decode().replace("\n", ",").split(",")]
+
+
+def test_deploy_invoke_describe_delete(platform: RunningPlatform) -> None:
+    sm, rt = _clients(platform)
+    model = _model(platform)
+    config = _config(platform, [("AllTraffic", model, 1.0, 1)])
+    name = _endpoint(platform, config)
+    response = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Accept="text/csv", Body=BODY)
+    scores = _scores(response)
+    assert scores[0] > 0.5 > scores[1]
+    assert response["InvokedProductionVariant"] == "AllTraffic" and response["ContentType"] == "text/csv"
+    json_response = rt.invoke_endpoint(
+        EndpointName=name,
+        ContentType="application/json",
+        Accept="application/json",
+        Body='{"instances": [[1.5, 0, 0, 0]]}',
+    )
+    assert b'"predictions"' in json_response["Body"].read()
+    desc = sm.describe_endpoint(EndpointName=name)
+    variant = desc["ProductionVariants"][0]
+    assert (variant["CurrentInstanceCount"], variant["CurrentWeight"]) == (1, 1.0)
+    assert [e["EndpointName"] for e in sm.list_endpoints(NameContains=name)["Endpoints"]] == [name]
+    assert sm.describe_endpoint_config(EndpointConfigName=config)["ProductionVariants"][0]["ModelName"] == model
+    assert sm.describe_model(ModelName=model)["PrimaryContainer"]["Image"] == IMAGE
+    logs = platform.session().client("logs")
+    streams = logs.describe_log_streams(logGroupName=f"/aws/sagemaker/Endpoints/{name}")["logStreams"]
+    assert streams and streams[0]["logStreamName"].startswith("AllTraffic/")
+    sm.delete_endpoint(EndpointName=name)
+    with pytest.raises(ClientError) as exc:
+        sm.describe_endpoint(EndpointName=name)
+    assert "Could not find endpoint" in str(exc.value)
+    with pytest.raises(ClientError) as exc:
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)
+    assert exc.value.response["Error"]["Code"] == "ValidationError"
+
+
+def test_bad_requests_get_model_errors_and_the_endpoint_keeps_serving(platform: RunningPlatform) -> None:
+    _, rt = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 1)]))
+    cases = [
+        ("text/csv", "1,2", "expects 4 features"),
+        ("text/csv", "1,abc,3,4", "Unable to parse"),
+        ("text/csv", "", "empty"),
+        ("image/png", "1,2,3,4", "not supported"),
+        ("application/json", "{oops", "Unable to parse"),
+    ]
+    for content_type, body, message in cases:
+        with pytest.raises(ClientError) as exc:
+            rt.invoke_endpoint(EndpointName=name, ContentType=content_type, Body=body)
+        error = exc.value.response
+        assert error["Error"]["Code"] == "ModelError", content_type
+        assert error["OriginalStatusCode"] == 400 and message in error["OriginalMessage"], error
+    with pytest.raises(ClientError) as exc:
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=b"1" * (6 * 1024 * 1024 + 1))
+    assert exc.value.response["Error"]["Code"] == "ValidationError"
+    with pytest.raises(ClientError) as exc:
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY, TargetVariant="nope")
+    assert exc.value.response["Error"]["Code"] == "ValidationError" and "Variant nope" in str(exc.value)
+    assert _scores(rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY))[0] > 0.5
+
+
+def test_two_variants_split_traffic_by_weight(platform: RunningPlatform) -> None:
+    sm, rt = _clients(platform)
+    config = _config(platform, [("A", _model(platform), 0.8, 1), ("B", _model(platform, "model-b.tar.gz"), 0.2, 1)])
+    name = _endpoint(platform, config)
+    counts = Counter(
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)["InvokedProductionVariant"]
+        for _ in range(400)
+    )
+    assert 0.72 <= counts["A"] / 400 <= 0.88, counts  # 0.8 within ~4 standard deviations
+    for variant in ("A", "B"):
+        response = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY, TargetVariant=variant)
+        assert response["InvokedProductionVariant"] == variant
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=name,
+        DesiredWeightsAndCapacities=[
+            {"VariantName": "A", "DesiredWeight": 0.0},
+            {"VariantName": "B", "DesiredWeight": 1.0},
+        ],
+    )
+    seen = {
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)["InvokedProductionVariant"]
+        for _ in range(30)
+    }
+    assert seen == {"B"}
+    weights = {
+        v["VariantName"]: v["CurrentWeight"] for v in sm.describe_endpoint(EndpointName=name)["ProductionVariants"]
+    }
+    assert weights == {"A": 0.0, "B": 1.0}
+
+
+def _stream(platform: RunningPlatform, name: str, stop: threading.Event, results: list[Any]) -> None:
+    _, rt = _clients(platform)
+    while not stop.is_set():
+        try:
+            response = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)
+            results.append(response["InvokedProductionVariant"])
+        except Exception as exc:  # collected and asserted on below
+            results.append(exc)
+
+
+def test_blue_green_update_under_load_drops_nothing(platform: RunningPlatform) -> None:
+    sm, _ = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("Blue", _model(platform), 1.0, 1)]))
+    green = _config(platform, [("Green", _model(platform, "model-b.tar.gz"), 1.0, 1)])
+    stop, results = threading.Event(), []
+    workers = [threading.Thread(target=_stream, args=(platform, name, stop, results)) for _ in range(3)]
+    for w in workers:
+        w.start()
+    try:
+        time.sleep(0.5)
+        sm.update_endpoint(EndpointName=name, EndpointConfigName=green)
+        assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
+        desc = _wait(platform, name)
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+    assert desc["EndpointStatus"] == "InService" and desc["EndpointConfigName"] == green
+    errors = [r for r in results if isinstance(r, Exception)]
+    assert not errors, errors[:3]
+    assert results[0] == "Blue" and results[-1] == "Green" and len(results) > 20
+
+
+def test_failed_update_rolls_back(platform: RunningPlatform) -> None:
+    sm, rt = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 1)]))
+    broken = _config(platform, [("AllTraffic", _model(platform, "corrupt.tar.gz"), 1.0, 1)])
+    sm.update_endpoint(EndpointName=name, EndpointConfigName=broken)
+    desc = _wait(platform, name)
+    assert desc["EndpointStatus"] == "InService" and "rolled back" in desc["FailureReason"]
+    assert desc["EndpointConfigName"] != broken
+    assert _scores(rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY))[0] > 0.5
+
+
+@pytest.mark.parametrize(("key", "reason"), [("missing.tar.gz", "cannot be read"), ("corrupt.tar.gz", "not a valid")])
+def test_bad_model_artifact_fails_the_endpoint(platform: RunningPlatform, key: str, reason: str) -> None:
+    sm, _ = _clients(platform)
+    name = f"ep-{uuid.uuid4().hex[:8]}"
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=_config(platform, [("V", _model(platform, key), 1.0, 1)]))
+    desc = _wait(platform, name)
+    assert desc["EndpointStatus"] == "Failed" and reason in desc["FailureReason"], desc.get("FailureReason")
+
+
+def test_config_with_a_missing_model_and_duplicates_are_rejected(platform: RunningPlatform) -> None:
+    sm, _ = _clients(platform)
+    with pytest.raises(ClientError) as exc:
+        _config(platform, [("V", "no-such-model", 1.0, 1)])
+    assert exc.value.response["Error"]["Code"] == "ValidationException" and "Could not find model" in str(exc.value)
+    model = _model(platform)
+    with pytest.raises(ClientError) as exc:
+        sm.create_model(ModelName=model, PrimaryContainer={"Image": IMAGE})
+    assert "already existing" in str(exc.value)
+    with pytest.raises(ClientError) as exc:
+        sm.create_endpoint(EndpointName="ep-none", EndpointConfigName="no-such-config")
+    assert "Could not find endpoint configuration" in str(exc.value)
+
+
+def test_a_killed_model_server_is_replaced_and_requests_keep_succeeding(platform: RunningPlatform) -> None:
+    _, rt = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 2)]))
+    servers = [
+        p
+        for p in psutil.Process(platform.proc.pid).children(recursive=True)
+        if "modelserver" in " ".join(p.cmdline()) and any(name in a for a in p.cwd().split("/"))
+    ]
+    assert len(servers) == 2
+    os.kill(servers[0].pid, signal.SIGKILL)
+    failures = 0
+    for _ in range(100):
+        try:
+            rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)
+        except ClientError:
+            failures += 1
+        time.sleep(0.01)
+    assert failures <= 1  # at most the request that was in flight on the killed server
+    deadline = time.monotonic() + 30
+    while True:
+        alive = [
+            p
+            for p in psutil.Process(platform.proc.pid).children(recursive=True)
+            if "modelserver" in " ".join(p.cmdline()) and any(name in a for a in p.cwd().split("/"))
+        ]
+        if len(alive) == 2:
+            break
+        assert time.monotonic() < deadline, "the killed model server was not replaced"
+        time.sleep(0.2)
+
+
+def test_endpoints_come_back_after_a_restart(tmp_path: Path) -> None:
+    home, aws = tmp_path / "home", tmp_path / "aws"
+    with running_platform(home, aws) as first:
+        s3 = first.session().client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="model-a.tar.gz", Body=_artifact(tmp_path))
+        name = _endpoint(first, _config(first, [("AllTraffic", _model(first), 1.0, 1)]))
+        port = first.port
+    with running_platform(home, aws, port=port) as second:
+        desc = _wait(second, name)
+        assert desc["EndpointStatus"] == "InService"
+        _, rt = _clients(second)
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                assert _scores(rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY))[0] > 0.5
+                break
+            except ClientError as exc:
+                assert exc.response["Error"]["Code"] == "ServiceUnavailable" and time.monotonic() < deadline
+                time.sleep(0.2)
