@@ -293,10 +293,20 @@ est = Estimator(image, sagemaker.get_execution_role(), instance_count=1, instanc
 est.set_hyperparameters(objective="binary:logistic", num_round=10, max_depth=3)
 est.fit({{"train": TrainingInput(train, content_type="csv")}}, logs=True)
 print("MODEL_DATA", est.model_data)
+from sagemaker.predictor import Predictor
+from sagemaker.serializers import CSVSerializer
+predictor = est.deploy(initial_instance_count=1, instance_type="ml.m5.large", serializer=CSVSerializer())
+print("PREDICTION", predictor.predict([[2.0, 1.0, 0, 0, 0], [-2.0, -1.0, 0, 0, 0]]).decode().replace("\\n", ","))
+again = Predictor(predictor.endpoint_name, sagemaker_session=session, serializer=CSVSerializer())
+print("ATTACHED", again.predict([2.0, 1.0, 0, 0, 0]).decode())
+predictor.delete_model()
+predictor.delete_endpoint()
+print("DELETED", predictor.endpoint_name)
 """
 
 
-def test_sagemaker_sdk_estimator_fit(platform: RunningPlatform, tmp_path: Path) -> None:
+def test_sagemaker_sdk_fit_deploy_predict_delete(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The seeds' central flow with the unchanged SDK v2 (deploy() itself waits 30 s between its polls)."""
     x, y = _dataset(500, seed=4)
     data = tmp_path / "train.csv"
     data.write_bytes(_csv(x, y))
@@ -315,6 +325,15 @@ def test_sagemaker_sdk_estimator_fit(platform: RunningPlatform, tmp_path: Path) 
     model_data = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("MODEL_DATA ")][0]
     assert model_data.endswith("/output/model.tar.gz") and "/sdk-fit/output/" in model_data
     _model(platform, model_data)
+    import re
+
+    values = dict(re.findall(r"(PREDICTION|ATTACHED) (\S+)", out))  # deploy() prints progress without a newline
+    assert "PREDICTION" in values, out[-1500:]
+    first, second = (float(v) for v in values["PREDICTION"].split(","))
+    assert first > 0.5 > second and float(values["ATTACHED"]) > 0.5
+    endpoint = [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith("DELETED ")][0]
+    endpoints = platform.session().client("sagemaker").list_endpoints()["Endpoints"]
+    assert endpoint not in [e["EndpointName"] for e in endpoints]
 
 
 def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -139,7 +140,9 @@ def _train(layout: Layout, hps: dict[str, Any], channels: dict[str, Any], is_mas
     log.info("Trained %d round(s) in %.2f s", booster.num_boosted_rounds(), time.monotonic() - started)
     if is_master:
         layout.model_dir.mkdir(parents=True, exist_ok=True)
-        booster.save_model(str(layout.model_dir / MODEL_NAME))
+        with warnings.catch_warnings():  # no file extension on purpose: the container's name is "xgboost-model"
+            warnings.filterwarnings("ignore", message=".*UBJSON format as default.*")
+            booster.save_model(str(layout.model_dir / MODEL_NAME))
 
 
 def main() -> int:
