@@ -5,7 +5,9 @@ same run and with the same parameters:
 
 * raw: a fresh Python process that imports xgboost, parses the CSV and trains (the bench kit's
   ``train_bench.py --job``), wall time from spawn to exit;
-* OpenSage: CreateTrainingJob -> Completed (boto3, polling DescribeTrainingJob every 20 ms), and
+* OpenSage: CreateTrainingJob -> Completed as the client sees it (boto3, polling DescribeTrainingJob every
+  20 ms for the first 3 s, then every 250 ms so that polling does not steal the training's CPU), the
+  same from the job's own CreationTime/TrainingEndTime, and
   CreateTrainingJob -> the training process running (from the job's SecondaryStatusTransitions and
   the container log's first line).
 
@@ -77,14 +79,15 @@ def opensage_job(platform, uri: str, params: dict, rounds: int) -> dict:  # type
         desc = sm.describe_training_job(TrainingJobName=name)
         if desc["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
             break
-        time.sleep(0.02)
+        time.sleep(0.02 if time.perf_counter() - started < 3 else 0.25)
     wall = time.perf_counter() - started
     if desc["TrainingJobStatus"] != "Completed":
         raise RuntimeError(f"{name}: {desc.get('FailureReason')}")
     transitions = {t["Status"]: t for t in desc["SecondaryStatusTransitions"]}
     created = desc["CreationTime"].timestamp()
     to_training = transitions["Training"]["StartTime"].timestamp() - created
-    return {"wall_s": wall, "create_to_training_ms": to_training * 1000,
+    server = desc["TrainingEndTime"].timestamp() - created
+    return {"wall_s": wall, "server_s": server, "create_to_training_ms": to_training * 1000,
             "download_s": transitions["Training"]["StartTime"].timestamp()
             - transitions["Downloading"]["StartTime"].timestamp()}
 
@@ -116,6 +119,7 @@ def main() -> None:
                 "rows": rows,
                 "raw_s": statistics.median(raw),
                 "opensage_s": statistics.median(r["wall_s"] for r in ours),
+                "server_s": statistics.median(r["server_s"] for r in ours),
                 "create_to_training_ms": statistics.median(r["create_to_training_ms"] for r in ours),
                 "download_s": statistics.median(r["download_s"] for r in ours),
             }
@@ -124,11 +128,11 @@ def main() -> None:
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "results" / "training_bench.json").write_text(json.dumps(results, indent=2))
     print(f"\nxgboost params {params}, num_round {rounds}; medians of {a.reps} runs\n")
-    print("| rows | raw xgboost job (s) | OpenSage Create->Completed (s) | ratio | Create->Training (ms) |"
-          " download (s) |")
-    print("|---:|---:|---:|---:|---:|---:|")
+    print("| rows | raw xgboost job (s) | OpenSage Create->Completed, client (s) | same, job record (s) | ratio |"
+          " Create->Training (ms) | download (s) |")
+    print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['rows']:,} | {r['raw_s']:.2f} | {r['opensage_s']:.2f} | {r['ratio']:.2f} | "
+        print(f"| {r['rows']:,} | {r['raw_s']:.2f} | {r['opensage_s']:.2f} | {r['server_s']:.2f} | {r['ratio']:.2f} | "
               f"{r['create_to_training_ms']:.0f} | {r['download_s']:.2f} |")
 
 

@@ -91,30 +91,41 @@ def _locate_csv_error(path: Path, data: bytes) -> DataError:
     return DataError(f"{path.name} could not be read as CSV.")
 
 
+def _to_matrix(table) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """The table as a float32 array of shape (columns, rows): each column is one contiguous write."""
+    out = np.empty((table.num_columns, table.num_rows), dtype=np.float32)
+    for j, column in enumerate(table.columns):
+        out[j] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
 def _read_csv(path: Path) -> np.ndarray:
-    data = _open_bytes(path)
-    if not data.strip():
-        return np.empty((0, 0), dtype=np.float32)
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    with open(path, "rb") as f:
+        gzipped = f.read(2) == b"\x1f\x8b"
+        f.seek(0, 2)
+        if f.tell() == 0:
+            return np.empty((0, 0), dtype=np.float32)
+    source = pa.CompressedInputStream(pa.OSFile(str(path)), "gzip") if gzipped else str(path)
     try:
         table = pacsv.read_csv(
-            io.BytesIO(data),
-            read_options=pacsv.ReadOptions(autogenerate_column_names=True),
+            source,
+            read_options=pacsv.ReadOptions(autogenerate_column_names=True, block_size=16 << 20),
             convert_options=pacsv.ConvertOptions(strings_can_be_null=True),
         )
     except pa.ArrowInvalid as exc:
-        raise _locate_csv_error(path, data) from exc
-    if any(
-        not pa.types.is_floating(c.type) and not pa.types.is_integer(c.type) and not pa.types.is_null(c.type)
-        for c in table.schema
-    ):
-        raise _locate_csv_error(path, data)
-    return np.column_stack([c.to_numpy(zero_copy_only=False).astype(np.float32) for c in table.columns])
+        raise _locate_csv_error(path, _open_bytes(path)) from exc
+    numeric = all(pa.types.is_floating(c.type) or pa.types.is_integer(c.type) or pa.types.is_null(c.type)
+                  for c in table.schema)
+    if not numeric:
+        raise _locate_csv_error(path, _open_bytes(path))
+    return _to_matrix(table)
 
 
 def _read_parquet(path: Path) -> np.ndarray:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
@@ -122,8 +133,8 @@ def _read_parquet(path: Path) -> np.ndarray:
     except Exception as exc:
         raise DataError(f"{path.name} is not a readable Parquet file: {exc}") from exc
     try:
-        return np.column_stack([c.to_numpy(zero_copy_only=False).astype(np.float32) for c in table.columns])
-    except (ValueError, TypeError) as exc:
+        return _to_matrix(table)
+    except (ValueError, TypeError, pa.ArrowInvalid) as exc:
         raise DataError(f"{path.name}: every Parquet column must be numeric ({exc}).") from exc
 
 
@@ -141,23 +152,24 @@ def read_table(directory: Path, content_type: str, channel: str, csv_weights: bo
             parts.append((path, part))
     if not parts:
         raise DataError(f"Channel '{channel}' has no data: no non-empty file under it.")
-    width = parts[0][1].shape[1]
+    width = parts[0][1].shape[0]
     for path, part in parts:
-        if part.shape[1] != width:
-            raise DataError(f"{path.name} has {part.shape[1]} columns; {parts[0][0].name} has {width}.")
-    table = np.vstack([p for _, p in parts]) if len(parts) > 1 else parts[0][1]
+        if part.shape[0] != width:
+            raise DataError(f"{path.name} has {part.shape[0]} columns; {parts[0][0].name} has {width}.")
+    columns = np.concatenate([p for _, p in parts], axis=1) if len(parts) > 1 else parts[0][1]
     first_feature = 2 if csv_weights else 1
-    if table.shape[1] <= first_feature:
+    if width <= first_feature:
         raise DataError(
-            f"Channel '{channel}' has {table.shape[1]} column(s): need a label, "
+            f"Channel '{channel}' has {width} column(s): need a label, "
             f"{'a weight, ' if csv_weights else ''}and at least one feature."
         )
-    labels = table[:, 0]
+    labels = columns[0]
     if np.isnan(labels).any():
         row = int(np.argmax(np.isnan(labels)))
         raise DataError(f"Channel '{channel}': the label of row {row + 1} is empty.")
-    weights = table[:, 1] if csv_weights else None
-    return Table(table[:, first_feature:], labels, weights, len(parts), time.monotonic() - started)
+    weights = columns[1] if csv_weights else None
+    # a (rows, features) view of the column-major block: xgboost reads it without a copy
+    return Table(columns[first_feature:].T, labels, weights, len(parts), time.monotonic() - started)
 
 
 def read_libsvm(directory: Path, channel: str):  # type: ignore[no-untyped-def]
