@@ -19,12 +19,14 @@ from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.training import TrainingEngine
 from opensage.logstore import LogStore
 from opensage.objects.client import s3_client
+from opensage.providers.cloudwatch import CloudWatchProvider
 from opensage.providers.iam import IamProvider
 from opensage.providers.logs import LogsProvider
 from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
 from opensage.serving.endpoints import EndpointEngine
+from opensage.serving.metrics import InvocationMetrics
 from opensage.store.sql import SqlStore, open_store
 
 INTERNAL_PREFIX = "/_opensage/"
@@ -45,6 +47,7 @@ class Platform:
     gateway: Gateway
     training: TrainingEngine
     endpoints: EndpointEngine
+    metrics: InvocationMetrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -71,6 +74,20 @@ class Platform:
                 return
 
     async def _internal(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["path"] == INTERNAL_PREFIX + "metrics":
+            body = self.metrics.prometheus().encode()
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 200,
+                    "headers": [
+                        (b"content-type", b"text/plain; version=0.0.4"),
+                        (b"content-length", str(len(body)).encode()),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": body})
+            return
         if scope["path"] == INTERNAL_PREFIX + "health":
             body = json.dumps(
                 {
@@ -113,10 +130,12 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         backend = LocalBackend()
         training = TrainingEngine(store, s3, backend, logs, settings.home / "jobs" / "training", clock)
         endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
+        metrics = InvocationMetrics()
         authenticator = Authenticator(store.get_access_key)
         providers = {
             "sagemaker": SageMakerProvider(store, clock, training, endpoints),
-            "sagemaker-runtime": RuntimeProvider(endpoints),
+            "sagemaker-runtime": RuntimeProvider(endpoints, metrics),
+            "cloudwatch": CloudWatchProvider(metrics),
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
             "logs": LogsProvider(logs),
@@ -125,4 +144,4 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
     except Exception:
         store.close()
         raise
-    return Platform(settings, store, identity, authenticator, gateway, training, endpoints)
+    return Platform(settings, store, identity, authenticator, gateway, training, endpoints, metrics)

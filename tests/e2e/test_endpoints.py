@@ -322,3 +322,36 @@ def test_endpoints_come_back_after_a_restart(tmp_path: Path) -> None:
             except ClientError as exc:
                 assert exc.response["Error"]["Code"] == "ServiceUnavailable" and time.monotonic() < deadline
                 time.sleep(0.2)
+
+
+def test_invocation_metrics_through_cloudwatch_and_prometheus(platform: RunningPlatform) -> None:
+    import datetime as dt
+
+    import httpx
+
+    _, rt = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 1)]))
+    for _ in range(5):
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)
+    with pytest.raises(ClientError):
+        rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="1,2")
+    cw = platform.session().client("cloudwatch")
+    dims = [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]
+    now = dt.datetime.now(dt.UTC)
+    window = {"StartTime": now - dt.timedelta(minutes=5), "EndTime": now + dt.timedelta(minutes=1)}
+
+    def total(metric: str, stat: str = "Sum") -> float:
+        points = cw.get_metric_statistics(Namespace="AWS/SageMaker", MetricName=metric, Dimensions=dims, Period=60,
+                                          Statistics=[stat], **window)["Datapoints"]
+        return sum(p[stat] for p in points)
+
+    assert total("Invocations") == 6 and total("Invocation4XXErrors") == 1 and total("Invocation5XXErrors") == 0
+    assert total("ModelLatency", "Maximum") > 0 and total("OverheadLatency", "SampleCount") == 6
+    names = {m["MetricName"] for m in cw.list_metrics(Namespace="AWS/SageMaker", Dimensions=dims[:1])["Metrics"]}
+    assert {"Invocations", "ModelLatency", "OverheadLatency"} <= names
+    data = cw.get_metric_data(MetricDataQueries=[{"Id": "inv", "MetricStat": {
+        "Metric": {"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": dims},
+        "Period": 60, "Stat": "Sum"}}], **window)["MetricDataResults"][0]
+    assert sum(data["Values"]) == 6
+    text = httpx.get(platform.api_url + "/_opensage/metrics").text
+    assert f'opensage_endpoint_invocations_total{{endpoint="{name}",variant="AllTraffic"}} 6' in text

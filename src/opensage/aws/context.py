@@ -15,6 +15,7 @@ class RequestContext:
     access_key_id: str
     principal_arn: str
     user_id: str
+    received: float = 0.0  # time.perf_counter() when the request arrived
 
     def arn(self, service: str, resource: str) -> str:
         """An ARN in this request's partition, region and account (IAM ARNs carry no region)."""

@@ -89,7 +89,7 @@ class Gateway:
             body = await self._read_body(receive, headers)
             routed = self._route(scope, headers, body)
             protocol = routed.protocol
-            status, out_headers, out_body = await self._handle(scope, headers, body, routed, request_id)
+            status, out_headers, out_body = await self._handle(scope, headers, body, routed, request_id, started)
         except ServiceError as err:
             status, out_headers, out_body = self._error(err, protocol, routed, request_id)
         except Exception:
@@ -138,6 +138,8 @@ class Gateway:
     # --- routing --------------------------------------------------------------------------------
 
     def _route(self, scope: Scope, headers: Mapping[str, str], body: bytes) -> Routed:
+        if headers.get("smithy-protocol") == "rpc-v2-cbor":
+            return self._route_cbor(scope["path"])
         target = headers.get("x-amz-target")
         if target:
             prefix, _, op_name = target.rpartition(".")
@@ -165,6 +167,16 @@ class Gateway:
             "form field (query services) or a sagemaker-runtime path.",
             404,
         )
+
+    def _route_cbor(self, path: str) -> Routed:
+        """Smithy RPC v2: ``POST /service/<service shape>/operation/<operation>``."""
+        parts = path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "service" or parts[2] != "operation":
+            raise ServiceError("UnknownOperationException", f"'{path}' is not /service/<name>/operation/<name>.", 404)
+        spec = self.specs.by_target.get(parts[1])
+        if spec is None or "smithy-rpc-v2-cbor" not in spec.protocols:
+            raise ServiceError("UnknownOperationException", f"Unknown service '{parts[1]}'.", 404)
+        return Routed(spec, "cbor", self._operation(spec, parts[3]), {}, {})
 
     def _route_query(self, form: Mapping[str, str], headers: Mapping[str, str], query_string: str) -> Routed:
         candidates = self.specs.by_version.get(form.get("Version", ""), [])
@@ -200,7 +212,13 @@ class Gateway:
     # --- handling -------------------------------------------------------------------------------
 
     async def _handle(
-        self, scope: Scope, headers: Mapping[str, str], body: bytes, routed: Routed, request_id: str
+        self,
+        scope: Scope,
+        headers: Mapping[str, str],
+        body: bytes,
+        routed: Routed,
+        request_id: str,
+        received: float = 0.0,
     ) -> serializer.Response:
         raw_path = scope.get("raw_path") or scope["path"].encode()
         query_string = scope.get("query_string", b"").decode("latin-1")
@@ -231,6 +249,7 @@ class Gateway:
             caller.access_key_id,
             caller.principal_arn,
             caller.user_id,
+            received,
         )
         output = await self._dispatch(spec, op, ctx, params)
         output = paginate(op, params, output)
@@ -238,6 +257,8 @@ class Gateway:
             return serializer.serialize_query(op, output, request_id)
         if routed.protocol == "rest-json":
             return serializer.serialize_rest_json(op, output, request_id)
+        if routed.protocol == "cbor":
+            return serializer.serialize_cbor(op, output, request_id)
         return serializer.serialize_json(op, output, request_id)
 
     @staticmethod
@@ -246,6 +267,8 @@ class Gateway:
             return parser.parse_query(routed.operation, routed.form)
         if routed.protocol == "rest-json":
             return parser.parse_rest_json(routed.operation, routed.labels, parse_qs(query_string), headers, body)
+        if routed.protocol == "cbor":
+            return parser.parse_cbor(routed.operation, body)
         return parser.parse_json(routed.operation, body)
 
     async def _dispatch(
@@ -274,5 +297,7 @@ class Gateway:
             return serializer.serialize_query_error(err, request_id, xmlns)
         if protocol == "rest-json":
             return serializer.serialize_rest_json_error(err, request_id)
+        if protocol == "cbor":
+            return serializer.serialize_cbor_error(err, request_id)
         version = routed.spec.model.metadata.get("jsonVersion", "1.1") if routed else "1.1"
         return serializer.serialize_json_error(err, request_id, version)

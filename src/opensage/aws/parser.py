@@ -199,3 +199,18 @@ def _json_object(body: bytes) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ServiceError("SerializationException", "The request body must be a JSON object.")
     return data
+
+
+def parse_cbor(operation: OperationModel, body: bytes) -> dict[str, Any]:
+    """Smithy RPC v2 CBOR: the body is the input structure, CBOR-encoded (botocore's own decoder)."""
+    from botocore.parsers import RpcV2CBORParser
+
+    shape = operation.input_shape
+    if shape is None or not body:
+        return {}
+    try:
+        parsed = RpcV2CBORParser().parse({"body": body, "headers": {}, "status_code": 200}, shape)
+    except Exception as exc:
+        raise ServiceError("SerializationException", f"The request body is not valid CBOR: {exc}") from exc
+    parsed.pop("ResponseMetadata", None)
+    return parsed

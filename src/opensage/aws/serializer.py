@@ -195,3 +195,38 @@ def serialize_query_error(error: ServiceError, request_id: str, xmlns: str = "")
     )
     headers = {"content-type": "text/xml", "x-amzn-requestid": request_id, **error.headers}
     return error.status, headers, body.encode()
+
+
+def _cbor(value: Any, shape: Shape | None) -> bytes:
+    from botocore.serialize import RpcV2CBORSerializer
+
+    body = bytearray()
+    if shape is not None:
+        RpcV2CBORSerializer()._serialize_data_item(body, value, shape)
+    return bytes(body)
+
+
+def serialize_cbor(operation: OperationModel, output: dict[str, Any], request_id: str) -> Response:
+    shape = operation.output_shape
+    data = {k: v for k, v in (output or {}).items() if shape is not None and k in shape.members and v is not None}
+    headers = {"content-type": "application/cbor", "smithy-protocol": "rpc-v2-cbor", "x-amzn-requestid": request_id}
+    return 200, headers, _cbor(data, shape) if shape is not None else b""
+
+
+def serialize_cbor_error(error: ServiceError, request_id: str) -> Response:
+    from botocore.model import MapShape, ShapeResolver
+
+    string_map = MapShape(
+        "ErrorBody",
+        {"type": "map", "key": {"shape": "S"}, "value": {"shape": "S"}},
+        ShapeResolver({"S": {"type": "string"}}),
+    )
+    body = _cbor({"__type": error.code, "message": error.message}, string_map)
+    headers = {
+        "content-type": "application/cbor",
+        "smithy-protocol": "rpc-v2-cbor",
+        "x-amzn-requestid": request_id,
+        "x-amzn-errortype": error.code,
+        **error.headers,
+    }
+    return error.status, headers, body

@@ -24,7 +24,7 @@ SERVED_SERVICES: dict[str, tuple[str, ...]] = {
     "sts": ("query",),
     "iam": ("query",),
     "logs": ("json",),
-    "cloudwatch": ("json", "query"),
+    "cloudwatch": ("smithy-rpc-v2-cbor", "json", "query"),
 }
 
 _LABEL = re.compile(r"\{([^}]+?)(\+?)\}")

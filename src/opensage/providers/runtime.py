@@ -6,16 +6,19 @@ TargetModel/TargetContainerHostname routing); the model's response is answered i
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
 from opensage.serving.endpoints import EndpointEngine, NoEndpoint, NotReady, NoVariant
+from opensage.serving.metrics import InvocationMetrics
 
 
 class RuntimeProvider:
-    def __init__(self, endpoints: EndpointEngine) -> None:
+    def __init__(self, endpoints: EndpointEngine, metrics: InvocationMetrics) -> None:
         self.endpoints = endpoints
+        self.metrics = metrics
 
     async def invoke_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["EndpointName"]
@@ -41,6 +44,11 @@ class RuntimeProvider:
                 503,
                 sender_fault=False,
             ) from exc
+        elapsed = time.perf_counter() - (ctx.received or time.perf_counter())
+        status = 200 if answer.status == 200 else 424 if answer.status else 500
+        self.metrics.record(
+            name, answer.variant, status, answer.model_seconds * 1e6, max(0.0, elapsed - answer.model_seconds) * 1e6
+        )
         if answer.status != 200:
             kind = "client" if 400 <= answer.status < 500 else "server"
             message = answer.body.decode("utf-8", "replace")[:2000]

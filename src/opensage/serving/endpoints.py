@@ -95,6 +95,7 @@ class Answer:
     body: bytes
     content_type: str
     variant: str
+    model_seconds: float = 0.0
 
 
 def _free_port() -> int:
@@ -365,6 +366,7 @@ class EndpointEngine:
         if custom_attributes:
             headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
         instance.outstanding += 1
+        sent = time.perf_counter()
         try:
             r = await self.client.post(f"http://127.0.0.1:{instance.port}/invocations", content=body, headers=headers)
         except httpx.TimeoutException:
@@ -376,7 +378,9 @@ class EndpointEngine:
             return Answer(0, b"The model server did not answer.", "", variant.name)
         finally:
             instance.outstanding -= 1
-        return Answer(r.status_code, r.content, r.headers.get("content-type", ""), variant.name)
+        return Answer(
+            r.status_code, r.content, r.headers.get("content-type", ""), variant.name, time.perf_counter() - sent
+        )
 
     # --- health -------------------------------------------------------------------------------------
 
