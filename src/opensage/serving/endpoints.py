@@ -177,6 +177,9 @@ class EndpointEngine:
                 log.exception("endpoint %s could not be built", name)
             await self._set_status(name, "Failed", reason=reason)
             return
+        for variant in fleet.variants.values():  # the log group exists by the time the endpoint is InService
+            for instance in variant.instances:
+                await asyncio.to_thread(self._pump_logs, name, variant.name, instance)
         self.fleets[name] = fleet
         self._starting.discard(name)
         await self._set_status(name, "InService", fleet=fleet)
