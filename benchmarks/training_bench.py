@@ -44,15 +44,29 @@ def kit_params() -> tuple[dict, int]:
 def make_data(rows: int, out_dir: Path) -> Path:
     path = out_dir / f"bank_{rows}.csv"
     if not path.exists():
-        subprocess.run([sys.executable, str(KIT / "gen_data.py"), "--rows", str(rows), "--seed", "42",
-                        "--out", str(path)], check=True, capture_output=True)
+        subprocess.run(
+            [sys.executable, str(KIT / "gen_data.py"), "--rows", str(rows), "--seed", "42", "--out", str(path)],
+            check=True,
+            capture_output=True,
+        )
     return path
 
 
 def raw_job(path: Path) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, str(KIT / "train_bench.py"), "--data", str(path), "--job",
-                    "--model", str(path.with_suffix(".ubj"))], check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(KIT / "train_bench.py"),
+            "--data",
+            str(path),
+            "--job",
+            "--model",
+            str(path.with_suffix(".ubj")),
+        ],
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -68,8 +82,13 @@ def opensage_job(platform, uri: str, params: dict, rounds: int) -> dict:  # type
         TrainingJobName=name,
         AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
         RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
-        InputDataConfig=[{"ChannelName": "train", "ContentType": "text/csv",
-                          "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}}}],
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "ContentType": "text/csv",
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": uri}},
+            }
+        ],
         OutputDataConfig={"S3OutputPath": "s3://bench/output"},
         ResourceConfig={"InstanceType": "ml.m5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 5},
         StoppingCondition={"MaxRuntimeInSeconds": 3600},
@@ -87,9 +106,13 @@ def opensage_job(platform, uri: str, params: dict, rounds: int) -> dict:  # type
     created = desc["CreationTime"].timestamp()
     to_training = transitions["Training"]["StartTime"].timestamp() - created
     server = desc["TrainingEndTime"].timestamp() - created
-    return {"wall_s": wall, "server_s": server, "create_to_training_ms": to_training * 1000,
-            "download_s": transitions["Training"]["StartTime"].timestamp()
-            - transitions["Downloading"]["StartTime"].timestamp()}
+    return {
+        "wall_s": wall,
+        "server_s": server,
+        "create_to_training_ms": to_training * 1000,
+        "download_s": transitions["Training"]["StartTime"].timestamp()
+        - transitions["Downloading"]["StartTime"].timestamp(),
+    }
 
 
 def main() -> None:
@@ -128,12 +151,16 @@ def main() -> None:
     (out / "results").mkdir(parents=True, exist_ok=True)
     (out / "results" / "training_bench.json").write_text(json.dumps(results, indent=2))
     print(f"\nxgboost params {params}, num_round {rounds}; medians of {a.reps} runs\n")
-    print("| rows | raw xgboost job (s) | OpenSage Create->Completed, client (s) | same, job record (s) | ratio |"
-          " Create->Training (ms) | download (s) |")
+    print(
+        "| rows | raw xgboost job (s) | OpenSage Create->Completed, client (s) | same, job record (s) | ratio |"
+        " Create->Training (ms) | download (s) |"
+    )
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        print(f"| {r['rows']:,} | {r['raw_s']:.2f} | {r['opensage_s']:.2f} | {r['server_s']:.2f} | {r['ratio']:.2f} | "
-              f"{r['create_to_training_ms']:.0f} | {r['download_s']:.2f} |")
+        print(
+            f"| {r['rows']:,} | {r['raw_s']:.2f} | {r['opensage_s']:.2f} | {r['server_s']:.2f} | {r['ratio']:.2f} | "
+            f"{r['create_to_training_ms']:.0f} | {r['download_s']:.2f} |"
+        )
 
 
 if __name__ == "__main__":

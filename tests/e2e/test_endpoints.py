@@ -271,14 +271,21 @@ def test_config_with_a_missing_model_and_duplicates_are_rejected(platform: Runni
     assert "Could not find endpoint configuration" in str(exc.value)
 
 
+def _model_servers(platform: RunningPlatform, endpoint: str) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.Process(platform.proc.pid).children(recursive=True):
+        try:
+            if "modelserver" in " ".join(proc.cmdline()) and endpoint in proc.cwd().split("/"):
+                found.append(proc)
+        except psutil.Error:  # exited (or a zombie) meanwhile
+            continue
+    return found
+
+
 def test_a_killed_model_server_is_replaced_and_requests_keep_succeeding(platform: RunningPlatform) -> None:
     _, rt = _clients(platform)
     name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 2)]))
-    servers = [
-        p
-        for p in psutil.Process(platform.proc.pid).children(recursive=True)
-        if "modelserver" in " ".join(p.cmdline()) and any(name in a for a in p.cwd().split("/"))
-    ]
+    servers = _model_servers(platform, name)
     assert len(servers) == 2
     os.kill(servers[0].pid, signal.SIGKILL)
     failures = 0
@@ -291,11 +298,7 @@ def test_a_killed_model_server_is_replaced_and_requests_keep_succeeding(platform
     assert failures <= 1  # at most the request that was in flight on the killed server
     deadline = time.monotonic() + 30
     while True:
-        alive = [
-            p
-            for p in psutil.Process(platform.proc.pid).children(recursive=True)
-            if "modelserver" in " ".join(p.cmdline()) and any(name in a for a in p.cwd().split("/"))
-        ]
+        alive = _model_servers(platform, name)
         if len(alive) == 2:
             break
         assert time.monotonic() < deadline, "the killed model server was not replaced"
@@ -341,17 +344,28 @@ def test_invocation_metrics_through_cloudwatch_and_prometheus(platform: RunningP
     window = {"StartTime": now - dt.timedelta(minutes=5), "EndTime": now + dt.timedelta(minutes=1)}
 
     def total(metric: str, stat: str = "Sum") -> float:
-        points = cw.get_metric_statistics(Namespace="AWS/SageMaker", MetricName=metric, Dimensions=dims, Period=60,
-                                          Statistics=[stat], **window)["Datapoints"]
+        points = cw.get_metric_statistics(
+            Namespace="AWS/SageMaker", MetricName=metric, Dimensions=dims, Period=60, Statistics=[stat], **window
+        )["Datapoints"]
         return sum(p[stat] for p in points)
 
     assert total("Invocations") == 6 and total("Invocation4XXErrors") == 1 and total("Invocation5XXErrors") == 0
     assert total("ModelLatency", "Maximum") > 0 and total("OverheadLatency", "SampleCount") == 6
     names = {m["MetricName"] for m in cw.list_metrics(Namespace="AWS/SageMaker", Dimensions=dims[:1])["Metrics"]}
     assert {"Invocations", "ModelLatency", "OverheadLatency"} <= names
-    data = cw.get_metric_data(MetricDataQueries=[{"Id": "inv", "MetricStat": {
-        "Metric": {"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": dims},
-        "Period": 60, "Stat": "Sum"}}], **window)["MetricDataResults"][0]
+    data = cw.get_metric_data(
+        MetricDataQueries=[
+            {
+                "Id": "inv",
+                "MetricStat": {
+                    "Metric": {"Namespace": "AWS/SageMaker", "MetricName": "Invocations", "Dimensions": dims},
+                    "Period": 60,
+                    "Stat": "Sum",
+                },
+            }
+        ],
+        **window,
+    )["MetricDataResults"][0]
     assert sum(data["Values"]) == 6
     text = httpx.get(platform.api_url + "/_opensage/metrics").text
     assert f'opensage_endpoint_invocations_total{{endpoint="{name}",variant="AllTraffic"}} 6' in text

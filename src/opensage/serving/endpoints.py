@@ -320,7 +320,8 @@ class EndpointEngine:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.backend.stop, handle, 5.0)
                 await asyncio.to_thread(self.backend.cleanup, handle)
-        shutil.rmtree(fleet.directory, ignore_errors=True)
+        if fleet.directory.name != "_drained":
+            shutil.rmtree(fleet.directory, ignore_errors=True)
 
     # --- routing ------------------------------------------------------------------------------------
 
@@ -477,6 +478,73 @@ class EndpointEngine:
             raise NoEndpoint(name)
         for variant, weight in weights.items():
             fleet.variants[variant].weight = weight
+
+    async def scale(self, name: str, counts: dict[str, int]) -> Fleet:
+        """Change variants' instance counts in place: new servers join once healthy, extra ones drain."""
+        fleet = self.fleets.get(name)
+        if fleet is None:
+            raise NoEndpoint(name)
+        for variant_name, count in counts.items():
+            variant = fleet.variants[variant_name]
+            image = registry.resolve(variant.image)
+            itype = instances.lookup(variant.instance_type) or instances.lookup("local")
+            assert image is not None and itype is not None
+            model = await asyncio.to_thread(self.store.get_resource, MODEL, variant.model_name)
+            container = (
+                (model.data.get("PrimaryContainer") or (model.data.get("Containers") or [{}])[0]) if model else {}
+            )
+            env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+            base = fleet.directory / variant_name
+            added = []
+            while len(variant.instances) + len(added) < count:
+                n = len(variant.instances) + len(added) + 1
+                instance = Instance(f"{variant_name}-{n}", _free_port(), base / f"instance-{n}.log")
+                await self._start_instance(name, instance, image.serve_argv(), base, env, itype)
+                added.append(instance)
+            if added:
+                await self._wait_ready(
+                    Fleet(
+                        fleet.config_name,
+                        {
+                            variant_name: Variant(
+                                variant_name, 0, variant.model_name, variant.image, variant.instance_type, added
+                            )
+                        },
+                        base,
+                    )
+                )
+                variant.instances.extend(added)
+            while len(variant.instances) > count:
+                extra = variant.instances.pop()
+                self._spawn(
+                    self._drain(
+                        Fleet(
+                            fleet.config_name,
+                            {
+                                variant_name: Variant(
+                                    variant_name, 0, variant.model_name, variant.image, variant.instance_type, [extra]
+                                )
+                            },
+                            fleet.directory / "_drained",
+                        )
+                    ),
+                    f"endpoint-scale-down:{name}",
+                )
+        return fleet
+
+    def launch_scale(self, name: str, counts: dict[str, int]) -> None:
+        self._spawn(self._scale(name, counts), f"endpoint-scale:{name}")
+
+    async def _scale(self, name: str, counts: dict[str, int]) -> None:
+        try:
+            fleet = await self.scale(name, counts)
+        except Exception as exc:
+            reason = str(exc) if isinstance(exc, FleetError) else f"InternalServerError: {exc}"
+            await self._set_status(
+                name, "InService", reason=f"Scaling failed: {reason}", fleet=self.fleets.get(name), rollback=True
+            )
+            return
+        await self._set_status(name, "InService", fleet=fleet)
 
     async def delete(self, name: str) -> None:
         fleet = self.fleets.pop(name, None)

@@ -14,9 +14,9 @@ from collections.abc import Callable
 from typing import Any
 
 from opensage.aws.context import RequestContext
-from opensage.errors import AlreadyExists, NotFound, ServiceError, not_found, validation_error
+from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.training import _jsonable
-from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, NoEndpoint, variant_description
+from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 
@@ -186,40 +186,25 @@ class InferenceOperations:
             now=self.clock(),
         )
 
-    def update_endpoint_weights_and_capacities(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+    async def update_endpoint_weights_and_capacities(
+        self, ctx: RequestContext, request: dict[str, Any]
+    ) -> dict[str, Any]:
         name = request["EndpointName"]
-        row = self._get(ENDPOINT, name, "endpoint")
-        if row.status != "InService":
+        row = await asyncio.to_thread(self._get, ENDPOINT, name, "endpoint")
+        if row.status != "InService" or name not in self.endpoints.fleets:
             raise validation_error(f'Cannot update in-progress endpoint "{row.arn}" (it is {row.status}).')
         current = {v["VariantName"]: v for v in row.data.get("ProductionVariants", [])}
-        weights = {}
+        weights, counts = {}, {}
         for desired in request["DesiredWeightsAndCapacities"]:
-            variant = current.get(desired["VariantName"])
-            if variant is None:
+            if desired["VariantName"] not in current:
                 raise validation_error(f"The variant {desired['VariantName']} does not exist in endpoint {name}.")
-            if desired.get("DesiredInstanceCount") not in (None, variant["CurrentInstanceCount"]):
-                raise ServiceError(
-                    "ValidationException",
-                    "Changing DesiredInstanceCount is done with UpdateEndpoint "
-                    "and a new endpoint config in OpenSage; this call changes weights.",
-                )
             if "DesiredWeight" in desired:
                 weights[desired["VariantName"]] = float(desired["DesiredWeight"])
-        try:
-            self.endpoints.set_weights(name, weights)
-        except NoEndpoint as exc:
-            raise validation_error(f"Endpoint {name} is not serving yet.") from exc
-        data = dict(row.data)
-        data["ProductionVariants"] = [
-            {
-                **v,
-                "CurrentWeight": weights.get(v["VariantName"], v["CurrentWeight"]),
-                "DesiredWeight": weights.get(v["VariantName"], v["DesiredWeight"]),
-            }
-            for v in row.data.get("ProductionVariants", [])
-        ]
-        data["LastModifiedTime"] = _epoch(self.clock())
-        self.store.update_resource(ENDPOINT, name, data=data, now=self.clock())
+            if desired.get("DesiredInstanceCount") is not None:
+                counts[desired["VariantName"]] = int(desired["DesiredInstanceCount"])
+        self.endpoints.set_weights(name, weights)
+        await self._transition(name, row, "Updating")
+        self.endpoints.launch_scale(name, counts)
         return {"EndpointArn": row.arn}
 
     async def delete_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
