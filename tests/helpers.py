@@ -147,7 +147,12 @@ def platform_env(home: Path, aws_dir: Path) -> dict[str, str]:
 
 @contextlib.contextmanager
 def running_platform(
-    home: Path, aws_dir: Path, port: int | None = None, timeout: float = 60
+    home: Path,
+    aws_dir: Path,
+    port: int | None = None,
+    timeout: float = 60,
+    extra_args: tuple[str, ...] = (),
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[RunningPlatform]:
     import signal
     import subprocess
@@ -155,10 +160,10 @@ def running_platform(
     import urllib.request
 
     port = port or free_base_port()
-    env = platform_env(home, aws_dir)
+    env = {**platform_env(home, aws_dir), **(extra_env or {})}
     log = open(home.parent / f"{home.name}-up.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opensage", "up", "--home", str(home), "--port", str(port)],
+        [sys.executable, "-m", "opensage", "up", "--home", str(home), "--port", str(port), *extra_args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,

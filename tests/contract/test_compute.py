@@ -75,14 +75,16 @@ def test_stop_ends_every_process_of_the_container(backend: ComputeBackend, tmp_p
 
 
 def test_memory_limit_kills_and_reports_out_of_memory(backend: ComputeBackend, tmp_path: Path) -> None:
-    code = "\n".join([
-        "import time",
-        "blocks = []",
-        "for _ in range(60):",
-        "    blocks.append(bytearray(20 * 1024 * 1024))",
-        "    time.sleep(0.05)",
-        "time.sleep(30)",
-    ])
+    code = "\n".join(
+        [
+            "import time",
+            "blocks = []",
+            "for _ in range(60):",
+            "    blocks.append(bytearray(20 * 1024 * 1024))",
+            "    time.sleep(0.05)",
+            "time.sleep(30)",
+        ]
+    )
     handle = backend.submit(_spec(tmp_path, code, memory=200 * 1024 * 1024))
     status = _wait(backend, handle)
     state = status.containers[0]

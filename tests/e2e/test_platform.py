@@ -242,3 +242,30 @@ def test_detach_status_down(tmp_path: Path) -> None:
         down = cli("down")
     assert down.returncode == 0 and "stopped" in down.stdout
     assert cli("status").returncode == 3
+
+
+def test_an_external_s3_store_replaces_the_embedded_one(tmp_path: Path) -> None:
+    """`--s3-endpoint` with that store's keys: nothing embedded, one profile works for the API and S3."""
+    from helpers import free_base_port
+    from opensage.objects.seaweed import EmbeddedStore
+
+    base = free_base_port()
+    external = EmbeddedStore(tmp_path / "external", "127.0.0.1", base + 1, base + 10, tmp_path / "external.log")
+    external.write_identities([("AKIAEXTERNAL00000001", "external-secret")])
+    external.start()
+    try:
+        external.wait_ready()
+        env = {"OPENSAGE_S3_ACCESS_KEY_ID": "AKIAEXTERNAL00000001", "OPENSAGE_S3_SECRET_ACCESS_KEY": "external-secret"}
+        with running_platform(
+            tmp_path / "home", tmp_path / "aws", extra_args=("--s3-endpoint", external.endpoint_url), extra_env=env
+        ) as running:
+            children = psutil.Process(running.proc.pid).children(recursive=True)
+            assert not [p for p in children if p.name() == "weed"], "an embedded store was started"
+            session = running.session()
+            assert session.client("s3").meta.endpoint_url == external.endpoint_url
+            assert session.client("sts").get_caller_identity()["Account"]
+            session.client("s3").put_object(
+                Bucket=session.client("s3").list_buckets()["Buckets"][0]["Name"], Key="k", Body=b"external"
+            )
+    finally:
+        external.stop()

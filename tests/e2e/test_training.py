@@ -360,3 +360,50 @@ def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
         assert desc["TrainingJobStatus"] == "Failed" and "restarted" in desc["FailureReason"]
         gone, alive = psutil.wait_procs(workers, timeout=10)
         assert not alive, "the orphaned training process was not stopped"
+
+
+def test_manifest_channel_and_checkpoints(platform: RunningPlatform) -> None:
+    import json
+
+    x, y = _dataset(400, seed=5)
+    _put(platform, "manifest/parts/a.csv", _csv(x[:200], y[:200]))
+    _put(platform, "manifest/parts/b.csv", _csv(x[200:], y[200:]))
+    _put(platform, "checkpoints/in/previous.ckpt", b"from an earlier run")
+    manifest = _put(
+        platform,
+        "manifest/train.manifest",
+        json.dumps([{"prefix": f"s3://{BUCKET}/manifest/parts/"}, "a.csv", "b.csv"]).encode(),
+    )
+    channel = {
+        "ChannelName": "train",
+        "ContentType": "text/csv",
+        "DataSource": {"S3DataSource": {"S3DataType": "ManifestFile", "S3Uri": manifest}},
+    }
+    sm = platform.session().client("sagemaker")
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    name = f"job-{uuid.uuid4().hex[:10]}"
+    sm.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        InputDataConfig=[channel],
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+        HyperParameters={"objective": "binary:logistic", "num_round": "5"},
+        CheckpointConfig={"S3Uri": f"s3://{BUCKET}/checkpoints/in"},
+    )
+    desc = _wait(platform, name)
+    assert desc["TrainingJobStatus"] == "Completed", desc.get("FailureReason")
+    logs = platform.session().client("logs")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)[
+        "logStreams"
+    ][0]["logStreamName"]
+    text = "\n".join(
+        e["message"]
+        for e in logs.get_log_events(
+            logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream, startFromHead=True
+        )["events"]
+    )
+    assert "Downloaded 2 file(s)" in text and "Restored 1 checkpoint file(s)" in text
+    assert "Saved 1 checkpoint file(s)" in text
