@@ -25,14 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from opensage.compute import instances
 from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec
 from opensage.errors import Conflict, OpenSageError
 from opensage.images import registry
 from opensage.jobs.channels import split_s3_uri
 from opensage.logstore import LogStore
+from opensage.serving.upstream import Upstream, UpstreamError
 from opensage.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
@@ -67,6 +66,12 @@ class Instance:
     outstanding: int = 0
     healthy: bool = False
     log_offset: int = 0
+    upstream: Upstream | None = None
+
+    def connection(self) -> Upstream:
+        if self.upstream is None:
+            self.upstream = Upstream("127.0.0.1", self.port)
+        return self.upstream
 
 
 @dataclass(slots=True)
@@ -125,7 +130,6 @@ class EndpointEngine:
         self.work_dir = work_dir
         self.clock = clock
         self.fleets: dict[str, Fleet] = {}
-        self._client: httpx.AsyncClient | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health: asyncio.Task[None] | None = None
         self._starting: set[str] = set()
@@ -158,8 +162,6 @@ class EndpointEngine:
         for fleet in list(self.fleets.values()):
             await self._stop_fleet(fleet)
         self.fleets.clear()
-        if self._client is not None:
-            await self._client.aclose()
 
     def launch(self, name: str, config_name: str, restore: bool = False) -> None:
         self._starting.add(name)
@@ -310,12 +312,16 @@ class EndpointEngine:
 
     async def _ping(self, instance: Instance) -> bool:
         try:
-            r = await self.client.get(f"http://127.0.0.1:{instance.port}/ping", timeout=2.0)
-        except httpx.HTTPError:
+            reply = await instance.connection().request("GET", "/ping", timeout=2.0, connect_timeout=1.0)
+        except (UpstreamError, TimeoutError):
             return False
-        return r.status_code == 200
+        return reply.status == 200
 
     async def _stop_fleet(self, fleet: Fleet) -> None:
+        for variant in fleet.variants.values():
+            for instance in variant.instances:
+                if instance.upstream is not None:
+                    instance.upstream.close()
         for handle in fleet.handles():
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.backend.stop, handle, 5.0)
@@ -324,15 +330,6 @@ class EndpointEngine:
             shutil.rmtree(fleet.directory, ignore_errors=True)
 
     # --- routing ------------------------------------------------------------------------------------
-
-    @property
-    def client(self) -> httpx.AsyncClient:
-        if self._client is None:
-            self._client = httpx.AsyncClient(
-                limits=httpx.Limits(max_connections=1000, max_keepalive_connections=200),
-                timeout=httpx.Timeout(INVOKE_TIMEOUT_S, connect=5.0),
-            )
-        return self._client
 
     def _pick(self, fleet: Fleet, target: str | None) -> tuple[Variant, Instance]:
         if target:
@@ -372,18 +369,18 @@ class EndpointEngine:
         instance.outstanding += 1
         sent = time.perf_counter()
         try:
-            r = await self.client.post(f"http://127.0.0.1:{instance.port}/invocations", content=body, headers=headers)
-        except httpx.TimeoutException:
+            reply = await instance.connection().request("POST", "/invocations", body, headers, INVOKE_TIMEOUT_S)
+        except TimeoutError:
             return Answer(
                 0, b"Your invocation timed out while waiting for a response from the model.", "", variant.name
             )
-        except httpx.HTTPError:
+        except UpstreamError:
             instance.healthy = False
             return Answer(0, b"The model server did not answer.", "", variant.name)
         finally:
             instance.outstanding -= 1
         return Answer(
-            r.status_code, r.content, r.headers.get("content-type", ""), variant.name, time.perf_counter() - sent
+            reply.status, reply.body, reply.headers.get("content-type", ""), variant.name, time.perf_counter() - sent
         )
 
     # --- health -------------------------------------------------------------------------------------
