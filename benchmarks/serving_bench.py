@@ -105,6 +105,11 @@ def raw_inprocess(data: Path, model: Path) -> dict[int, float]:
 def anchors(names: list[str], reps: int, duration: int, root: Path) -> dict[str, dict]:
     if not names:
         return {}
+    mlflow_python = root / "envs" / "mlflow" / "bin" / "python"
+    if any(n.startswith("mlflow") for n in names) and mlflow_python.exists():
+        # the kit's MLflow anchor serves a model logged by its own script
+        subprocess.run([str(mlflow_python), str(KIT / "servers" / "mlflow_log.py")], check=False,
+                       env={**os.environ, "PERF_ROOT": str(root)}, capture_output=True)
     subprocess.run(
         [
             sys.executable,
@@ -240,8 +245,15 @@ def main() -> None:
             }
         )
     for name, res in peers.items():
-        for run in res.get("summary", []) or []:
-            table.append({"server": name, **run})
+        grouped: dict[tuple[str, int], list[dict]] = {}
+        for run in res.get("runs", []):
+            grouped.setdefault((run["body"], run["concurrency"]), []).append(run)
+        for (body, c), runs in sorted(grouped.items()):
+            table.append({"server": name, "rows": 1 if body.startswith("1row") else 100, "concurrency": c,
+                          "rps": statistics.median(r["rps"] for r in runs),
+                          "p50_ms": statistics.median(r["p50_ms"] for r in runs),
+                          "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+                          "errors": sum(r["errors"] for r in runs)})
     for row in table:
         print(
             f"| {row['server']} | {row.get('rows', '')} | {row.get('concurrency', '')} | {row.get('rps', 0):.0f} | "

@@ -17,6 +17,7 @@ from opensage.compute.local import LocalBackend
 from opensage.config import Settings
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.training import TrainingEngine
+from opensage.jobs.transform import TransformEngine
 from opensage.logstore import LogStore
 from opensage.objects.client import s3_client
 from opensage.providers.cloudwatch import CloudWatchProvider
@@ -48,6 +49,7 @@ class Platform:
     training: TrainingEngine
     endpoints: EndpointEngine
     metrics: InvocationMetrics
+    transforms: TransformEngine
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -66,9 +68,11 @@ class Platform:
             if message["type"] == "lifespan.startup":
                 await self.training.recover()
                 await self.endpoints.recover()
+                await self.transforms.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.training.shutdown()
+                await self.transforms.shutdown()
                 await self.endpoints.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -131,9 +135,10 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         training = TrainingEngine(store, s3, backend, logs, settings.home / "jobs" / "training", clock)
         endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
         metrics = InvocationMetrics()
+        transforms = TransformEngine(store, s3, endpoints, settings.home / "jobs" / "transform", clock)
         authenticator = Authenticator(store.get_access_key)
         providers = {
-            "sagemaker": SageMakerProvider(store, clock, training, endpoints),
+            "sagemaker": SageMakerProvider(store, clock, training, endpoints, transforms),
             "sagemaker-runtime": RuntimeProvider(endpoints, metrics),
             "cloudwatch": CloudWatchProvider(metrics),
             "sts": StsProvider(),
@@ -144,4 +149,4 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
     except Exception:
         store.close()
         raise
-    return Platform(settings, store, identity, authenticator, gateway, training, endpoints, metrics)
+    return Platform(settings, store, identity, authenticator, gateway, training, endpoints, metrics, transforms)

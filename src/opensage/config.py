@@ -133,6 +133,12 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         aws_config_file=Path(env.get("AWS_CONFIG_FILE") or aws_dir / "config").expanduser(),
         aws_credentials_file=Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or aws_dir / "credentials").expanduser(),
         log_level=pick("log_level", "OPENSAGE_LOG_LEVEL", "info"),
-        ca_bundle_source=next((env[k] for k in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
-                               if env.get(k) and Path(env[k]).is_file() and "opensage" not in env[k]), ""),
+        ca_bundle_source=next(
+            (
+                env[k]
+                for k in ("AWS_CA_BUNDLE", "REQUESTS_CA_BUNDLE", "SSL_CERT_FILE")
+                if env.get(k) and Path(env[k]).is_file() and "opensage" not in env[k]
+            ),
+            "",
+        ),
     )

@@ -190,8 +190,9 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
                 store, supervisor = _start_store(settings, all_keys)
             bucket = default_bucket_name(settings, platform.identity.account_id)
             _ensure_bucket(settings, key, bucket)
-            tls = ensure_tls(settings.home / "tls", ("127.0.0.1", "localhost", *sts_host_names()),
-                             settings.ca_bundle_source)
+            tls = ensure_tls(
+                settings.home / "tls", ("127.0.0.1", "localhost", *sts_host_names()), settings.ca_bundle_source
+            )
             write_sdk_config(settings, bucket)
             write_aws_profile(settings, *key)
             (settings.home / SETTINGS_FILE).write_text(json.dumps(settings.saved(), indent=2) + "\n")

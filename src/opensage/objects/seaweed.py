@@ -125,9 +125,7 @@ def find_weed() -> Path:
     found = shutil.which("weed")
     if found:
         return Path(found)
-    raise StoreError(
-        f"the SeaweedFS 'weed' binary was not found (looked in {scripts.parent} and PATH); {INSTALL_HINT}"
-    )
+    raise StoreError(f"the SeaweedFS 'weed' binary was not found (looked in {scripts.parent} and PATH); {INSTALL_HINT}")
 
 
 def identities_document(keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
@@ -313,9 +311,7 @@ class EmbeddedStore:
                 return
             weed = find_weed()
             if not self.identities_path.is_file():
-                raise StoreError(
-                    f"no S3 keys at {self.identities_path}; call write_identities() before start()"
-                )
+                raise StoreError(f"no S3 keys at {self.identities_path}; call write_identities() before start()")
             self._check_ports()
             self._prepare_dirs()
             remove_stale_sockets(self.socket_paths)
@@ -324,7 +320,10 @@ class EmbeddedStore:
             self._started_at = time.monotonic()
             log.info(
                 "started embedded store pid %d: S3 on %s, data in %s, log %s",
-                self._proc.pid, self.endpoint_url, self.data_dir, self.log_path,
+                self._proc.pid,
+                self.endpoint_url,
+                self.data_dir,
+                self.log_path,
             )
 
     def revive(self) -> bool:
@@ -346,15 +345,12 @@ class EmbeddedStore:
             proc = self._proc
             if proc is None or proc.poll() is not None:
                 code = proc.poll() if proc is not None else None
-                raise StoreError(
-                    f"the embedded store exited (code {code}) before it was ready\n{self.log_tail()}"
-                )
+                raise StoreError(f"the embedded store exited (code {code}) before it was ready\n{self.log_tail()}")
             if s3_answers(self.endpoint_url, timeout=1.0, path="/healthz"):
                 break
             if time.monotonic() >= deadline:
                 raise StoreError(
-                    f"the embedded store did not answer on {self.endpoint_url} within {timeout:g}s\n"
-                    f"{self.log_tail()}"
+                    f"the embedded store did not answer on {self.endpoint_url} within {timeout:g}s\n{self.log_tail()}"
                 )
             time.sleep(0.05)
         with self._lock:
@@ -411,7 +407,8 @@ class EmbeddedStore:
             others = ", ".join(f"{n} {p}" for n, p in taken[1:])
             raise StoreError(
                 f"cannot start the embedded store: port {port} ({name}) on {self.host} is already in use"
-                f"{_port_owner(port)}" + (f"; also taken: {others}" if others else "")
+                f"{_port_owner(port)}"
+                + (f"; also taken: {others}" if others else "")
                 + ". Stop what holds it or choose another base port."
             )
 
@@ -430,20 +427,33 @@ class EmbeddedStore:
         logs = self.data_dir / "logs"
         return [
             str(weed),
-            f"-logdir={logs}", "-log_max_size_mb=64", "-log_max_files=3",
+            f"-logdir={logs}",
+            "-log_max_size_mb=64",
+            "-log_max_files=3",
             "mini",
             f"-dir={self.data_dir}",
-            f"-ip={ip}", f"-ip.bind={bind}",
-            f"-s3.port={p.s3}", f"-s3.port.grpc={p.s3_grpc}",
-            f"-master.port={p.master}", f"-master.port.grpc={p.master_grpc}",
-            f"-volume.port={p.volume}", f"-volume.port.grpc={p.volume_grpc}",
-            f"-filer.port={p.filer}", f"-filer.port.grpc={p.filer_grpc}",
-            f"-admin.port={p.admin}", f"-admin.port.grpc={p.admin_grpc}",
-            "-s3.port.iceberg=0", "-s3.port.lance=0",
-            "-webdav=false", "-admin.ui=false", "-s3.iam=false", "-master.telemetry=false",
+            f"-ip={ip}",
+            f"-ip.bind={bind}",
+            f"-s3.port={p.s3}",
+            f"-s3.port.grpc={p.s3_grpc}",
+            f"-master.port={p.master}",
+            f"-master.port.grpc={p.master_grpc}",
+            f"-volume.port={p.volume}",
+            f"-volume.port.grpc={p.volume_grpc}",
+            f"-filer.port={p.filer}",
+            f"-filer.port.grpc={p.filer_grpc}",
+            f"-admin.port={p.admin}",
+            f"-admin.port.grpc={p.admin_grpc}",
+            "-s3.port.iceberg=0",
+            "-s3.port.lance=0",
+            "-webdav=false",
+            "-admin.ui=false",
+            "-s3.iam=false",
+            "-master.telemetry=false",
             f"-s3.config={self.identities_path}",
             # AWS semantics: no bucket created by a PUT, no deleting a bucket that holds objects.
-            "-s3.autoCreateBucket=false", "-s3.allowDeleteBucketNotEmpty=false",
+            "-s3.autoCreateBucket=false",
+            "-s3.allowDeleteBucketNotEmpty=false",
             f"-filer.localSocket={socket_path(self.data_dir, 'filer')}",
             f"-s3.localSocket={socket_path(self.data_dir, 's3')}",
         ]
@@ -531,7 +541,10 @@ class Supervisor:
         self._attempt += 1
         log.warning(
             "embedded store died (exit code %s); restart #%d in %.1fs\n%s",
-            store.returncode, self.restarts + 1, delay, store.log_tail(10),
+            store.returncode,
+            self.restarts + 1,
+            delay,
+            store.log_tail(10),
         )
         if self._stop.wait(delay):
             return

@@ -181,7 +181,7 @@ class EndpointEngine:
             return
         for variant in fleet.variants.values():  # the log group exists by the time the endpoint is InService
             for instance in variant.instances:
-                await asyncio.to_thread(self._pump_logs, name, variant.name, instance)
+                await asyncio.to_thread(self._pump_endpoint_logs, name, variant.name, instance)
         self.fleets[name] = fleet
         self._starting.discard(name)
         await self._set_status(name, "InService", fleet=fleet)
@@ -201,7 +201,9 @@ class EndpointEngine:
             raise
         return fleet
 
-    async def _start_variant(self, endpoint: str, pv: dict, directory: Path) -> Variant:
+    async def _start_variant(
+        self, endpoint: str, pv: dict, directory: Path, extra_env: dict[str, str] | None = None
+    ) -> Variant:
         model = await asyncio.to_thread(self.store.get_resource, MODEL, pv["ModelName"])
         if model is None:
             raise FleetError(f'Could not find model "{pv["ModelName"]}" of variant {pv["VariantName"]}.')
@@ -227,6 +229,7 @@ class EndpointEngine:
             pv.get("InstanceType", "local"),
         )
         env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+        env.update(extra_env or {})
         for i in range(int(pv.get("InitialInstanceCount", 1))):
             instance = Instance(f"{pv['VariantName']}-{i + 1}", _free_port(), base / f"instance-{i + 1}.log")
             await self._start_instance(endpoint, instance, image.serve_argv(), base, env, itype)
@@ -243,6 +246,7 @@ class EndpointEngine:
         itype: instances.InstanceType,
     ) -> None:
         full_env = {
+            "OMP_NUM_THREADS": "1",  # requests are small: one thread each beats threads fighting over cores
             **env,
             "SAGEMAKER_BIND_TO_PORT": str(instance.port),
             "SAGEMAKER_BASE_DIR": str(base),
@@ -397,7 +401,7 @@ class EndpointEngine:
     async def _check_fleet(self, name: str, fleet: Fleet) -> None:
         for variant in fleet.variants.values():
             for instance in variant.instances:
-                await asyncio.to_thread(self._pump_logs, name, variant.name, instance)
+                await asyncio.to_thread(self._pump_endpoint_logs, name, variant.name, instance)
                 assert instance.handle is not None
                 status = await asyncio.to_thread(self.backend.poll, instance.handle)
                 if status.done:
@@ -424,7 +428,35 @@ class EndpointEngine:
         base = instance.log_path.parent
         await self._start_instance(name, instance, image.serve_argv(), base, env, itype)
 
-    def _pump_logs(self, endpoint: str, variant: str, instance: Instance) -> None:
+    async def start_servers(
+        self, owner: str, model_name: str, instance_type: str, count: int, env: dict[str, str], directory: Path
+    ) -> Fleet:
+        """Model servers for a job (batch transform): ``count`` instances of a model, ready to serve."""
+        pv = {
+            "VariantName": "AllTraffic",
+            "ModelName": model_name,
+            "InstanceType": instance_type,
+            "InitialInstanceCount": count,
+        }
+        fleet = Fleet("", {}, directory)
+        try:
+            fleet.variants["AllTraffic"] = await self._start_variant(owner, pv, directory, env)
+            await self._wait_ready(fleet)
+        except BaseException:
+            await self._stop_fleet(fleet)
+            raise
+        return fleet
+
+    async def stop_servers(self, fleet: Fleet, log_group: str, stream_prefix: str) -> None:
+        for variant in fleet.variants.values():
+            for instance in variant.instances:
+                await asyncio.to_thread(self._pump_logs, log_group, f"{stream_prefix}/{instance.host}", instance)
+        await self._stop_fleet(fleet)
+
+    def _pump_endpoint_logs(self, endpoint: str, variant: str, instance: Instance) -> None:
+        self._pump_logs(f"{LOG_GROUP}/{endpoint}", f"{variant}/{instance.host}", instance)
+
+    def _pump_logs(self, group: str, stream: str, instance: Instance) -> None:
         try:
             with open(instance.log_path, "rb") as f:
                 f.seek(instance.log_offset)
@@ -438,7 +470,7 @@ class EndpointEngine:
         now = int(self.clock().timestamp() * 1000)
         lines = [line.decode("utf-8", "replace") for line in chunk[:end].split(b"\n") if line.strip()]
         if lines:
-            self.logs.put_events(LOG_GROUP + "/" + endpoint, f"{variant}/{instance.host}", [(now, ln) for ln in lines])
+            self.logs.put_events(group, stream, [(now, ln) for ln in lines])
 
     # --- changes ------------------------------------------------------------------------------------
 

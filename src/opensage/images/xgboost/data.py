@@ -117,8 +117,9 @@ def _read_csv(path: Path) -> np.ndarray:
         )
     except pa.ArrowInvalid as exc:
         raise _locate_csv_error(path, _open_bytes(path)) from exc
-    numeric = all(pa.types.is_floating(c.type) or pa.types.is_integer(c.type) or pa.types.is_null(c.type)
-                  for c in table.schema)
+    numeric = all(
+        pa.types.is_floating(c.type) or pa.types.is_integer(c.type) or pa.types.is_null(c.type) for c in table.schema
+    )
     if not numeric:
         raise _locate_csv_error(path, _open_bytes(path))
     return _to_matrix(table)

@@ -14,16 +14,24 @@ from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
 from opensage.identity import ROLE_KIND
 from opensage.jobs.training import TrainingEngine
+from opensage.jobs.transform import TransformEngine
 from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.training import TrainingOperations
+from opensage.providers.sagemaker.transform import TransformOperations
 from opensage.serving.endpoints import EndpointEngine
 from opensage.store.sql import SqlStore
 
 
-class SageMakerProvider(TrainingOperations, InferenceOperations):
+class SageMakerProvider(TrainingOperations, InferenceOperations, TransformOperations):
     def __init__(
-        self, store: SqlStore, clock: Callable[[], dt.datetime], training: TrainingEngine, endpoints: EndpointEngine
+        self,
+        store: SqlStore,
+        clock: Callable[[], dt.datetime],
+        training: TrainingEngine,
+        endpoints: EndpointEngine,
+        transforms: TransformEngine,
     ) -> None:
+        self.transforms = transforms
         self.store = store
         self.clock = clock
         self.training = training

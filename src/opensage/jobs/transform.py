@@ -1,0 +1,300 @@
+"""Batch transform: a model's servers over every record of an S3 input, results back to S3.
+
+Per input file (streamed from S3, never loaded whole): split into records (SplitType Line) or kept
+whole (None), filtered (InputFilter), grouped into requests (MultiRecord up to MaxPayloadInMB, or
+SingleRecord), sent to the model servers (InstanceCount of them, MaxConcurrentTransforms requests
+in flight each), joined with the input (JoinSource Input) and filtered (OutputFilter), and written in
+input order to ``<S3OutputPath>/<file>.out`` (AssembleWith Line puts one result per line).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+from opensage.errors import OpenSageError
+from opensage.jobs import channels
+from opensage.jobs.channels import split_s3_uri
+from opensage.serving.endpoints import EndpointEngine, Fleet, FleetError
+from opensage.serving.upstream import UpstreamError
+from opensage.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+KIND = "transform-job"
+LOG_GROUP = "/aws/sagemaker/TransformJobs"
+
+
+class TransformFailed(OpenSageError):
+    """Ends the job as Failed; the message is its FailureReason."""
+
+
+def _epoch(now: dt.datetime) -> float:
+    return round(now.timestamp(), 3)
+
+
+# --- JSONPath, the subset batch transform uses on CSV rows and JSON records ------------------------
+
+
+def _select(value: list[Any], path: str) -> Any:
+    """``$``, ``$[i]``, ``$[i,j,...]``, ``$[a:b]`` (negative indices allowed) over a list."""
+    path = path.strip()
+    if path in ("$", ""):
+        return value
+    if not (path.startswith("$[") and path.endswith("]")):
+        raise TransformFailed(f"ClientError: JSONPath '{path}' is not supported; use $, $[i], $[i,j] or $[a:b].")
+    inner = path[2:-1]
+    try:
+        if ":" in inner:
+            lo, _, hi = inner.partition(":")
+            return value[int(lo) if lo.strip() else None : int(hi) if hi.strip() else None]
+        picks = [value[int(i)] for i in inner.split(",")]
+    except (ValueError, IndexError) as exc:
+        raise TransformFailed(
+            f"ClientError: JSONPath '{path}' does not apply to a record of {len(value)} values."
+        ) from exc
+    return picks[0] if len(picks) == 1 and "," not in inner else picks
+
+
+def _filter_csv(record: str, path: str | None) -> str:
+    if not path or path == "$":
+        return record
+    picked = _select(record.split(","), path)
+    return ",".join(picked) if isinstance(picked, list) else str(picked)
+
+
+class TransformEngine:
+    def __init__(
+        self, store: SqlStore, s3: Any, endpoints: EndpointEngine, work_dir: Path, clock: Callable[[], dt.datetime]
+    ) -> None:
+        self.store = store
+        self.s3 = s3
+        self.endpoints = endpoints
+        self.work_dir = work_dir
+        self.clock = clock
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+
+    def launch(self, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._run(name), name=f"transform:{name}")
+        self._tasks[name] = task
+        task.add_done_callback(lambda _: self._tasks.pop(name, None))
+
+    def request_stop(self, name: str) -> bool:
+        task = self._tasks.get(name)
+        if task is None:
+            return False
+        task.cancel()
+        return True
+
+    async def recover(self) -> None:
+        for status in ("InProgress", "Stopping"):
+            for row in await asyncio.to_thread(self.store.list_resources, KIND, status=status):
+                reason = "InternalServerError: OpenSage restarted while this job was running; start it again."
+                await self._finish(
+                    row.name, "Stopped" if status == "Stopping" else "Failed", None if status == "Stopping" else reason
+                )
+
+    async def shutdown(self) -> None:
+        for task in list(self._tasks.values()):
+            task.cancel()
+
+    async def _run(self, name: str) -> None:
+        row = await asyncio.to_thread(self.store.get_resource, KIND, name)
+        assert row is not None
+        desc = row.data
+        fleet: Fleet | None = None
+        scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._scratch_root()))
+        try:
+            await self._save(name, TransformStartTime=_epoch(self.clock()))
+            channel = {"ChannelName": "input", "DataSource": desc["TransformInput"]["DataSource"]}
+            objects = await asyncio.to_thread(
+                channels.list_channel, self.s3, channel, desc["TransformJobArn"].split(":")[3]
+            )
+            count = desc["TransformResources"].get("InstanceCount", 1)
+            env = {"SAGEMAKER_BATCH": "true", **{k: str(v) for k, v in (desc.get("Environment") or {}).items()}}
+            fleet = await self.endpoints.start_servers(
+                f"transform-{name}",
+                desc["ModelName"],
+                desc["TransformResources"]["InstanceType"],
+                count,
+                env,
+                scratch / "fleet",
+            )
+            instances = [i for v in fleet.variants.values() for i in v.instances]
+            work = [objects[i::count] for i in range(count)]
+            await asyncio.gather(
+                *(self._worker(desc, inst, files, scratch) for inst, files in zip(instances, work, strict=True))
+            )
+            await self._finish(name, "Completed", None)
+        except asyncio.CancelledError:
+            await self._finish(name, "Stopped", None)
+        except (TransformFailed, FleetError, channels.ChannelError) as exc:
+            await self._finish(name, "Failed", str(exc))
+        except Exception as exc:
+            log.exception("transform job %s failed inside the platform", name)
+            await self._finish(name, "Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
+        finally:
+            if fleet is not None:
+                with contextlib.suppress(Exception):
+                    await self.endpoints.stop_servers(fleet, LOG_GROUP, name)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+    def _scratch_root(self) -> Path:
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        return self.work_dir
+
+    async def _worker(self, desc: dict, instance: Any, files: list[channels.S3Object], scratch: Path) -> None:
+        for obj in files:
+            await self._transform_file(desc, instance, obj, scratch)
+
+    async def _records(self, obj: channels.S3Object, split: str) -> AsyncIterator[bytes]:
+        """The input file's records, streamed from S3 in chunks."""
+        body = (await asyncio.to_thread(self.s3.get_object, Bucket=obj.bucket, Key=obj.key))["Body"]
+        if split == "None":
+            yield await asyncio.to_thread(body.read)
+            return
+        pending = b""
+        while True:
+            chunk = await asyncio.to_thread(body.read, 4 * 1024 * 1024)
+            if not chunk:
+                break
+            pending += chunk
+            *lines, pending = pending.split(b"\n")
+            for line in lines:
+                if line.strip():
+                    yield line.rstrip(b"\r")
+        if pending.strip():
+            yield pending.rstrip(b"\r")
+
+    async def _batches(self, desc: dict, obj: channels.S3Object) -> AsyncIterator[list[bytes]]:
+        split = desc["TransformInput"].get("SplitType", "None")
+        multi = desc.get("BatchStrategy", "MultiRecord") == "MultiRecord"
+        limit = int(desc.get("MaxPayloadInMB", 6)) * 1024 * 1024
+        batch: list[bytes] = []
+        size = 0
+        async for record in self._records(obj, split):
+            if batch and (not multi or size + len(record) + 1 > limit):
+                yield batch
+                batch, size = [], 0
+            batch.append(record)
+            size += len(record) + 1
+        if batch:
+            yield batch
+
+    async def _transform_file(self, desc: dict, instance: Any, obj: channels.S3Object, scratch: Path) -> None:
+        processing = desc.get("DataProcessing") or {}
+        content_type = desc["TransformInput"].get("ContentType", "text/csv")
+        accept = (desc.get("TransformOutput") or {}).get("Accept") or content_type
+        window = max(1, int(desc.get("MaxConcurrentTransforms") or 1))
+        out_path = scratch / "out" / (obj.relpath + ".out")
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        line_end = b"\n" if (desc.get("TransformOutput") or {}).get("AssembleWith", "None") == "Line" else b""
+        in_flight: list[asyncio.Task[list[bytes]]] = []
+        first_record = 1
+        with open(out_path, "wb") as out:
+
+            async def drain(keep: int) -> None:
+                while len(in_flight) > keep:
+                    for result in await in_flight.pop(0):
+                        out.write(result + line_end)
+
+            async for batch in self._batches(desc, obj):
+                in_flight.append(
+                    asyncio.ensure_future(
+                        self._invoke(desc, instance, obj, batch, first_record, content_type, accept, processing)
+                    )
+                )
+                first_record += len(batch)
+                await drain(window - 1)
+            await drain(0)
+        bucket, prefix = split_s3_uri(desc["TransformOutput"]["S3OutputPath"])
+        key = f"{prefix.rstrip('/')}/{obj.relpath}.out" if prefix else f"{obj.relpath}.out"
+        try:
+            await asyncio.to_thread(self.s3.upload_file, str(out_path), bucket, key)
+        except Exception as exc:
+            raise TransformFailed(
+                f"ClientError: the output could not be written to s3://{bucket}/{key}: {exc}"
+            ) from exc
+        out_path.unlink()
+
+    async def _invoke(
+        self,
+        desc: dict,
+        instance: Any,
+        obj: channels.S3Object,
+        batch: list[bytes],
+        first: int,
+        content_type: str,
+        accept: str,
+        processing: dict,
+    ) -> list[bytes]:
+        records = [_filter_csv(r.decode(), processing.get("InputFilter")).encode() for r in batch]
+        timeout = float((desc.get("ModelClientConfig") or {}).get("InvocationsTimeoutInSeconds", 600))
+        retries = int((desc.get("ModelClientConfig") or {}).get("InvocationsMaxRetries", 3))
+        body = b"\n".join(records)
+        for attempt in range(retries + 1):
+            try:
+                reply = await instance.connection().request(
+                    "POST", "/invocations", body, {"content-type": content_type, "accept": accept}, timeout
+                )
+                break
+            except (UpstreamError, TimeoutError) as exc:
+                if attempt == retries:
+                    raise TransformFailed(
+                        f"ClientError: the model server did not answer for {obj.key} records "
+                        f"{first}-{first + len(batch) - 1}: {exc}"
+                    ) from exc
+        if reply.status != 200:
+            message = reply.body.decode("utf-8", "replace")[:500]
+            raise TransformFailed(
+                f"ClientError: the model rejected s3://{obj.bucket}/{obj.key} records {first}-{first + len(batch) - 1} "
+                f"(line {first} is the first): {reply.status}: {message}"
+            )
+        results = (
+            reply.body.decode("utf-8", "replace").strip().split("\n")
+            if len(batch) > 1
+            else [reply.body.decode("utf-8", "replace").strip()]
+        )
+        if len(results) != len(batch):
+            results = [reply.body.decode("utf-8", "replace").strip()] if len(batch) == 1 else results
+        if len(results) != len(batch):
+            raise TransformFailed(
+                f"ClientError: the model answered {len(results)} results for {len(batch)} records "
+                f"of {obj.key} (records {first}-{first + len(batch) - 1})."
+            )
+        out = []
+        for source, result in zip(batch, results, strict=True):
+            if processing.get("JoinSource") == "Input":
+                result = source.decode() + "," + result
+            out.append(_filter_csv(result, processing.get("OutputFilter")).encode())
+        return out
+
+    async def _save(self, name: str, **fields: Any) -> None:
+        def update() -> None:
+            row = self.store.get_resource(KIND, name)
+            if row is not None:
+                self.store.update_resource(KIND, name, data={**row.data, **fields}, now=self.clock())
+
+        await asyncio.to_thread(update)
+
+    async def _finish(self, name: str, status: str, reason: str | None) -> None:
+        def update() -> None:
+            row = self.store.get_resource(KIND, name)
+            if row is None or row.status in ("Completed", "Failed", "Stopped"):
+                return
+            now = _epoch(self.clock())
+            data = {**row.data, "TransformJobStatus": status, "TransformEndTime": now, "LastModifiedTime": now}
+            if reason:
+                data["FailureReason"] = reason
+            with contextlib.suppress(Exception):
+                self.store.update_resource(
+                    KIND, name, data=data, status=status, expect_status=("InProgress", "Stopping"), now=self.clock()
+                )
+
+        await asyncio.to_thread(update)

@@ -1,0 +1,176 @@
+"""Batch transform end to end with boto3 and the SageMaker SDK."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+
+from helpers import RunningPlatform, running_platform
+
+pytestmark = pytest.mark.slow
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+BUCKET = "transform-tests"
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    import xgboost as xgb
+
+    root = tmp_path_factory.mktemp("transform")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(500, 4))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=(x[:, 0] > 0).astype(int)), 10)
+    booster.save_model(str(root / "model.ubj"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(root / "model.ubj", arcname="xgboost-model")
+    with running_platform(root / "home", root / "aws") as running:
+        s3 = running.session().client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="model.tar.gz", Body=buf.getvalue())
+        account = running.session().client("sts").get_caller_identity()["Account"]
+        running.session().client("sagemaker").create_model(
+            ModelName="transform-model",
+            PrimaryContainer={"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/model.tar.gz"},
+            ExecutionRoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        )
+        running.booster = booster  # type: ignore[attr-defined]
+        yield running
+
+
+def _rows(n: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(size=(n, 4)).round(4)
+
+
+def _csv(rows: np.ndarray) -> bytes:
+    return "\n".join(",".join(f"{v:g}" for v in r) for r in rows).encode() + b"\n"
+
+
+def _job(platform: RunningPlatform, prefix: str, **extra: Any) -> dict[str, Any]:
+    sm = platform.session().client("sagemaker")
+    name = f"tr-{uuid.uuid4().hex[:10]}"
+    params: dict[str, Any] = {
+        "TransformJobName": name,
+        "ModelName": "transform-model",
+        "TransformInput": {
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/{prefix}"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        "TransformOutput": {"S3OutputPath": f"s3://{BUCKET}/out/{name}", "AssembleWith": "Line", "Accept": "text/csv"},
+        "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    }
+    params.update(extra)
+    sm.create_transform_job(**params)
+    deadline = time.monotonic() + 120
+    while True:
+        desc = sm.describe_transform_job(TransformJobName=name)
+        if desc["TransformJobStatus"] in ("Completed", "Failed", "Stopped"):
+            return desc
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+
+
+def _output(platform: RunningPlatform, key: str) -> list[str]:
+    body = platform.session().client("s3").get_object(Bucket=BUCKET, Key=key)["Body"].read().decode()
+    return body.strip().split("\n")
+
+
+def test_multi_file_multi_record_two_instances_in_order(platform: RunningPlatform) -> None:
+    import xgboost as xgb
+
+    s3 = platform.session().client("s3")
+    parts = {f"multi/part-{i}.csv": _rows(300, i) for i in range(3)}
+    for key, rows in parts.items():
+        s3.put_object(Bucket=BUCKET, Key=key, Body=_csv(rows))
+    desc = _job(
+        platform,
+        "multi/",
+        BatchStrategy="MultiRecord",
+        MaxPayloadInMB=1,
+        MaxConcurrentTransforms=2,
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 2},
+    )
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert desc["TransformStartTime"] <= desc["TransformEndTime"]
+    name = desc["TransformJobName"]
+    booster = platform.booster  # type: ignore[attr-defined]
+    for key, rows in parts.items():
+        got = [float(v) for v in _output(platform, f"out/{name}/{key.split('/', 1)[1]}.out")]
+        expected = booster.predict(xgb.DMatrix(rows.astype(np.float32)))
+        assert np.allclose(got, expected, atol=1e-5), key
+
+
+def test_filters_and_join_source(platform: RunningPlatform) -> None:
+    rows = _rows(50, 7)
+    with_ids = "\n".join(f"id{i}," + ",".join(f"{v:g}" for v in r) for i, r in enumerate(rows)).encode()
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key="ids/data.csv", Body=with_ids)
+    desc = _job(
+        platform,
+        "ids/",
+        BatchStrategy="SingleRecord",
+        DataProcessing={"InputFilter": "$[1:]", "JoinSource": "Input", "OutputFilter": "$[0,-1]"},
+    )
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    lines = _output(platform, f"out/{desc['TransformJobName']}/data.csv.out")
+    assert len(lines) == 50 and lines[0].startswith("id0,") and len(lines[0].split(",")) == 2
+    assert [line.split(",")[0] for line in lines] == [f"id{i}" for i in range(50)]
+
+
+def test_a_rejected_record_fails_the_job_naming_file_and_records(platform: RunningPlatform) -> None:
+    bad = _csv(_rows(5, 1)) + b"1,2,3\n" + _csv(_rows(5, 2))
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key="bad/input.csv", Body=bad)
+    desc = _job(platform, "bad/", BatchStrategy="SingleRecord")
+    assert desc["TransformJobStatus"] == "Failed"
+    assert "bad/input.csv" in desc["FailureReason"] and "records 6-6" in desc["FailureReason"]
+    assert "expects 4 features" in desc["FailureReason"]
+
+
+def test_missing_input_and_missing_model(platform: RunningPlatform) -> None:
+    desc = _job(platform, "nothing-here/")
+    assert desc["TransformJobStatus"] == "Failed" and "No S3 objects found" in desc["FailureReason"]
+    with pytest.raises(ClientError) as exc:
+        _job(platform, "multi/", ModelName="no-such-model")
+    assert "Could not find model" in str(exc.value)
+
+
+SDK_TRANSFORM = """
+import sagemaker
+from sagemaker.transformer import Transformer
+session = sagemaker.Session()
+t = Transformer(model_name="transform-model", instance_count=1, instance_type="ml.m5.large",
+                strategy="MultiRecord", assemble_with="Line", accept="text/csv",
+                output_path="s3://{bucket}/sdk-out", sagemaker_session=session)
+t.transform("s3://{bucket}/multi/", content_type="text/csv", split_type="Line")
+t.wait()
+print("STATUS", session.sagemaker_client.describe_transform_job(TransformJobName=t.latest_transform_job.name)
+      ["TransformJobStatus"])
+"""
+
+
+def test_sdk_transformer(platform: RunningPlatform, tmp_path: Path) -> None:
+    s3 = platform.session().client("s3")
+    s3.put_object(Bucket=BUCKET, Key="multi/part-0.csv", Body=_csv(_rows(100, 0)))
+    result = subprocess.run(
+        [sys.executable, "-c", SDK_TRANSFORM.format(bucket=BUCKET)],
+        env=platform.shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "STATUS Completed" in result.stdout
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="sdk-out/")["Contents"]]
+    assert "sdk-out/part-0.csv.out" in keys
