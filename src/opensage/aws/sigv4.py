@@ -13,6 +13,7 @@ import hashlib
 import hmac
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import lru_cache
 from urllib.parse import quote, unquote
 
 from botocore.utils import normalize_url_path
@@ -142,7 +143,10 @@ def _parse_presigned(query: Mapping[str, str]) -> Signature:
 
 def _parse_amz_date(value: str) -> dt.datetime:
     try:
-        return dt.datetime.strptime(value, "%Y%m%dT%H%M%SZ").replace(tzinfo=dt.UTC)
+        if len(value) != 16 or value[8] != "T" or value[15] != "Z":
+            raise ValueError(value)
+        return dt.datetime(int(value[0:4]), int(value[4:6]), int(value[6:8]), int(value[9:11]), int(value[11:13]),
+                           int(value[13:15]), tzinfo=dt.UTC)
     except ValueError as exc:
         raise SigV4Error("incomplete", f"X-Amz-Date must be in the form yyyyMMdd'T'HHmmss'Z'; got '{value}'.") from exc
 
@@ -199,8 +203,14 @@ def canonical_request(
 
 
 def signing_key(secret: str, sig: Signature) -> bytes:
+    return _derive_key(secret, sig.scope_date, sig.region, sig.service)
+
+
+@lru_cache(maxsize=256)
+def _derive_key(secret: str, date: str, region: str, service: str) -> bytes:
+    """The signing key changes once a day per scope: derive it once."""
     key = f"AWS4{secret}".encode()
-    for part in (sig.scope_date, sig.region, sig.service, "aws4_request"):
+    for part in (date, region, service, "aws4_request"):
         key = hmac.new(key, part.encode(), hashlib.sha256).digest()
     return key
 
