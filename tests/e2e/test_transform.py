@@ -174,3 +174,50 @@ def test_sdk_transformer(platform: RunningPlatform, tmp_path: Path) -> None:
     assert "STATUS Completed" in result.stdout
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="sdk-out/")["Contents"]]
     assert "sdk-out/part-0.csv.out" in keys
+
+
+def test_gzip_input(platform: RunningPlatform) -> None:
+    import gzip
+
+    rows = _rows(40, 11)
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key="gz/data.csv.gz", Body=gzip.compress(_csv(rows)))
+    desc = _job(
+        platform,
+        "gz/",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/gz/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+            "CompressionType": "Gzip",
+        },
+    )
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    assert len(_output(platform, f"out/{desc['TransformJobName']}/data.csv.gz.out")) == 40
+
+
+def test_stop_midway(platform: RunningPlatform) -> None:
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key="long/data.csv", Body=_csv(_rows(20000, 3)))
+    sm = platform.session().client("sagemaker")
+    name = f"tr-{uuid.uuid4().hex[:10]}"
+    sm.create_transform_job(
+        TransformJobName=name,
+        ModelName="transform-model",
+        BatchStrategy="SingleRecord",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/long/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/out/{name}"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    time.sleep(3)
+    sm.stop_transform_job(TransformJobName=name)
+    deadline = time.monotonic() + 60
+    while (desc := sm.describe_transform_job(TransformJobName=name))["TransformJobStatus"] in (
+        "InProgress",
+        "Stopping",
+    ):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert desc["TransformJobStatus"] == "Stopped"

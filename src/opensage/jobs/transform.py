@@ -15,6 +15,7 @@ import datetime as dt
 import logging
 import shutil
 import tempfile
+import zlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -153,15 +154,29 @@ class TransformEngine:
         for obj in files:
             await self._transform_file(desc, instance, obj, scratch)
 
-    async def _records(self, obj: channels.S3Object, split: str) -> AsyncIterator[bytes]:
-        """The input file's records, streamed from S3 in chunks."""
+    async def _records(self, obj: channels.S3Object, split: str, gzipped: bool) -> AsyncIterator[bytes]:
+        """The input file's records, streamed from S3 in chunks (and gunzipped on the way, if asked)."""
         body = (await asyncio.to_thread(self.s3.get_object, Bucket=obj.bucket, Key=obj.key))["Body"]
+        inflate = zlib.decompressobj(16 + zlib.MAX_WBITS) if gzipped else None
+
+        async def read(size: int = -1) -> bytes:
+            raw = await asyncio.to_thread(body.read, size) if size > 0 else await asyncio.to_thread(body.read)
+            if inflate is None:
+                return raw
+            try:
+                return inflate.decompress(raw) + (inflate.flush() if not raw else b"")
+            except zlib.error as exc:
+                raise TransformFailed(
+                    f"ClientError: s3://{obj.bucket}/{obj.key} is not gzip data ({exc}); "
+                    "set CompressionType to None for uncompressed input."
+                ) from exc
+
         if split == "None":
-            yield await asyncio.to_thread(body.read)
+            yield await read()
             return
         pending = b""
         while True:
-            chunk = await asyncio.to_thread(body.read, 4 * 1024 * 1024)
+            chunk = await read(4 * 1024 * 1024)
             if not chunk:
                 break
             pending += chunk
@@ -178,7 +193,8 @@ class TransformEngine:
         limit = int(desc.get("MaxPayloadInMB", 6)) * 1024 * 1024
         batch: list[bytes] = []
         size = 0
-        async for record in self._records(obj, split):
+        gzipped = desc["TransformInput"].get("CompressionType", "None") == "Gzip"
+        async for record in self._records(obj, split, gzipped):
             if batch and (not multi or size + len(record) + 1 > limit):
                 yield batch
                 batch, size = [], 0

@@ -2,7 +2,7 @@
 
 LIMITATIONS: S3 input (S3Prefix, ManifestFile) with SplitType None or Line (RecordIO and TFRecord
 are not split); InputFilter/OutputFilter accept the JSONPath forms $, $[i], $[i,j,...] and $[a:b]
-on CSV records; JoinSource Input joins CSV records; compressed input is not decompressed.
+on CSV records; JoinSource Input joins CSV records.
 """
 
 from __future__ import annotations
