@@ -89,6 +89,8 @@ class Settings:
             "database_url": self.database_url,
             "s3_endpoint": self.s3_endpoint,
             "profile": self.profile,
+            "aws_config_file": str(self.aws_config_file),
+            "aws_credentials_file": str(self.aws_credentials_file),
         }
 
 
@@ -130,8 +132,13 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         s3_access_key=env.get("OPENSAGE_S3_ACCESS_KEY_ID", ""),
         s3_secret_key=env.get("OPENSAGE_S3_SECRET_ACCESS_KEY", ""),
         profile=pick("profile", "OPENSAGE_PROFILE", "opensage"),
-        aws_config_file=Path(env.get("AWS_CONFIG_FILE") or aws_dir / "config").expanduser(),
-        aws_credentials_file=Path(env.get("AWS_SHARED_CREDENTIALS_FILE") or aws_dir / "credentials").expanduser(),
+        # the files `up` wrote the profile to, so that `opensage env` from another shell names them
+        aws_config_file=Path(
+            env.get("AWS_CONFIG_FILE") or saved.get("aws_config_file") or aws_dir / "config"
+        ).expanduser(),
+        aws_credentials_file=Path(
+            env.get("AWS_SHARED_CREDENTIALS_FILE") or saved.get("aws_credentials_file") or aws_dir / "credentials"
+        ).expanduser(),
         log_level=pick("log_level", "OPENSAGE_LOG_LEVEL", "info"),
         ca_bundle_source=next(
             (

@@ -54,3 +54,22 @@ def test_shell_env_names_every_endpoint(tmp_path: Path) -> None:
     assert env["AWS_ENDPOINT_URL_S3"] == "http://127.0.0.1:9201"
     assert env["HTTPS_PROXY"] == "http://127.0.0.1:9202" and "127.0.0.1" in env["NO_PROXY"]
     assert "HTTPS_PROXY" not in shell_env(settings, sdk_proxy=False)
+
+
+def test_env_names_the_aws_files_up_wrote_to(tmp_path: Path) -> None:
+    import json
+
+    from opensage.config import SETTINGS_FILE
+
+    custom = {
+        "AWS_CONFIG_FILE": str(tmp_path / "aws" / "config"),
+        "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "aws" / "credentials"),
+    }
+    at_up = load_settings(env=custom, home=str(tmp_path / "home"), port=9300)
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / SETTINGS_FILE).write_text(json.dumps(at_up.saved()))
+    later = load_settings(env={}, home=str(tmp_path / "home"))  # another shell, no AWS_* variables
+    env = shell_env(later)
+    assert env["AWS_CONFIG_FILE"] == custom["AWS_CONFIG_FILE"]
+    assert env["AWS_SHARED_CREDENTIALS_FILE"] == custom["AWS_SHARED_CREDENTIALS_FILE"]
+    assert env["AWS_ENDPOINT_URL_SAGEMAKER"] == "http://127.0.0.1:9300"
