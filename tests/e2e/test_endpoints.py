@@ -222,7 +222,10 @@ def test_blue_green_update_under_load_drops_nothing(platform: RunningPlatform) -
     for w in workers:
         w.start()
     try:
-        time.sleep(0.5)
+        deadline = time.monotonic() + 30
+        while len(results) < 3:  # the stream is flowing (clients are slow to build on a loaded machine)
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         sm.update_endpoint(EndpointName=name, EndpointConfigName=green)
         assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "Updating"
         desc = _wait(platform, name)
