@@ -18,6 +18,46 @@ BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
 NETWORK_INTERFACE = "eth0"
 
+# File names under ``input/config`` (the training toolkit's environment.py), plus the checkpoint
+# configuration SageMaker writes there when a job has a CheckpointConfig (``{"LocalPath": ...}``).
+HYPERPARAMETERS_FILE = "hyperparameters.json"
+INPUT_DATA_CONFIG_FILE = "inputdataconfig.json"
+RESOURCE_CONFIG_FILE = "resourceconfig.json"
+CHECKPOINT_CONFIG_FILE = "checkpointconfig.json"
+# Marker files under ``output``: ``failure`` holds why a job failed (the platform makes its start the
+# FailureReason); ``success`` is written when training succeeds.
+FAILURE_FILE = "failure"
+SUCCESS_FILE = "success"
+
+# Keys of ``inputdataconfig.json`` (one object per channel), ``resourceconfig.json`` and
+# ``checkpointconfig.json``.
+CHANNEL_CONTENT_TYPE = "ContentType"
+CHANNEL_INPUT_MODE = "TrainingInputMode"
+CHANNEL_DISTRIBUTION = "S3DistributionType"
+CHANNEL_RECORD_WRAPPER = "RecordWrapperType"
+CHANNEL_COMPRESSION = "CompressionType"
+RESOURCE_CURRENT_HOST = "current_host"
+RESOURCE_HOSTS = "hosts"
+RESOURCE_NETWORK_INTERFACE = "network_interface_name"
+CHECKPOINT_LOCAL_PATH = "LocalPath"
+CHECKPOINT_S3_URI = "S3Uri"
+
+# Environment variables of the training toolkit that built-in images read.
+NUM_CPUS_ENV = "SM_NUM_CPUS"
+NUM_GPUS_ENV = "SM_NUM_GPUS"
+# Serving-time variables of SageMaker's model containers.
+BATCH_ENV = "SAGEMAKER_BATCH"
+INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
+DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+
+# OpenSage's own variables. For multi-host jobs whose hosts share one machine: a JSON object of
+# host -> address (``{"algo-1": "127.0.0.1", ...}``) and the port of the first host's tracker
+# (XGBoost's collective). And the tag of the job's image URI ("1.7-1"), for images whose behaviour
+# depends on the version.
+HOST_ADDRESSES_ENV = "OPENSAGE_HOST_ADDRESSES"
+TRACKER_PORT_ENV = "OPENSAGE_TRACKER_PORT"
+IMAGE_TAG_ENV = "OPENSAGE_IMAGE_TAG"
+
 
 @dataclass(frozen=True, slots=True)
 class Layout:
@@ -48,6 +88,18 @@ class Layout:
     @property
     def hyperparameters_file(self) -> Path:
         return self.config_dir / "hyperparameters.json"
+
+    @property
+    def checkpoint_config_file(self) -> Path:
+        return self.config_dir / CHECKPOINT_CONFIG_FILE
+
+    @property
+    def success_file(self) -> Path:
+        return self.output_dir / SUCCESS_FILE
+
+    @property
+    def output_intermediate_dir(self) -> Path:
+        return self.output_dir / "intermediate"
 
     @property
     def resource_config_file(self) -> Path:

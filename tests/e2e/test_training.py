@@ -348,9 +348,13 @@ def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
         first.session().client("s3").create_bucket(Bucket=BUCKET)
         name = _long_job(first)
         _wait_for_secondary(first, name, "Training")
-        workers = [
-            p for p in psutil.Process(first.proc.pid).children(recursive=True) if "xgboost" in " ".join(p.cmdline())
-        ]
+        deadline = time.monotonic() + 30  # "Training" is recorded just before the process starts
+        workers: list[psutil.Process] = []
+        while not workers and time.monotonic() < deadline:
+            workers = [
+                p for p in psutil.Process(first.proc.pid).children(recursive=True) if "xgboost" in " ".join(p.cmdline())
+            ]
+            time.sleep(0.05)
         assert workers
         os.killpg(first.proc.pid, signal.SIGKILL)  # the server and the store crash; the training process lives on
         first.proc.wait()

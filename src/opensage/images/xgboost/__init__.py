@@ -1,23 +1,12 @@
-"""OpenSage's built-in XGBoost image: SageMaker's XGBoost container in algorithm mode.
+"""OpenSage's built-in XGBoost image: SageMaker's XGBoost container (1.0-1 ... 3.0-5) in algorithm mode.
 
-``python -m opensage.images.xgboost train`` trains by the container contract; :mod:`.serve` loads
-and predicts with the model it writes.
+``python -m opensage.images.xgboost train`` trains by the container contract (:mod:`.train`);
+:mod:`.serve` loads the model it writes (or one trained on AWS) and answers requests as the
+container's server does. Importing this package is cheap: it does not import XGBoost.
 """
 
 from __future__ import annotations
 
-from opensage.images.xgboost.hyperparameters import EVAL_METRICS
+from opensage.images.xgboost.metrics import metric_definitions
 
-_NUMBER = r"([-+]?[0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)"
-
-
-def metric_definitions() -> list[dict[str, str]]:
-    """The container's standard metrics (``train:logloss``, ``validation:auc``, ...) over its log lines.
-
-    Log lines carry tabs as ``#011``, as they appear in CloudWatch.
-    """
-    return [
-        {"Name": f"{channel}:{metric}", "Regex": rf".*\[[0-9]+\].*#011{channel}-{metric}:{_NUMBER}.*"}
-        for channel in ("train", "validation")
-        for metric in EVAL_METRICS
-    ]
+__all__ = ["metric_definitions"]
