@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opensage import __version__
 from opensage.aws.auth import Authenticator
@@ -15,6 +15,7 @@ from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
 from opensage.compute.local import LocalBackend
 from opensage.config import Settings
+from opensage.console import create_console
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
@@ -31,6 +32,7 @@ from opensage.serving.metrics import InvocationMetrics
 from opensage.store.sql import SqlStore, open_store
 
 INTERNAL_PREFIX = "/_opensage/"
+CONSOLE_PREFIX = "/console"
 
 
 def utc_now() -> dt.datetime:
@@ -50,6 +52,7 @@ class Platform:
     endpoints: EndpointEngine
     metrics: InvocationMetrics
     transforms: TransformEngine
+    console: ASGIApp | None = None  # the web console, set by create_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -59,6 +62,9 @@ class Platform:
             return
         if scope["path"].startswith(INTERNAL_PREFIX):
             await self._internal(scope, receive, send)
+            return
+        if self.console is not None and scope["path"].startswith(CONSOLE_PREFIX):
+            await self.console(scope, receive, send)
             return
         await self.gateway(scope, receive, send)
 
@@ -149,4 +155,6 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
     except Exception:
         store.close()
         raise
-    return Platform(settings, store, identity, authenticator, gateway, training, endpoints, metrics, transforms)
+    platform = Platform(settings, store, identity, authenticator, gateway, training, endpoints, metrics, transforms)
+    platform.console = create_console(platform)
+    return platform

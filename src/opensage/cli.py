@@ -1,4 +1,4 @@
-"""The ``opensage`` command: up, down, status, env, version, keys."""
+"""The ``opensage`` command: up, down, status, env, version, keys, console-password."""
 
 from __future__ import annotations
 
@@ -185,6 +185,28 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_console_password(args: argparse.Namespace) -> int:
+    import getpass
+
+    from opensage.console.auth import set_password
+
+    settings = _settings(args)
+    if not settings.home.is_dir():
+        raise OpenSageError(f"{settings.home} has no platform yet; run `opensage up` first.")
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Console password: ")
+        if getpass.getpass("Again: ") != password:
+            raise OpenSageError("The two passwords differ; nothing was changed.")
+    try:
+        set_password(settings.home, password)
+    except ValueError as exc:
+        raise OpenSageError(str(exc)) from exc
+    print(f"Console password set; sign in at {settings.api_url}/console.")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="opensage", description="Self-hosted SageMaker-compatible ML platform.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -241,6 +263,11 @@ def _parser() -> argparse.ArgumentParser:
     home_args(delete)
     delete.add_argument("access_key_id")
     keys.set_defaults(func=cmd_keys)
+
+    console = sub.add_parser("console-password", help="set the password that signs in to the web console")
+    home_args(console)
+    console.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
+    console.set_defaults(func=cmd_console_password)
     return p
 
 

@@ -276,6 +276,7 @@ def print_ready(settings: Settings, out: IO[str] | None = None) -> None:
         f"  API (SageMaker, runtime, STS, IAM, logs): {settings.api_url}",
         f"  S3:                                       {settings.s3_url}",
         f"  HTTPS proxy for the SageMaker SDK's STS:  {settings.proxy_url}",
+        f"  Console:                                  {settings.api_url}/console",
         f"  Profile '{settings.profile}' written to {settings.aws_config_file}",
         "",
         f"export AWS_PROFILE={settings.profile}",

@@ -7,9 +7,10 @@ Latencies are in microseconds, as AWS reports ``ModelLatency`` and ``OverheadLat
 
 from __future__ import annotations
 
+import math
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 NAMESPACE = "AWS/SageMaker"
@@ -38,6 +39,7 @@ class Bucket:
 
 
 Key = tuple[str, str, str]  # endpoint, variant, metric
+_BINS_PER_DOUBLING = 8  # latency histogram resolution: each bin spans about 9%
 
 
 class InvocationMetrics:
@@ -45,6 +47,8 @@ class InvocationMetrics:
         self.retention = retention_minutes * 60
         self._buckets: dict[Key, dict[int, Bucket]] = defaultdict(dict)
         self._totals: dict[Key, Bucket] = defaultdict(Bucket)
+        # (endpoint, variant) -> minute -> log-spaced bin -> count, of model + overhead latency
+        self._latency: dict[tuple[str, str], dict[int, Counter[int]]] = defaultdict(dict)
         self._lock = threading.Lock()
 
     def _add(self, key: Key, value: float, now: float) -> None:
@@ -69,6 +73,38 @@ class InvocationMetrics:
             self._add((endpoint, variant, "Invocation5XXErrors"), 1 if status >= 500 else 0, now)
             self._add((endpoint, variant, "ModelLatency"), model_us, now)
             self._add((endpoint, variant, "OverheadLatency"), overhead_us, now)
+            self._add_latency((endpoint, variant), model_us + overhead_us, now)
+
+    def _add_latency(self, key: tuple[str, str], micros: float, now: float) -> None:
+        minute = int(now // 60) * 60
+        minutes = self._latency[key]
+        if minute not in minutes:
+            minutes[minute] = Counter()
+            for old in [m for m in minutes if m < minute - self.retention]:
+                del minutes[old]
+        minutes[minute][round(math.log2(max(micros, 1.0)) * _BINS_PER_DOUBLING)] += 1
+
+    def latency_percentiles(
+        self, endpoint: str, minute: int, quantiles: tuple[float, ...] = (0.5, 0.99)
+    ) -> list[float] | None:
+        """Approximate percentiles (microseconds, within ~5%) of one minute's invocation latency, all variants."""
+        with self._lock:
+            merged: Counter[int] = Counter()
+            for (name, _), minutes in self._latency.items():
+                if name == endpoint and minute in minutes:
+                    merged.update(minutes[minute])
+        total = sum(merged.values())
+        if not total:
+            return None
+        out, bins = [], sorted(merged.items())
+        for q in quantiles:
+            seen, rank = 0, q * total
+            for b, n in bins:
+                seen += n
+                if seen >= rank:
+                    out.append(2 ** (b / _BINS_PER_DOUBLING))
+                    break
+        return out
 
     def series(self) -> list[Key]:
         with self._lock:

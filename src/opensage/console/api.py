@@ -1,0 +1,277 @@
+"""What the console reads and does, apart from HTTP: provider calls (validated against the service model,
+exactly as the gateway does), log and metric reads, endpoint health, S3 browsing.
+
+Every change goes through the same provider method the API serves, with a request dict in the API's
+shape, so a form gets the same validation and the same error as boto3 would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from botocore import xform_name
+from starlette.concurrency import run_in_threadpool
+
+from opensage.aws.context import RequestContext
+from opensage.aws.validate import validate
+from opensage.errors import NotFound as LogNotFound
+from opensage.errors import ServiceError
+from opensage.identity import platform_key
+from opensage.images import registry
+from opensage.jobs.training import LOG_GROUP
+
+if TYPE_CHECKING:
+    from opensage.app import Platform
+    from opensage.console.auth import Session
+
+log = logging.getLogger(__name__)
+MAX_LOG_EVENTS = 50_000  # read for metric charts
+_ROUND = re.compile(r"\[(\d+)\]")
+STORAGE_SCAN_LIMIT = 10_000  # objects counted per bucket on the home page
+
+
+class Missing(Exception):
+    """The page's resource does not exist; the message says which."""
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    """One level of a bucket: sub-prefixes and objects (key, size, last modified)."""
+
+    prefixes: list[str]
+    objects: list[dict[str, Any]]
+    truncated: bool
+
+
+class ConsoleApi:
+    def __init__(self, platform: Platform) -> None:
+        self.platform = platform
+        self.settings = platform.settings
+        self.account_id = platform.identity.account_id
+        self.s3 = platform.training.s3
+        self.logs = platform.training.logs
+
+    # --- provider calls ---------------------------------------------------------------------------
+
+    def _context(self, session: Session, service: str, operation: str) -> RequestContext:
+        store = self.platform.store
+        key = store.get_access_key(session.access_key_id) if session.access_key_id else None
+        if key is None:
+            key = platform_key(store, self.account_id)
+        return RequestContext(
+            service,
+            operation,
+            self.settings.region,
+            self.account_id,
+            str(uuid.uuid4()),
+            key.access_key_id,
+            key.principal_arn,
+            key.user_id,
+            time.perf_counter(),
+        )
+
+    def _method(self, service: str, operation: str) -> Any:
+        provider = self.platform.gateway.providers.get(service)
+        return getattr(provider, xform_name(operation), None) if provider is not None else None
+
+    def serves(self, service: str, operation: str) -> bool:
+        """Does the platform implement ``operation`` (e.g. processing jobs, still being built)?"""
+        return self._method(service, operation) is not None
+
+    def check(self, service: str, operation: str, request: dict[str, Any]) -> None:
+        """The gateway's validation of ``request`` against the service model (``ValidationException``)."""
+        op = self.platform.gateway.specs.get(service).operation(operation)
+        if op is None:
+            raise ServiceError("UnknownOperationException", f"Operation {operation} is not part of {service}.")
+        validate(op.input_shape, request)
+
+    async def call(self, session: Session, service: str, operation: str, request: dict[str, Any]) -> Any:
+        """Validate ``request`` against the service model and run the provider's method, as the gateway does.
+
+        Raises:
+            ServiceError: the API's error (``ValidationException`` with its message, ...).
+        """
+        self.check(service, operation, request)
+        method = self._method(service, operation)
+        if method is None:
+            raise ServiceError("NotImplemented", f"OpenSage does not implement {operation} yet.", 501)
+        ctx = self._context(session, service, operation)
+        if inspect.iscoroutinefunction(method):
+            return await method(ctx, request)
+        return await run_in_threadpool(method, ctx, request)
+
+    async def sagemaker(self, session: Session, operation: str, **request: Any) -> Any:
+        return await self.call(session, "sagemaker", operation, request)
+
+    async def describe(self, session: Session, operation: str, what: str, **request: Any) -> dict[str, Any]:
+        """A Describe* answer; :class:`Missing` when the resource does not exist."""
+        try:
+            return await self.sagemaker(session, operation, **request)
+        except ServiceError as exc:
+            if exc.code in ("ValidationException", "ResourceNotFound") and "not find" in exc.message.lower():
+                raise Missing(f"There is no {what} named “{next(iter(request.values()))}”.") from exc
+            raise
+
+    async def listing(self, session: Session, operation: str, key: str, **request: Any) -> list[dict[str, Any]]:
+        """A List* answer's items; empty when the platform does not serve the operation yet."""
+        if not self.serves("sagemaker", operation):
+            return []
+        return list((await self.sagemaker(session, operation, **request)).get(key, []))
+
+    # --- training logs and metrics ----------------------------------------------------------------
+
+    def log_streams(self, job: str) -> list[str]:
+        try:
+            return [s.name for s in self.logs.list_streams(LOG_GROUP, prefix=f"{job}/")]
+        except LogNotFound:
+            return []
+
+    def read_log(self, stream: str, token: str | None) -> tuple[list[tuple[int, str]], str]:
+        """New events of ``stream`` after ``token`` (from the head without one) and the token to go on with."""
+        page = self.logs.get_events(LOG_GROUP, stream, start_from_head=True, token=token)
+        return [(e.timestamp, e.message) for e in page.events], page.next_forward_token
+
+    def _all_events(self, stream: str) -> Iterator[str]:
+        token, seen = None, 0
+        while seen < MAX_LOG_EVENTS:
+            events, nxt = self.read_log(stream, token)
+            if not events:
+                return
+            seen += len(events)
+            for _, message in events:
+                yield message
+            token = nxt
+
+    def metric_series(self, job: str, description: dict[str, Any]) -> dict[str, dict[str, list[float]]]:
+        """Per metric definition, its values over training rounds, from the first instance's log lines.
+
+        The round is the ``[n]`` of an evaluation line (as XGBoost prints it); lines without one count up.
+        """
+        algo = description.get("AlgorithmSpecification", {})
+        definitions = algo.get("MetricDefinitions")
+        if not definitions:
+            image = registry.resolve(algo.get("TrainingImage", ""))
+            definitions = image.metric_definitions() if image else []
+        patterns = []
+        for d in definitions:
+            try:
+                patterns.append((d["Name"], re.compile(d["Regex"])))
+            except (re.error, KeyError):
+                continue
+        streams = self.log_streams(job)
+        series: dict[str, dict[str, list[float]]] = {}
+        if not patterns or not streams:
+            return series
+        for line in self._all_events(streams[0]):
+            for name, regex in patterns:
+                m = regex.search(line)
+                if not m or not m.groups():
+                    continue
+                try:
+                    value = float(m.group(1))
+                except ValueError:
+                    continue
+                points = series.setdefault(name, {"x": [], "y": []})
+                r = _ROUND.search(line)
+                points["x"].append(float(r.group(1)) if r else float(len(points["x"])))
+                points["y"].append(value)
+        return series
+
+    # --- endpoints ----------------------------------------------------------------------------------
+
+    def endpoint_health(self, name: str) -> dict[str, list[dict[str, Any]]]:
+        """Per variant, each model server: its port, health and requests in flight."""
+        fleet = self.platform.endpoints.fleets.get(name)
+        if fleet is None:
+            return {}
+        return {
+            v.name: [
+                {"n": i + 1, "port": inst.port, "healthy": inst.healthy, "outstanding": inst.outstanding}
+                for i, inst in enumerate(v.instances)
+            ]
+            for v in fleet.variants.values()
+        }
+
+    def endpoint_series(self, name: str, minutes: int = 30) -> dict[str, Any]:
+        """Per minute of the last ``minutes``: invocations, errors, latency p50/p99 (ms); and the totals."""
+        metrics = self.platform.metrics
+        now = int(time.time() // 60) * 60
+        start = now - (minutes - 1) * 60
+        keys = [k for k in metrics.series() if k[0] == name]
+        x = list(range(start, now + 60, 60))
+        out: dict[str, Any] = {"x": x}
+        for metric in ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors"):
+            per_minute = dict.fromkeys(x, 0.0)
+            for key in (k for k in keys if k[2] == metric):
+                for minute, bucket in metrics.buckets(key, start, now + 60):
+                    per_minute[minute] += bucket.total
+            out[metric] = [per_minute[m] for m in x]
+        p50, p99 = [], []
+        for minute in x:
+            q = metrics.latency_percentiles(name, minute)
+            p50.append(round(q[0] / 1000, 3) if q else None)
+            p99.append(round(q[1] / 1000, 3) if q else None)
+        out["p50"], out["p99"] = p50, p99
+        out["total"] = {
+            metric: sum(b.total for k in keys if k[2] == metric for _, b in metrics.buckets(k, 0, now + 60))
+            for metric in ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors")
+        }
+        return out
+
+    # --- storage ------------------------------------------------------------------------------------
+
+    def buckets(self) -> list[dict[str, Any]]:
+        return list(self.s3.list_buckets().get("Buckets", []))
+
+    def browse(self, bucket: str, prefix: str, limit: int = 1000) -> Listing:
+        try:
+            page = self.s3.list_objects_v2(Bucket=bucket, Prefix=prefix, Delimiter="/", MaxKeys=limit)
+        except self.s3.exceptions.NoSuchBucket as exc:
+            raise Missing(f"There is no bucket named “{bucket}”.") from exc
+        return Listing(
+            [p["Prefix"] for p in page.get("CommonPrefixes", [])],
+            [o for o in page.get("Contents", []) if o["Key"] != prefix],
+            bool(page.get("IsTruncated")),
+        )
+
+    def bucket_use(self, bucket: str) -> tuple[int, int, bool]:
+        """(objects, bytes, capped) of one bucket, counting at most STORAGE_SCAN_LIMIT objects."""
+        count = size = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+            for obj in page.get("Contents", []):
+                count += 1
+                size += obj["Size"]
+            if count >= STORAGE_SCAN_LIMIT:
+                return count, size, True
+        return count, size, False
+
+    def head(self, bucket: str, key: str) -> dict[str, Any]:
+        try:
+            return dict(self.s3.head_object(Bucket=bucket, Key=key))
+        except self.s3.exceptions.ClientError as exc:
+            raise Missing(f"There is no object s3://{bucket}/{key}.") from exc
+
+    def open_object(self, bucket: str, key: str) -> Any:
+        try:
+            return self.s3.get_object(Bucket=bucket, Key=key)["Body"]
+        except self.s3.exceptions.ClientError as exc:
+            raise Missing(f"There is no object s3://{bucket}/{key}.") from exc
+
+    def upload(self, bucket: str, key: str, fileobj: Any) -> None:
+        self.s3.upload_fileobj(fileobj, bucket, key)
+
+    async def gather_use(self) -> list[dict[str, Any]]:
+        buckets = await asyncio.to_thread(self.buckets)
+        uses = await asyncio.gather(*(asyncio.to_thread(self.bucket_use, b["Name"]) for b in buckets))
+        return [
+            {"name": b["Name"], "objects": n, "bytes": size, "capped": capped}
+            for b, (n, size, capped) in zip(buckets, uses, strict=True)
+        ]

@@ -1,0 +1,147 @@
+"""Endpoints: variants with the health of each model server, live invocation charts, invoke, weights, delete."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from opensage.console import forms
+from opensage.console.pages import BASE, Console, Page, page, redirect
+from opensage.errors import ServiceError
+
+METRICS_INTERVAL_S = 2.0
+CONTENT_TYPES = ("text/csv", "application/json", "application/jsonlines", "text/libsvm")
+
+
+async def _context(p: Page, name: str) -> dict[str, Any]:
+    desc = await p.api.describe(p.session, "DescribeEndpoint", "endpoint", EndpointName=name)
+    try:
+        config = await p.api.sagemaker(
+            p.session, "DescribeEndpointConfig", EndpointConfigName=desc["EndpointConfigName"]
+        )
+    except ServiceError:
+        config = {"ProductionVariants": []}
+    configured = {v["VariantName"]: v for v in config.get("ProductionVariants", [])}
+    variants = []
+    for v in desc.get("ProductionVariants") or config.get("ProductionVariants", []):
+        c = configured.get(v["VariantName"], {})
+        variants.append(
+            {
+                "name": v["VariantName"],
+                "model": c.get("ModelName", ""),
+                "instance_type": c.get("InstanceType", ""),
+                "weight": v.get("CurrentWeight", c.get("InitialVariantWeight", "")),
+                "count": v.get("CurrentInstanceCount", c.get("InitialInstanceCount", "")),
+                "desired_count": v.get("DesiredInstanceCount", ""),
+            }
+        )
+    return {
+        "endpoint": desc,
+        "name": name,
+        "variants": variants,
+        "health": p.api.endpoint_health(name),
+        "content_types": CONTENT_TYPES,
+        "invoke": {"body": "", "content_type": "text/csv", "result": None},
+        "errors": {},
+    }
+
+
+@page
+async def endpoint(p: Page) -> Response:
+    return p.render("endpoint_detail.html", **await _context(p, p.request.path_params["name"]))
+
+
+async def _invoke(p: Page, name: str, body: str, content_type: str) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        answer = await p.api.call(
+            p.session,
+            "sagemaker-runtime",
+            "InvokeEndpoint",
+            {"EndpointName": name, "Body": body.encode(), "ContentType": content_type},
+        )
+    except ServiceError as exc:
+        return {"ok": False, "code": exc.code, "message": exc.message}
+    return {
+        "ok": True,
+        "body": bytes(answer["Body"]).decode("utf-8", "replace"),
+        "content_type": answer.get("ContentType", ""),
+        "variant": answer.get("InvokedProductionVariant", ""),
+        "ms": round((time.perf_counter() - started) * 1000, 1),
+    }
+
+
+@page
+async def invoke_endpoint(p: Page) -> Response:
+    name = p.request.path_params["name"]
+    body, content_type = p.field("body"), p.field("content_type", "text/csv")
+    result = await _invoke(p, name, body, content_type)
+    if p.htmx:
+        return p.render("_invoke_result.html", result=result)
+    context = await _context(p, name)
+    context["invoke"] = {"body": body, "content_type": content_type, "result": result}
+    return p.render("endpoint_detail.html", **context)
+
+
+@page
+async def update_weights(p: Page) -> Response:
+    name = p.request.path_params["name"]
+    context = await _context(p, name)
+    variants = [v["name"] for v in context["variants"]]
+    request = forms.weights_request(name, variants, p.fields())
+    paths = {}
+    for i, v in enumerate(variants, 1):
+        paths[f"desiredWeightsAndCapacities.{i}.member.desiredWeight"] = f"weight_{v}"
+        paths[f"desiredWeightsAndCapacities.{i}.member.desiredInstanceCount"] = f"count_{v}"
+    try:
+        await p.api.sagemaker(p.session, "UpdateEndpointWeightsAndCapacities", **request)
+    except ServiceError as exc:
+        context["errors"] = forms.field_errors(exc, paths)
+        return p.render("endpoint_detail.html", 400, **context)
+    return redirect(f"{BASE}/endpoints/{quote(name)}")
+
+
+@page
+async def delete_endpoint(p: Page) -> Response:
+    name = p.request.path_params["name"]
+    await p.api.describe(p.session, "DescribeEndpoint", "endpoint", EndpointName=name)
+    await p.api.sagemaker(p.session, "DeleteEndpoint", EndpointName=name)
+    return redirect(f"{BASE}/endpoints")
+
+
+async def _metric_events(console: Console, request: Request, name: str) -> AsyncIterator[str]:
+    api = console.api
+    yield "retry: 3000\n\n"
+    while True:
+        row = await asyncio.to_thread(api.platform.store.get_resource, "endpoint", name)
+        if row is None:
+            yield f"event: gone\ndata: {json.dumps({'name': name})}\n\n"
+            return
+        data = {
+            "status": row.status,
+            "series": await asyncio.to_thread(api.endpoint_series, name),
+            "health": api.endpoint_health(name),
+        }
+        yield f"event: metrics\ndata: {json.dumps(data)}\n\n"
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(METRICS_INTERVAL_S)
+
+
+@page
+async def endpoint_metrics(p: Page) -> Response:
+    """Server-sent events: invocation, error and latency series, status and model-server health, every 2 s."""
+    name = p.request.path_params["name"]
+    await p.api.describe(p.session, "DescribeEndpoint", "endpoint", EndpointName=name)
+    return StreamingResponse(
+        _metric_events(p.console, p.request, name),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

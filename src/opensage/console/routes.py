@@ -1,0 +1,76 @@
+"""The console's URL map under ``/console`` and :func:`create_console`, which ``create_app`` mounts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from opensage.console import endpoints, home, lists, storage, training
+from opensage.console.api import ConsoleApi, Missing
+from opensage.console.auth import SessionSigner, session_key
+from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
+
+if TYPE_CHECKING:
+    from opensage.app import Platform
+
+STATIC = Path(__file__).parent / "static"
+
+
+def _routes() -> list[Route | Mount]:
+    get, post = ["GET"], ["POST"]
+    return [
+        Route("/", home.home, methods=get),
+        Route("/signin", home.signin, methods=["GET", "POST"]),
+        Route("/signout", home.signout, methods=post),
+        Route("/training-jobs", lists.list_training_jobs, methods=get),
+        Route("/training-jobs/new", training.new_training_job, methods=get),
+        Route("/training-jobs/new", training.create_training_job, methods=post),
+        Route("/training-jobs/new/check", training.check_hyperparameters, methods=post),
+        Route("/training-jobs/new/s3", training.s3_picker, methods=get),
+        Route("/training-jobs/{name}", training.training_job, methods=get),
+        Route("/training-jobs/{name}/log", training.training_log, methods=get),
+        Route("/training-jobs/{name}/metrics", training.training_metrics, methods=get),
+        Route("/training-jobs/{name}/stop", training.stop_training_job, methods=post),
+        Route("/training-jobs/{name}/deploy", training.deploy_training_job, methods=post),
+        Route("/endpoints", lists.list_endpoints, methods=get),
+        Route("/endpoints/{name}", endpoints.endpoint, methods=get),
+        Route("/endpoints/{name}/metrics", endpoints.endpoint_metrics, methods=get),
+        Route("/endpoints/{name}/invoke", endpoints.invoke_endpoint, methods=post),
+        Route("/endpoints/{name}/weights", endpoints.update_weights, methods=post),
+        Route("/endpoints/{name}/delete", endpoints.delete_endpoint, methods=post),
+        Route("/models", lists.list_models, methods=get),
+        Route("/models/{name}", lists.model_detail, methods=get),
+        Route("/models/{name}/delete", lists.delete_model, methods=post),
+        Route("/processing-jobs", lists.list_processing_jobs, methods=get),
+        Route("/processing-jobs/{name}", lists.processing_job_detail, methods=get),
+        Route("/transform-jobs", lists.list_transform_jobs, methods=get),
+        Route("/transform-jobs/{name}", lists.transform_job_detail, methods=get),
+        Route("/storage", storage.buckets, methods=get),
+        Route("/storage/{bucket}", storage.browse, methods=get),
+        Route("/storage/{bucket}/upload", storage.upload, methods=post),
+        Route("/storage/{bucket}/object", storage.download, methods=get),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+
+
+def create_console(platform: Platform) -> Starlette:
+    """The console's ASGI app for ``platform``; it answers every path under ``/console``."""
+    app = Starlette(
+        routes=[Route(BASE, _to_home, methods=["GET"]), Mount(BASE, routes=_routes())],
+        exception_handlers={HTTPException: http_error, Missing: not_found, Exception: server_error},
+    )
+    app.state.console = Console(
+        ConsoleApi(platform), templates(), SessionSigner(session_key(platform.settings.home)), platform.settings.home
+    )
+    return app
+
+
+async def _to_home(request: Request) -> Response:
+    return redirect(BASE + "/")

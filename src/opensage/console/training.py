@@ -1,0 +1,240 @@
+"""Training jobs: the create form, the detail page with its live log and metric charts, Stop and Deploy."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from opensage.console import forms
+from opensage.console.pages import BASE, Console, Page, page, redirect
+from opensage.errors import ServiceError
+
+LOG_POLL_S = 0.5
+_ENDED = ("Completed", "Failed", "Stopped")
+
+
+def _form_defaults(p: Page, algorithm: forms.Algorithm) -> dict[str, str]:
+    region = p.api.settings.region
+    return {
+        "algorithm": algorithm.key,
+        "name": f"{algorithm.key}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}",
+        "train": "",
+        "validation": "",
+        "content_type": algorithm.content_types[0],
+        "instance_type": "ml.m5.large",
+        "instance_count": "1",
+        "max_runtime": "3600",
+        "output_path": f"s3://sagemaker-{region}-{p.api.account_id}/training-output",
+        "role": p.api.platform.identity.default_role_arn,
+        **{f"hp_{h.name}": h.default for h in algorithm.hyperparameters},
+    }
+
+
+def _render_form(p: Page, values: dict[str, str], errors: dict[str, list[str]], status: int = 200) -> Response:
+    algorithm = forms.ALGORITHMS.get(values.get("algorithm", ""), forms.ALGORITHMS["xgboost"])
+    return p.render(
+        "training_new.html",
+        status,
+        algorithms=forms.ALGORITHMS.values(),
+        algorithm=algorithm,
+        values=values,
+        errors=errors,
+        instance_types=forms.instance_choices(),
+    )
+
+
+@page
+async def new_training_job(p: Page) -> Response:
+    algorithm = forms.ALGORITHMS.get(p.request.query_params.get("algorithm", ""), forms.ALGORITHMS["xgboost"])
+    values = _form_defaults(p, algorithm)
+    if p.request.query_params.get("train"):
+        values["train"] = p.request.query_params["train"]
+    return _render_form(p, values, {})
+
+
+@page
+async def create_training_job(p: Page) -> Response:
+    values = p.fields()
+    algorithm = forms.ALGORITHMS.get(values.get("algorithm", ""))
+    if algorithm is None:
+        return _render_form(p, values, {"algorithm": ["Choose one of the built-in algorithms."]}, 400)
+    request = forms.training_request(values, algorithm, p.api.settings.region)
+    errors: dict[str, list[str]] = {}
+    # The API takes any hyperparameters (the container checks them when the job starts): check them here
+    # too, so a bad value is shown beside its field instead of failing the job a few seconds later.
+    problem = algorithm.check(request["HyperParameters"])
+    if problem:
+        errors[algorithm.field_of(problem)] = [problem]
+    try:
+        p.api.check("sagemaker", "CreateTrainingJob", request)
+        if not errors:
+            await p.api.sagemaker(p.session, "CreateTrainingJob", **request)
+    except ServiceError as exc:
+        for field, messages in forms.field_errors(exc, forms.TRAINING_PATHS, forms.TRAINING_WORDS).items():
+            errors.setdefault(field, []).extend(messages)
+    if errors:
+        return _render_form(p, values, errors, 400)
+    return redirect(f"{BASE}/training-jobs/{quote(request['TrainingJobName'])}")
+
+
+@page
+async def check_hyperparameters(p: Page) -> Response:
+    """htmx: the container's validation of the form's hyperparameters, as a message beside the field."""
+    values = p.fields()
+    algorithm = forms.ALGORITHMS.get(values.get("algorithm", ""), forms.ALGORITHMS["xgboost"])
+    hps = {h.name: values.get(f"hp_{h.name}", "").strip() for h in algorithm.hyperparameters}
+    message = algorithm.check({k: v for k, v in hps.items() if v})
+    field = algorithm.field_of(message) if message else ""
+    return p.render("_hp_check.html", algorithm=algorithm, message=message, field=field)
+
+
+@page
+async def s3_picker(p: Page) -> Response:
+    """htmx: one level of the S3 browser inside the create form; a click puts the URI into ``target``."""
+    target = p.request.query_params.get("target", "train")
+    uri = p.request.query_params.get("uri", "")
+    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    listing = buckets = None
+    if bucket:
+        listing = await asyncio.to_thread(p.api.browse, bucket, prefix)
+    else:
+        buckets = await asyncio.to_thread(p.api.buckets)
+    parent = ""
+    if bucket:
+        parts = prefix.rstrip("/").split("/")[:-1] if prefix else []
+        parent = f"s3://{bucket}/" + "".join(x + "/" for x in parts) if prefix else ""
+    return p.render(
+        "_s3_picker.html", target=target, bucket=bucket, prefix=prefix, listing=listing, buckets=buckets, parent=parent
+    )
+
+
+@page
+async def training_job(p: Page) -> Response:
+    name = p.request.path_params["name"]
+    desc = await p.api.describe(p.session, "DescribeTrainingJob", "training job", TrainingJobName=name)
+    artifact = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+    return p.render(
+        "training_detail.html",
+        job=desc,
+        name=name,
+        artifact=artifact,
+        deploy=_deploy_values(desc),
+        errors={},
+        instance_types=forms.instance_choices(),
+    )
+
+
+def _deploy_values(desc: dict[str, Any], form: dict[str, str] | None = None) -> dict[str, str]:
+    form = form or {}
+    return {
+        "endpoint_name": form.get("endpoint_name", desc["TrainingJobName"]),
+        "instance_type": form.get("instance_type", "ml.m5.large"),
+        "instance_count": form.get("instance_count", "1"),
+    }
+
+
+@page
+async def stop_training_job(p: Page) -> Response:
+    name = p.request.path_params["name"]
+    await p.api.describe(p.session, "DescribeTrainingJob", "training job", TrainingJobName=name)
+    with contextlib.suppress(ServiceError):  # it ended meanwhile: the page shows how
+        await p.api.sagemaker(p.session, "StopTrainingJob", TrainingJobName=name)
+    return redirect(f"{BASE}/training-jobs/{quote(name)}")
+
+
+@page
+async def deploy_training_job(p: Page) -> Response:
+    name = p.request.path_params["name"]
+    desc = await p.api.describe(p.session, "DescribeTrainingJob", "training job", TrainingJobName=name)
+    values = _deploy_values(desc, p.fields())
+    artifact = desc.get("ModelArtifacts", {}).get("S3ModelArtifacts", "")
+    steps = forms.deploy_requests(
+        values["endpoint_name"].strip(),
+        desc["AlgorithmSpecification"]["TrainingImage"],
+        artifact,
+        desc["RoleArn"],
+        values["instance_type"],
+        values["instance_count"],
+    )
+    errors: dict[str, list[str]] = {}
+    if desc["TrainingJobStatus"] != "Completed" or not artifact:
+        errors[forms.FORM] = ["Only a completed training job with a model artifact can be deployed."]
+    try:
+        for operation, request in steps:  # all three are checked before anything is created
+            p.api.check("sagemaker", operation, request)
+        for operation, request in steps:
+            await p.api.sagemaker(p.session, operation, **request)
+    except ServiceError as exc:
+        errors = forms.field_errors(exc, forms.DEPLOY_PATHS, {"already existing": "endpoint_name"})
+    if errors:
+        return p.render(
+            "training_detail.html",
+            400,
+            job=desc,
+            name=name,
+            artifact=artifact,
+            deploy=values,
+            errors=errors,
+            instance_types=forms.instance_choices(),
+        )
+    return redirect(f"{BASE}/endpoints/{quote(values['endpoint_name'].strip())}")
+
+
+@page
+async def training_metrics(p: Page) -> Response:
+    name = p.request.path_params["name"]
+    desc = await p.api.describe(p.session, "DescribeTrainingJob", "training job", TrainingJobName=name)
+    series = await asyncio.to_thread(p.api.metric_series, name, desc)
+    return JSONResponse({"status": desc["TrainingJobStatus"], "series": series})
+
+
+def _event(kind: str, data: Any) -> str:
+    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
+
+
+async def _log_events(console: Console, request: Request, name: str) -> AsyncIterator[str]:
+    api = console.api
+    tokens: dict[str, str | None] = {}
+    last_status: tuple[str, str] | None = None
+    yield "retry: 2000\n" + _event("reset", {})
+    while True:
+        row = await asyncio.to_thread(api.platform.store.get_resource, "training-job", name)
+        streams = await asyncio.to_thread(api.log_streams, name)
+        sent = 0
+        for stream in streams:
+            events, tokens[stream] = await asyncio.to_thread(api.read_log, stream, tokens.get(stream))
+            if events:
+                host = stream.split("/", 1)[-1].rsplit("-", 1)[0] if len(streams) > 1 else ""
+                yield _event("log", [{"t": t, "m": f"[{host}] {m}" if host else m} for t, m in events])
+                sent += len(events)
+        if row is not None:
+            status = (row.status, row.data.get("SecondaryStatus", ""))
+            if status != last_status:
+                last_status = status
+                yield _event("status", {"status": status[0], "secondary": status[1]})
+        if row is None or (row.status in _ENDED and not sent):
+            yield _event("end", {})
+            return
+        if await request.is_disconnected():
+            return
+        await asyncio.sleep(LOG_POLL_S)
+
+
+@page
+async def training_log(p: Page) -> Response:
+    """Server-sent events: the job's log lines as they are written, its status changes, then ``end``."""
+    name = p.request.path_params["name"]
+    await p.api.describe(p.session, "DescribeTrainingJob", "training job", TrainingJobName=name)
+    return StreamingResponse(
+        _log_events(p.console, p.request, name),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
