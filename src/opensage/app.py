@@ -138,7 +138,9 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         )
         logs = LogStore(settings.home / "logs" / "cloudwatch")
         backend = LocalBackend()
-        training = TrainingEngine(store, s3, backend, logs, settings.home / "jobs" / "training", clock)
+        training = TrainingEngine(
+            store, s3, backend, logs, settings.home / "jobs" / "training", clock, envs_dir=settings.home / "envs"
+        )
         endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
         metrics = InvocationMetrics()
         transforms = TransformEngine(store, s3, endpoints, settings.home / "jobs" / "transform", clock)

@@ -22,6 +22,10 @@ class ContainerSpec:
     log_path: Path
     cpus: int | None = None
     memory_bytes: int | None = None
+    # (host directory, container path): bound at that path where the backend can (``/opt/ml``).
+    mounts: tuple[tuple[Path, str], ...] = ()
+    # EnableNetworkIsolation: no network but a loopback, where the backend can.
+    isolate_network: bool = False
 
 
 @dataclass(frozen=True, slots=True)

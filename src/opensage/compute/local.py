@@ -1,5 +1,8 @@
 """The ``local`` backend: one OS process (in its own process group) per container.
 
+Each container runs in its own mount namespace with its directories at ``/opt/ml`` where the
+machine allows it (:mod:`opensage.compute.sandbox`).
+
 Memory limits: a cgroup (v1 ``memory`` controller, or v2 with the controller enabled) when this
 process may create one (root); otherwise a watchdog that sums the resident memory of the
 container's process tree on every poll and kills it past the limit. CPU: a cgroup v1 CFS quota when
@@ -18,6 +21,7 @@ from pathlib import Path
 
 import psutil
 
+from opensage.compute import sandbox
 from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec, JobStatus
 
 log = logging.getLogger(__name__)
@@ -132,9 +136,10 @@ class LocalBackend:
                     f.write(str(os.getpid()))
 
         c.log_path.parent.mkdir(parents=True, exist_ok=True)
+        argv, isolated = sandbox.wrap(c.argv, c.mounts, c.isolate_network)
         with open(c.log_path, "ab") as out:
             proc = subprocess.Popen(
-                list(c.argv),
+                argv,
                 cwd=c.cwd,
                 env=env,
                 stdin=subprocess.DEVNULL,
@@ -152,6 +157,8 @@ class LocalBackend:
             "cgroups": cgroups,
             "memory_bytes": c.memory_bytes,
             "watchdog": not any("memory" in p for p in cgroups),
+            "mounted": bool(c.mounts) and sandbox.mounts_available(),
+            "network_isolated": isolated,
         }
 
     def poll(self, handle: Handle) -> JobStatus:

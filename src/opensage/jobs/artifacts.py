@@ -61,3 +61,34 @@ def download_tree(s3: Any, s3_uri: str, target: Path) -> int:
             s3.download_file(bucket, obj["Key"], str(dest))
             n += 1
     return n
+
+
+class ArtifactError(Exception):
+    """An artifact cannot be read: missing, unreadable, or not a tarball."""
+
+
+def download_and_unpack(s3: Any, s3_uri: str, target: Path) -> None:
+    """Unpack the tarball at ``s3_uri`` into ``target``; an object not ending in .tar.gz is copied as is."""
+    import botocore.exceptions
+
+    bucket, key = split_s3_uri(s3_uri)
+    target.mkdir(parents=True, exist_ok=True)
+    scratch = target / ".download"
+    try:
+        s3.download_file(bucket, key, str(scratch))
+    except botocore.exceptions.ClientError as exc:
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "")
+        raise ArtifactError(
+            "it does not exist" if code in ("404", "NoSuchKey", "NoSuchBucket") else error.get("Message") or code
+        ) from exc
+    try:
+        if not tarfile.is_tarfile(scratch):
+            scratch.rename(target / key.rsplit("/", 1)[-1])
+            return
+        with tarfile.open(scratch) as tar:
+            tar.extractall(target, filter="data")
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ArtifactError(f"not a valid tar.gz ({exc})") from exc
+    finally:
+        scratch.unlink(missing_ok=True)

@@ -91,6 +91,7 @@ class TrainingEngine:
         *,
         stop_grace_s: float = 10.0,
         poll_interval_s: float = 0.05,
+        envs_dir: Path | None = None,
     ) -> None:
         self.store = store
         self.s3 = s3
@@ -100,6 +101,7 @@ class TrainingEngine:
         self.clock = clock
         self.stop_grace_s = stop_grace_s
         self.poll_interval_s = poll_interval_s
+        self.envs_dir = envs_dir or work_dir / "_envs"
         self._runs: dict[str, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -166,11 +168,15 @@ class TrainingEngine:
                     f"one OpenSage provides; use an image URI of one of these repositories: "
                     f"{', '.join(registry.known_repositories())} (e.g. from sagemaker.image_uris.retrieve)."
                 )
-            definitions = desc["AlgorithmSpecification"].get("MetricDefinitions") or image.metric_definitions()
+            hps = desc.get("HyperParameters") or {}
+            definitions = desc["AlgorithmSpecification"].get("MetricDefinitions") or image.metric_definitions(hps)
+            if image.script_mode(hps):
+                await asyncio.to_thread(self._download_code, hps, layouts)
             spec = self._job_spec(desc, image, hosts, itype, layouts, job_dir)
             await self._secondary(name, "Training", TrainingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
             await self._save(name, _Handle=run.handle)
+            self._report_sandbox(desc, run.handle, streams[hosts[0]])
             outcome = await self._watch(run, desc, spec, streams, definitions)
             await self._conclude(run, desc, layouts, hosts, outcome, streams[hosts[0]], job_dir)
         except JobFailed as exc:
@@ -220,6 +226,33 @@ class TrainingEngine:
             targets = {h: layouts[h].channel_dir(cname) for h in hosts}
             report = channels.download(self.s3, per_host, targets, cache / cname)
             self._platform_log(stream, report.describe(cname))
+
+    def _download_code(self, hps: dict, layouts: dict[str, Layout]) -> None:
+        """The job's ``sourcedir.tar.gz`` (``sagemaker_submit_directory``) unpacked into each code dir."""
+        uri = _json_string(hps.get("sagemaker_submit_directory", ""))
+        if not uri.startswith("s3://"):
+            return
+        for layout in layouts.values():
+            try:
+                artifacts.download_and_unpack(self.s3, uri, layout.code_dir)
+            except artifacts.ArtifactError as exc:
+                raise JobFailed(f"ClientError: the source directory {uri} cannot be used: {exc}") from exc
+
+    def _report_sandbox(self, desc: dict, handle: Handle, stream: str) -> None:
+        containers = handle.get("containers", [])
+        if containers and not all(c.get("mounted") for c in containers):
+            self._platform_log(
+                stream,
+                "This machine does not let OpenSage mount the job's directory at /opt/ml; the SM_* variables "
+                f"point to {self.work_dir / desc['TrainingJobName']}.",
+            )
+        if desc.get("EnableNetworkIsolation") and not all(c.get("network_isolated") for c in containers):
+            why = (
+                "the job has more than one instance, which talk to each other over the network"
+                if len(containers) > 1
+                else "this machine does not let OpenSage create a network namespace"
+            )
+            self._platform_log(stream, f"EnableNetworkIsolation is set, but the network is not cut: {why}.")
 
     @staticmethod
     def store_region(desc: dict) -> str:
@@ -284,6 +317,7 @@ class TrainingEngine:
                 num_cpus=itype.vcpus,
                 num_gpus=itype.gpus,
             )
+            env.update(image.environment())
             env.update({k: str(v) for k, v in (desc.get("Environment") or {}).items()})
             env.update(
                 {
@@ -294,17 +328,20 @@ class TrainingEngine:
                     "PATH": "/usr/local/bin:/usr/bin:/bin",
                     "HOME": str(layout.base),
                     "TMPDIR": str(layout.base),
+                    "OPENSAGE_ENV_CACHE": str(self.envs_dir),
                 }
             )
             containers.append(
                 ContainerSpec(
                     host,
-                    image.train_argv(),
+                    image.train_argv(hps),
                     env,
                     layout.base,
                     job_dir / "logs" / f"{host}.log",
                     itype.vcpus,
                     itype.memory_bytes,
+                    mounts=((layout.base, "/opt/ml"),),
+                    isolate_network=bool(desc.get("EnableNetworkIsolation")) and len(hosts) == 1,
                 )
             )
         return JobSpec(f"{KIND}/{name}", tuple(containers))
@@ -546,6 +583,15 @@ class _Tail:
             self.partial = b""
         # CloudWatch shows a container's tabs as "#011"; metric regexes are written against that.
         return [line.decode("utf-8", "replace").rstrip("\r").replace("\t", "#011") for line in lines if line.strip()]
+
+
+def _json_string(value: str) -> str:
+    """A hyperparameter value the SDK JSON-encoded (``'"s3://b/k"'``), decoded."""
+    try:
+        decoded = json.loads(value)
+    except ValueError:
+        return value
+    return decoded if isinstance(decoded, str) else value
 
 
 def _last_lines(path: Path, n: int) -> str:

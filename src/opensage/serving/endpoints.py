@@ -29,6 +29,7 @@ from opensage.compute import instances
 from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec
 from opensage.errors import Conflict, OpenSageError
 from opensage.images import registry
+from opensage.jobs import artifacts
 from opensage.jobs.channels import split_s3_uri
 from opensage.logstore import LogStore
 from opensage.serving.upstream import Upstream, UpstreamError
@@ -228,11 +229,11 @@ class EndpointEngine:
             container.get("Image", ""),
             pv.get("InstanceType", "local"),
         )
-        env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+        env = await asyncio.to_thread(self._container_env, container, image, base, pv["ModelName"])
         env.update(extra_env or {})
         for i in range(int(pv.get("InitialInstanceCount", 1))):
             instance = Instance(f"{pv['VariantName']}-{i + 1}", _free_port(), base / f"instance-{i + 1}.log")
-            await self._start_instance(endpoint, instance, image.serve_argv(), base, env, itype)
+            await self._start_instance(endpoint, instance, image.serve_argv(env), base, env, itype)
             variant.instances.append(instance)
         return variant
 
@@ -256,10 +257,38 @@ class EndpointEngine:
         }
         spec = JobSpec(
             f"endpoint/{endpoint}",
-            (ContainerSpec(instance.host, argv, full_env, base, instance.log_path, itype.vcpus, itype.memory_bytes),),
+            (
+                ContainerSpec(
+                    instance.host,
+                    argv,
+                    full_env,
+                    base,
+                    instance.log_path,
+                    itype.vcpus,
+                    itype.memory_bytes,
+                    mounts=((base, "/opt/ml"),),
+                ),
+            ),
         )
         instance.handle = await asyncio.to_thread(self.backend.submit, spec)
         instance.healthy = False
+
+    def _container_env(self, container: dict, image: registry.BuiltinImage, base: Path, model_name: str) -> dict:
+        """The model container's variables; a source directory in S3 is unpacked into ``<base>/code``."""
+        env = {**image.environment(), **{str(k): str(v) for k, v in (container.get("Environment") or {}).items()}}
+        submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        if submit.startswith("s3://"):
+            code = base / "code"
+            if not (code / ".complete").exists():
+                try:
+                    artifacts.download_and_unpack(self.s3, submit, code)
+                except artifacts.ArtifactError as exc:
+                    raise FleetError(
+                        f"The source directory {submit} of model {model_name} cannot be used: {exc}."
+                    ) from exc
+                (code / ".complete").write_text(submit)
+            env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(code)
+        return env
 
     def _model_dir(self, url: str, model_name: str) -> Path:
         """Download and unpack a model artifact once (cached by URL and ETag)."""
@@ -335,22 +364,33 @@ class EndpointEngine:
 
     # --- routing ------------------------------------------------------------------------------------
 
-    def _pick(self, fleet: Fleet, target: str | None) -> tuple[Variant, Instance]:
+    @staticmethod
+    def _pick(fleet: Fleet, target: str | None) -> tuple[Variant, Instance]:
         if target:
             variant = fleet.variants.get(target)
             if variant is None:
                 raise NoVariant(target)
+        elif len(fleet.variants) == 1:
+            (variant,) = fleet.variants.values()
+            if variant.weight <= 0:
+                raise NotReady("every variant has weight 0")
         else:
             live = [v for v in fleet.variants.values() if v.weight > 0]
             if not live:
                 raise NotReady("every variant has weight 0")
             variant = random.choices(live, weights=[v.weight for v in live])[0]
-        healthy = [i for i in variant.instances if i.healthy]
+        candidates = variant.instances
+        if len(candidates) == 1 and candidates[0].healthy:
+            return variant, candidates[0]
+        healthy = [i for i in candidates if i.healthy]
         if not healthy:
             raise NotReady(variant.name)
-        if len(healthy) > 2:
-            healthy = random.sample(healthy, 2)  # power of two choices
-        return variant, min(healthy, key=lambda i: (i.outstanding, random.random()))
+        if len(healthy) == 1:
+            return variant, healthy[0]
+        a, b = random.sample(healthy, 2) if len(healthy) > 2 else healthy  # power of two choices
+        if a.outstanding == b.outstanding:
+            return variant, a if random.random() < 0.5 else b
+        return variant, a if a.outstanding < b.outstanding else b
 
     async def invoke(
         self,
@@ -361,6 +401,11 @@ class EndpointEngine:
         target: str | None,
         custom_attributes: str | None = None,
     ) -> Answer:
+        """Forward one request to an instance of the endpoint (in-memory lookup, no I/O besides the hop).
+
+        Raises:
+            NoEndpoint, NoVariant, NotReady: the request cannot be routed.
+        """
         fleet = self.fleets.get(name)
         if fleet is None:
             if name in self._starting:
@@ -370,10 +415,11 @@ class EndpointEngine:
         headers = {"content-type": content_type or "application/octet-stream", "accept": accept or "*/*"}
         if custom_attributes:
             headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
+        upstream = instance.upstream or instance.connection()
         instance.outstanding += 1
         sent = time.perf_counter()
         try:
-            reply = await instance.connection().request("POST", "/invocations", body, headers, INVOKE_TIMEOUT_S)
+            reply = await upstream.request("POST", "/invocations", body, headers, INVOKE_TIMEOUT_S)
         except TimeoutError:
             return Answer(
                 0, b"Your invocation timed out while waiting for a response from the model.", "", variant.name
@@ -421,12 +467,12 @@ class EndpointEngine:
         image = registry.resolve(variant.image)
         itype = instances.lookup(variant.instance_type) or instances.lookup("local")
         assert image is not None and itype is not None
-        env = {}
+        base = instance.log_path.parent
+        container = {}
         if model is not None:
             container = model.data.get("PrimaryContainer") or (model.data.get("Containers") or [{}])[0]
-            env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
-        base = instance.log_path.parent
-        await self._start_instance(name, instance, image.serve_argv(), base, env, itype)
+        env = await asyncio.to_thread(self._container_env, container, image, base, variant.model_name)
+        await self._start_instance(name, instance, image.serve_argv(env), base, env, itype)
 
     async def start_servers(
         self, owner: str, model_name: str, instance_type: str, count: int, env: dict[str, str], directory: Path
@@ -522,13 +568,13 @@ class EndpointEngine:
             container = (
                 (model.data.get("PrimaryContainer") or (model.data.get("Containers") or [{}])[0]) if model else {}
             )
-            env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
             base = fleet.directory / variant_name
+            env = await asyncio.to_thread(self._container_env, container, image, base, variant.model_name)
             added = []
             while len(variant.instances) + len(added) < count:
                 n = len(variant.instances) + len(added) + 1
                 instance = Instance(f"{variant_name}-{n}", _free_port(), base / f"instance-{n}.log")
-                await self._start_instance(name, instance, image.serve_argv(), base, env, itype)
+                await self._start_instance(name, instance, image.serve_argv(env), base, env, itype)
                 added.append(instance)
             if added:
                 await self._wait_ready(

@@ -1,0 +1,64 @@
+"""Mount namespaces for containers: the job's directory at ``/opt/ml``, and no network when asked.
+
+SageMaker code hard-codes ``/opt/ml/...`` paths (processing scripts write to
+``/opt/ml/processing/output``, inference code reads ``/opt/ml/model``). Where the machine lets this
+process create a mount namespace (``unshare --mount``, which needs root or unprivileged user
+namespaces), each container runs in its own namespace with its directories bind-mounted at the
+paths the container contract names, and, for ``EnableNetworkIsolation``, in a new network namespace
+that has only a loopback interface. Elsewhere the caller falls back to the ``SM_*`` variables, which
+always point to the real directories.
+"""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+from collections.abc import Sequence
+from pathlib import Path
+
+# The script run between unshare and the container's own command: mount, then exec the command.
+_SETUP = """set -e
+net=$1; shift
+while [ "$1" != "--" ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done
+shift
+if [ "$net" = cut ] && command -v ip >/dev/null; then ip link set lo up; fi
+exec "$@"
+"""
+
+
+@functools.cache
+def mounts_available() -> bool:
+    """Whether containers can get their own mount namespace on this machine."""
+    return _probe(["--mount", "--propagation", "private"])
+
+
+@functools.cache
+def network_isolation_available() -> bool:
+    """Whether containers can get a network namespace of their own (loopback only)."""
+    return _probe(["--mount", "--propagation", "private", "--net"])
+
+
+def _probe(flags: list[str]) -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None:
+        return False
+    try:
+        return subprocess.run([unshare, *flags, "true"], capture_output=True, timeout=10).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
+def wrap(argv: Sequence[str], mounts: Sequence[tuple[Path, str]], isolate_network: bool) -> tuple[list[str], bool]:
+    """``argv`` run inside a namespace with ``mounts`` (host dir, container path) bound in.
+
+    Returns the command and whether the network is cut. Without the means for a namespace the
+    command comes back unchanged.
+    """
+    if not mounts_available() or not (mounts or isolate_network):
+        return list(argv), False
+    cut = isolate_network and network_isolation_available()
+    flags = ["--mount", "--propagation", "private", *(["--net"] if cut else [])]
+    pairs = [part for host, target in mounts for part in (str(host), target)]
+    setup = ["/bin/sh", "-c", _SETUP, "sh", "cut" if cut else "net", *pairs, "--"]
+    return [str(shutil.which("unshare")), *flags, *setup, *argv], cut

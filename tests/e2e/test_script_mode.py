@@ -1,0 +1,362 @@
+"""Script mode end to end: the SDK's framework estimators and models with users' own code."""
+
+from __future__ import annotations
+
+import io
+import re
+import subprocess
+import sys
+import tarfile
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from botocore.exceptions import ClientError
+
+from helpers import RunningPlatform, running_platform
+
+pytestmark = pytest.mark.slow
+BUCKET = "script-tests"
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+SKLEARN_TRAIN = '''
+import argparse, json, os
+import joblib
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+
+def model_fn(model_dir):
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--regularization", type=float, default=1.0)
+    parser.add_argument("--model-dir", default=os.environ["SM_MODEL_DIR"])
+    parser.add_argument("--train", default=os.environ["SM_CHANNEL_TRAIN"])
+    args = parser.parse_args()
+    data = np.loadtxt(os.path.join(args.train, "train.csv"), delimiter=",")
+    model = LogisticRegression(C=args.regularization).fit(data[:, 1:], data[:, 0])
+    print("accuracy=%.3f" % model.score(data[:, 1:], data[:, 0]))
+    # SageMaker code writes to /opt/ml paths directly, too
+    with open("/opt/ml/output/data/env.json", "w") as f:
+        json.dump({k: v for k, v in os.environ.items() if k.startswith("SM_")}, f)
+    joblib.dump(model, os.path.join(args.model_dir, "model.joblib"))
+'''
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    root = tmp_path_factory.mktemp("script")
+    with running_platform(root / "home", root / "aws") as running:
+        running.session().client("s3").create_bucket(Bucket=BUCKET)
+        yield running
+
+
+def _sdk(platform: RunningPlatform, tmp_path: Path, code: str, timeout: float = 300) -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=platform.shell_env(),
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+    return result.stdout
+
+
+def _values(out: str, key: str) -> list[str]:
+    """What the script printed after ``KEY `` (deploy() prints its progress without a newline)."""
+    return re.findall(rf"(?:^|[-!]){key} (.*)$", out, re.MULTILINE)
+
+
+def _write(directory: Path, files: dict[str, str]) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, text in files.items():
+        (directory / name).write_text(textwrap.dedent(text))
+    return directory
+
+
+def _train_csv(path: Path, rows: int = 200) -> Path:
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(rows, 3))
+    y = (x[:, 0] > 0).astype(int)
+    np.savetxt(path, np.column_stack([y, x]), delimiter=",", fmt="%.5f")
+    return path
+
+
+def test_sklearn_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """SKLearn(entry_point=...).fit() -> deploy() -> predict(numpy) -> delete, unchanged SDK v2 code."""
+    _write(tmp_path / "src", {"train.py": SKLEARN_TRAIN})
+    _train_csv(tmp_path / "train.csv")
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import numpy as np, sagemaker
+        from sagemaker.sklearn import SKLearn
+        session = sagemaker.Session()
+        train = session.upload_data("train.csv", key_prefix="sklearn/train")
+        est = SKLearn(entry_point="train.py", source_dir="src", framework_version="1.2-1", py_version="py3",
+                      instance_type="ml.m5.large", role=sagemaker.get_execution_role(),
+                      hyperparameters={"regularization": 0.5})
+        est.fit({"train": train})
+        print("MODEL", est.model_data)
+        predictor = est.deploy(initial_instance_count=1, instance_type="ml.m5.large")
+        print("PREDICTION", predictor.predict(np.array([[3.0, 0, 0], [-3.0, 0, 0]])).tolist())
+        predictor.delete_endpoint()
+        print("DONE", est.latest_training_job.name)
+        """,
+    )
+    assert "accuracy=" in out  # the script's output, streamed by fit(logs=True)
+    assert _values(out, "PREDICTION") == ["[1.0, 0.0]"]
+    sm = platform.session().client("sagemaker")
+    desc = sm.describe_training_job(TrainingJobName=_values(out, "DONE")[0])
+    assert desc["HyperParameters"]["sagemaker_program"] == '"train.py"'
+    output = desc["ModelArtifacts"]["S3ModelArtifacts"].replace("model.tar.gz", "output.tar.gz")
+    bucket, key = output[5:].split("/", 1)
+    body = platform.session().client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as tar:
+        import json
+
+        env = json.loads(tar.extractfile("env.json").read())  # type: ignore[union-attr]
+    assert env["SM_HP_REGULARIZATION"] == "0.5" and json.loads(env["SM_HPS"]) == {"regularization": 0.5}
+    assert json.loads(env["SM_USER_ARGS"]) == ["--regularization", "0.5"]
+    assert env["SM_USER_ENTRY_POINT"] == "train.py"
+    assert json.loads(env["SM_CHANNELS"]) == ["train"] and env["SM_CURRENT_HOST"] == "algo-1"
+    assert json.loads(env["SM_TRAINING_ENV"])["hyperparameters"] == {"regularization": 0.5}
+
+
+INFERENCE = '''
+import json, os
+import joblib
+
+def model_fn(model_dir):
+    if os.environ.get("FAIL_AT_LOAD"):
+        raise RuntimeError("the weights are corrupt")
+    return joblib.load(os.path.join(model_dir, "model.joblib"))
+
+def input_fn(body, content_type):
+    return json.loads(body)["instances"]
+
+def predict_fn(data, model):
+    if data == "boom":
+        raise ValueError("predict_fn refused the input")
+    return model.predict(data)
+
+def output_fn(prediction, accept):
+    return json.dumps({"labels": prediction.tolist()}), "application/json"
+'''
+
+
+def test_sklearn_model_trained_elsewhere(platform: RunningPlatform, tmp_path: Path) -> None:
+    """SKLearnModel(model_data=..., entry_point='inference.py').deploy(); predict_fn errors are ModelErrors."""
+    import joblib
+    import numpy as np
+    from sklearn.tree import DecisionTreeClassifier
+
+    model = DecisionTreeClassifier().fit(np.array([[0.0], [1.0]]), np.array([0, 1]))
+    joblib.dump(model, tmp_path / "model.joblib")
+    with tarfile.open(tmp_path / "model.tar.gz", "w:gz") as tar:
+        tar.add(tmp_path / "model.joblib", arcname="model.joblib")
+    _write(tmp_path / "code", {"inference.py": INFERENCE})
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import boto3, sagemaker
+        from sagemaker.sklearn import SKLearnModel
+        from sagemaker.serializers import JSONSerializer
+        from sagemaker.deserializers import JSONDeserializer
+        session = sagemaker.Session()
+        data = session.upload_data("model.tar.gz", key_prefix="elsewhere")
+        model = SKLearnModel(model_data=data, role=sagemaker.get_execution_role(), entry_point="inference.py",
+                             source_dir="code", framework_version="1.2-1")
+        predictor = model.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                                 serializer=JSONSerializer(), deserializer=JSONDeserializer())
+        print("PREDICTION", predictor.predict({"instances": [[0.9], [0.1]]}))
+        runtime = boto3.client("sagemaker-runtime")
+        try:
+            runtime.invoke_endpoint(EndpointName=predictor.endpoint_name, Body=b'{"instances": "boom"}',
+                                    ContentType="application/json")
+        except runtime.exceptions.ModelError as exc:
+            print("MODEL_ERROR", exc.response["OriginalStatusCode"], exc.response["Error"]["Message"])
+        print("AGAIN", predictor.predict({"instances": [[1.0]]}))
+        print("ENDPOINT", predictor.endpoint_name)
+        print("MODEL", model.name)
+        """,
+    )
+    assert _values(out, "PREDICTION") == ["{'labels': [1, 0]}"]
+    error = _values(out, "MODEL_ERROR")[0]
+    assert error.startswith("500 ") and "predict_fn refused the input" in error
+    assert _values(out, "AGAIN") == ["{'labels': [1]}"]  # the server stayed up
+
+    # the same model with a model_fn that fails at load: the endpoint fails with the traceback's last line
+    sm = platform.session().client("sagemaker")
+    container = sm.describe_model(ModelName=_values(out, "MODEL")[0])["PrimaryContainer"]
+    sm.create_model(
+        ModelName="load-fails",
+        PrimaryContainer={**container, "Environment": {**container["Environment"], "FAIL_AT_LOAD": "1"}},
+        ExecutionRoleArn=sm.describe_model(ModelName=_values(out, "MODEL")[0])["ExecutionRoleArn"],
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="load-fails",
+        ProductionVariants=[
+            {"VariantName": "v", "ModelName": "load-fails", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+    )
+    sm.create_endpoint(EndpointName="load-fails", EndpointConfigName="load-fails")
+    desc = _wait_endpoint(platform, "load-fails")
+    assert desc["EndpointStatus"] == "Failed"
+    assert "RuntimeError: the weights are corrupt" in desc["FailureReason"]
+    sm.delete_endpoint(EndpointName="load-fails")
+    sm.delete_endpoint(EndpointName=_values(out, "ENDPOINT")[0])
+
+
+def _wait_endpoint(platform: RunningPlatform, name: str, timeout: float = 120) -> dict[str, Any]:
+    sm = platform.session().client("sagemaker")
+    deadline = time.monotonic() + timeout
+    while True:
+        desc = sm.describe_endpoint(EndpointName=name)
+        if desc["EndpointStatus"] not in ("Creating", "Updating"):
+            return desc
+        assert time.monotonic() < deadline, desc
+        time.sleep(0.2)
+
+
+def _job(
+    platform: RunningPlatform,
+    files: dict[str, str],
+    program: str = "train.py",
+    *,
+    hps: dict[str, str] | None = None,
+    isolated: bool = False,
+) -> dict[str, Any]:
+    """A script-mode job through boto3 (the source dir uploaded as the SDK does); waits for its end."""
+    s3 = platform.session().client("s3")
+    sm = platform.session().client("sagemaker")
+    name = f"script-{uuid.uuid4().hex[:10]}"
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as tar:
+        for filename, text in files.items():
+            data = textwrap.dedent(text).encode()
+            info = tarfile.TarInfo(filename)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    s3.put_object(Bucket=BUCKET, Key=f"{name}/source/sourcedir.tar.gz", Body=buffer.getvalue())
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    sm.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": SKLEARN_IMAGE, "TrainingInputMode": "File"},
+        RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        HyperParameters={
+            "sagemaker_program": f'"{program}"',
+            "sagemaker_submit_directory": f'"s3://{BUCKET}/{name}/source/sourcedir.tar.gz"',
+            **(hps or {}),
+        },
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+        EnableNetworkIsolation=isolated,
+    )
+    deadline = time.monotonic() + 240
+    while True:
+        desc = sm.describe_training_job(TrainingJobName=name)
+        if desc["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+            return desc
+        assert time.monotonic() < deadline, desc
+        time.sleep(0.2)
+
+
+def _log(platform: RunningPlatform, name: str) -> str:
+    logs = platform.session().client("logs")
+    streams = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=name)
+    lines = []
+    for stream in streams["logStreams"]:
+        events = logs.get_log_events(
+            logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=stream["logStreamName"], startFromHead=True
+        )
+        lines += [e["message"] for e in events["events"]]
+    return "\n".join(lines)
+
+
+def test_script_errors_become_failure_reasons(platform: RunningPlatform) -> None:
+    raises = _job(platform, {"train.py": "import sys\nprint('starting')\nraise ValueError('the data has no rows')\n"})
+    assert raises["TrainingJobStatus"] == "Failed"
+    assert raises["FailureReason"].startswith("AlgorithmError: ExecuteUserScriptError:")
+    assert 'ErrorMessage "ValueError: the data has no rows"' in raises["FailureReason"]
+
+    syntax = _job(platform, {"train.py": "def broken(:\n    pass\n"})
+    assert syntax["TrainingJobStatus"] == "Failed" and "SyntaxError" in syntax["FailureReason"]
+
+    missing = _job(platform, {"other.py": "print(1)\n"})
+    assert missing["TrainingJobStatus"] == "Failed"
+    assert "entry point 'train.py' is not in the source directory (other.py)" in missing["FailureReason"]
+
+    failure_file = _job(
+        platform,
+        {"train.py": "open('/opt/ml/output/failure', 'w').write('the labels are all NaN')\nraise SystemExit(2)"},
+    )
+    assert failure_file["FailureReason"] == "AlgorithmError: the labels are all NaN"
+
+    shell = _job(platform, {"run.sh": 'echo "shell entry point with $@"\n'}, "run.sh", hps={"epochs": "3"})
+    assert shell["TrainingJobStatus"] == "Completed"
+    assert "shell entry point with --epochs 3" in _log(platform, shell["TrainingJobName"])
+
+
+def test_requirements_are_installed_and_cached(platform: RunningPlatform) -> None:
+    script = "import tabulate\nprint('tabulate', tabulate.__version__)\n"
+    files = {"train.py": script, "requirements.txt": "tabulate>=0.9\n"}
+    first = _job(platform, files)
+    assert first["TrainingJobStatus"] == "Completed", first.get("FailureReason")
+    first_log = _log(platform, first["TrainingJobName"])
+    assert "into a new environment" in first_log and "tabulate 0." in first_log
+    second = _job(platform, files)
+    second_log = _log(platform, second["TrainingJobName"])
+    assert second["TrainingJobStatus"] == "Completed" and "Using the cached environment" in second_log
+
+    bad = _job(platform, {"train.py": script, "requirements.txt": "this-package-does-not-exist-opensage==1.0\n"})
+    assert bad["TrainingJobStatus"] == "Failed"
+    assert "InstallRequirementsError" in bad["FailureReason"]
+    assert "this-package-does-not-exist-opensage" in bad["FailureReason"]
+
+
+def test_network_isolation_cuts_the_network(platform: RunningPlatform) -> None:
+    script = f"""
+    import socket
+    try:
+        socket.create_connection(("127.0.0.1", {platform.port}), timeout=2).close()
+        print("NETWORK reachable")
+    except OSError as exc:
+        print("NETWORK cut", exc)
+    """
+    isolated = _job(platform, {"train.py": script}, isolated=True)
+    assert "NETWORK cut" in _log(platform, isolated["TrainingJobName"])
+    connected = _job(platform, {"train.py": script})
+    assert "NETWORK reachable" in _log(platform, connected["TrainingJobName"])
+
+
+def test_unknown_entry_point_image_without_program(platform: RunningPlatform) -> None:
+    sm = platform.session().client("sagemaker")
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    sm.create_training_job(
+        TrainingJobName="no-program",
+        AlgorithmSpecification={"TrainingImage": SKLEARN_IMAGE, "TrainingInputMode": "File"},
+        RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": 60},
+    )
+    deadline = time.monotonic() + 60
+    while (desc := sm.describe_training_job(TrainingJobName="no-program"))["TrainingJobStatus"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert desc["TrainingJobStatus"] == "Failed" and "sagemaker_program" in desc["FailureReason"]
+    with pytest.raises(ClientError):
+        sm.describe_training_job(TrainingJobName="never-created")
