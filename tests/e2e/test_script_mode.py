@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import re
 import subprocess
 import sys
@@ -123,8 +124,6 @@ def test_sklearn_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -
     bucket, key = output[5:].split("/", 1)
     body = platform.session().client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
     with tarfile.open(fileobj=io.BytesIO(body)) as tar:
-        import json
-
         env = json.loads(tar.extractfile("env.json").read())  # type: ignore[union-attr]
     assert env["SM_HP_REGULARIZATION"] == "0.5" and json.loads(env["SM_HPS"]) == {"regularization": 0.5}
     assert json.loads(env["SM_USER_ARGS"]) == ["--regularization", "0.5"]
@@ -360,3 +359,99 @@ def test_unknown_entry_point_image_without_program(platform: RunningPlatform) ->
     assert desc["TrainingJobStatus"] == "Failed" and "sagemaker_program" in desc["FailureReason"]
     with pytest.raises(ClientError):
         sm.describe_training_job(TrainingJobName="never-created")
+
+
+TORCH_TRAIN = '''
+import argparse, json, os
+import torch
+import torch.distributed as dist
+
+class Net(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(2, 1)
+
+    def forward(self, x):
+        return self.linear(x)
+
+def model_fn(model_dir):
+    net = Net()
+    net.load_state_dict(torch.load(os.path.join(model_dir, "model.pth")))
+    return net
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--epochs", type=int, default=1)
+    args = parser.parse_args()
+    distributed = "WORLD_SIZE" in os.environ
+    if distributed:
+        dist.init_process_group("gloo")
+        print("RANK %d OF %d" % (dist.get_rank(), dist.get_world_size()), flush=True)
+    torch.manual_seed(0)
+    x = torch.randn(256, 2)
+    y = x[:, :1] * 2.0 + x[:, 1:] * -1.0
+    net = Net()
+    model = torch.nn.parallel.DistributedDataParallel(net) if distributed else net
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for epoch in range(args.epochs):
+        opt.zero_grad()
+        loss = torch.nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        opt.step()
+    print("loss=%.4f" % loss.item(), flush=True)
+    if not distributed or dist.get_rank() == 0:
+        torch.save(net.state_dict(), os.path.join(os.environ["SM_MODEL_DIR"], "model.pth"))
+'''
+
+
+def test_pytorch_fit_deploy_predict_json(platform: RunningPlatform, tmp_path: Path) -> None:
+    """PyTorch(...).fit() -> deploy() -> predict() with the JSON serializer (the model repacked with its code)."""
+    pytest.importorskip("torch")
+    _write(tmp_path / "src", {"train.py": TORCH_TRAIN})
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import sagemaker
+        from sagemaker.pytorch import PyTorch
+        from sagemaker.serializers import JSONSerializer
+        from sagemaker.deserializers import JSONDeserializer
+        est = PyTorch(entry_point="train.py", source_dir="src", framework_version="2.1", py_version="py310",
+                      instance_count=1, instance_type="ml.m5.large", role=sagemaker.get_execution_role(),
+                      hyperparameters={"epochs": 200})
+        est.fit()
+        predictor = est.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                               serializer=JSONSerializer(), deserializer=JSONDeserializer())
+        print("PREDICTION", predictor.predict([[1.0, 0.0], [0.0, 1.0]]))
+        predictor.delete_endpoint()
+        """,
+        timeout=400,
+    )
+    first, second = (row[0] for row in json.loads(_values(out, "PREDICTION")[0]))
+    assert abs(first - 2.0) < 0.2 and abs(second + 1.0) < 0.2
+
+
+def test_pytorch_distributed_two_instances(platform: RunningPlatform, tmp_path: Path) -> None:
+    """instance_count=2 with torch_distributed: torchrun-style workers with ranks 0 and 1 train together."""
+    pytest.importorskip("torch")
+    _write(tmp_path / "src", {"train.py": TORCH_TRAIN})
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import sagemaker
+        from sagemaker import image_uris
+        from sagemaker.pytorch import PyTorch
+        session = sagemaker.Session()
+        image = image_uris.retrieve("pytorch", session.boto_region_name, version="2.1", py_version="py310",
+                                    instance_type="ml.m5.xlarge", image_scope="training")
+        est = PyTorch(entry_point="train.py", source_dir="src", image_uri=image, instance_count=2,
+                      instance_type="ml.m5.xlarge", role=sagemaker.get_execution_role(),
+                      distribution={"torch_distributed": {"enabled": True}}, hyperparameters={"epochs": 5})
+        est.fit()
+        print("MODEL", est.model_data)
+        """,
+        timeout=400,
+    )
+    assert "RANK 0 OF 2" in out and "RANK 1 OF 2" in out
+    assert _values(out, "MODEL")[0].endswith("/output/model.tar.gz")
