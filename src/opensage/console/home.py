@@ -35,6 +35,7 @@ async def signin(request: Request) -> Response:
     if request.method == "GET":
         return console.render(request, session, "signin.html", next=nxt, error="", access_key_id="")
     form = await request.form()
+    nxt = _safe_next(str(form.get("next") or nxt))
     token = form.get("csrf")
     if not csrf_ok(session, token if isinstance(token, str) else None):
         return console.render(
@@ -50,11 +51,11 @@ async def signin(request: Request) -> Response:
     secret = str(form.get("secret") or "")
     password = str(form.get("password") or "")
     user = ""
-    if key_id:
+    if key_id and secret:
         key = await asyncio.to_thread(console.api.platform.store.get_access_key, key_id)
         if key is not None and key.status == "Active" and hmac.compare_digest(key.secret_access_key, secret):
             user = key_id
-    elif password and await asyncio.to_thread(check_password, console.home, password):
+    if not user and password and await asyncio.to_thread(check_password, console.home, password):
         user, key_id = "console", ""
     if not user:
         return console.render(
@@ -67,7 +68,7 @@ async def signin(request: Request) -> Response:
             error="Those credentials are not valid. Use an access key id and its secret "
             "(`opensage keys list`), or the console password (`opensage console-password`).",
         )
-    response = redirect(_safe_next(str(form.get("next") or nxt)))
+    response = redirect(nxt)
     console.keep_session(request, response, SessionSigner.signed_in(user, key_id))
     return response
 

@@ -45,10 +45,10 @@ class Console:
         return self.signer.load(request.cookies.get(COOKIE))
 
     def render(
-        self, request: Request, session: Session | None, name: str, status: int = 200, **context: Any
+        self, request: Request, session: Session | None, template: str, status: int = 200, /, **context: Any
     ) -> HTMLResponse:
         session = session or self.signer.anonymous()
-        html = self.templates.get_template(name).render(
+        html = self.templates.get_template(template).render(
             request=request, session=session, account_id=self.api.account_id, path=request.url.path, **context
         )
         response = HTMLResponse(html, status)
@@ -75,8 +75,8 @@ class Page:
     def api(self) -> ConsoleApi:
         return self.console.api
 
-    def render(self, name: str, status: int = 200, **context: Any) -> HTMLResponse:
-        return self.console.render(self.request, self.session, name, status, **context)
+    def render(self, template: str, status: int = 200, /, **context: Any) -> HTMLResponse:
+        return self.console.render(self.request, self.session, template, status, **context)
 
     def field(self, name: str, default: str = "") -> str:
         value = self.form.get(name) if self.form is not None else None
