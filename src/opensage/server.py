@@ -16,7 +16,7 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -168,6 +168,15 @@ def default_bucket_name(settings: Settings, account_id: str) -> str:
     return f"sagemaker-{settings.region}-{account_id}"
 
 
+def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop when installed (``uvicorn[standard]``): the router's hop costs about half as much CPU on it."""
+    try:
+        import uvloop
+    except ImportError:
+        return None
+    return uvloop.new_event_loop
+
+
 def serve(settings: Settings, ready_message: bool = True) -> None:
     """Run the platform until SIGINT/SIGTERM."""
     prepare_home(settings.home)
@@ -197,7 +206,8 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
             write_aws_profile(settings, *key)
             (settings.home / SETTINGS_FILE).write_text(json.dumps(settings.saved(), indent=2) + "\n")
             (settings.home / PID_FILE).write_text(f"{os.getpid()}\n")
-            asyncio.run(_run_servers(settings, platform, tls.cert, tls.key, ready_message, store))
+            with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                runner.run(_run_servers(settings, platform, tls.cert, tls.key, ready_message, store))
         finally:
             if supervisor is not None:
                 supervisor.stop()

@@ -11,7 +11,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs, parse_qsl
+from urllib.parse import parse_qs, parse_qsl, unquote
 
 from botocore import xform_name
 from botocore.model import OperationModel
@@ -19,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from opensage.aws import parser, serializer, sigv4
-from opensage.aws.auth import Authenticator
+from opensage.aws.auth import Authenticator, Caller
 from opensage.aws.context import RequestContext
 from opensage.aws.pagination import paginate
 from opensage.aws.specs import ServiceSpec, Specs
@@ -78,6 +78,7 @@ class Gateway:
         self.auth = authenticator
         self.account_id = account_id
         self.max_body = max_body_bytes
+        self._invoke = _InvokeRoute.build(specs, providers)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
@@ -87,9 +88,13 @@ class Gateway:
         routed: Routed | None = None
         try:
             body = await self._read_body(receive, headers)
-            routed = self._route(scope, headers, body)
-            protocol = routed.protocol
-            status, out_headers, out_body = await self._handle(scope, headers, body, routed, request_id, started)
+            if self._invoke is not None and self._invoke.matches(scope, headers):
+                routed, protocol = self._invoke.routed, "rest-json"
+                status, out_headers, out_body = await self._handle_invoke(scope, headers, body, request_id, started)
+            else:
+                routed = self._route(scope, headers, body)
+                protocol = routed.protocol
+                status, out_headers, out_body = await self._handle(scope, headers, body, routed, request_id, started)
         except ServiceError as err:
             status, out_headers, out_body = self._error(err, protocol, routed, request_id)
         except Exception:
@@ -118,8 +123,16 @@ class Gateway:
                 f"The request body of {declared} bytes exceeds the limit of {self.max_body} bytes.",
                 413,
             )
-        chunks = []
-        size = 0
+        message = await receive()
+        if not message.get("more_body"):  # the usual case: the whole body in one message, no copy
+            body: bytes = message.get("body", b"")
+            if len(body) > self.max_body:
+                raise ServiceError(
+                    "RequestEntityTooLarge", f"The request body exceeds the limit of {self.max_body} bytes.", 413
+                )
+            return body
+        chunks = [message.get("body", b"")]
+        size = len(chunks[0])
         while True:
             message = await receive()
             if message["type"] == "http.disconnect":
@@ -220,24 +233,9 @@ class Gateway:
         request_id: str,
         received: float = 0.0,
     ) -> serializer.Response:
-        raw_path = scope.get("raw_path") or scope["path"].encode()
         query_string = scope.get("query_string", b"").decode("latin-1")
-        try:
-            caller = self.auth.authenticate(scope["method"], raw_path.decode("latin-1"), query_string, headers, body)
-        except sigv4.SigV4Error as err:
-            table = _AUTH_ERRORS_QUERY if routed.protocol == "query" else _AUTH_ERRORS_JSON
-            code, status = table[err.kind]
-            raise ServiceError(code, err.message, status) from err
+        caller = self._authenticate(scope, query_string, headers, body, routed)
         spec, op = routed.spec, routed.operation
-        if caller.service not in (
-            spec.signing_name,
-            spec.model.endpoint_prefix,
-            "monitoring" if spec.name == "cloudwatch" else "",
-        ):
-            raise ServiceError(
-                _AUTH_ERRORS_QUERY["incomplete"][0] if routed.protocol == "query" else "IncompleteSignatureException",
-                f"Credential should be scoped to correct service: '{spec.signing_name}'.",
-            )
         params = self._parse(routed, headers, caller.body, query_string)
         validate(op.input_shape, params)
         ctx = RequestContext(
@@ -260,6 +258,49 @@ class Gateway:
         if routed.protocol == "cbor":
             return serializer.serialize_cbor(op, output, request_id)
         return serializer.serialize_json(op, output, request_id)
+
+    def _authenticate(
+        self, scope: Scope, query_string: str, headers: Mapping[str, str], body: bytes, routed: Routed
+    ) -> Caller:
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        try:
+            caller = self.auth.authenticate(scope["method"], raw_path.decode("latin-1"), query_string, headers, body)
+        except sigv4.SigV4Error as err:
+            table = _AUTH_ERRORS_QUERY if routed.protocol == "query" else _AUTH_ERRORS_JSON
+            code, status = table[err.kind]
+            raise ServiceError(code, err.message, status) from err
+        spec = routed.spec
+        if caller.service not in (
+            spec.signing_name,
+            spec.model.endpoint_prefix,
+            "monitoring" if spec.name == "cloudwatch" else "",
+        ):
+            raise ServiceError(
+                _AUTH_ERRORS_QUERY["incomplete"][0] if routed.protocol == "query" else "IncompleteSignatureException",
+                f"Credential should be scoped to correct service: '{spec.signing_name}'.",
+            )
+        return caller
+
+    async def _handle_invoke(
+        self, scope: Scope, headers: Mapping[str, str], body: bytes, request_id: str, received: float
+    ) -> serializer.Response:
+        """InvokeEndpoint without the generic route search, parse and dispatch: the same checks, in less time."""
+        route = self._invoke
+        assert route is not None
+        caller = self._authenticate(scope, "", headers, body, route.routed)
+        params = route.params(scope["path"], headers, caller.body)
+        ctx = RequestContext(
+            "sagemaker-runtime",
+            "InvokeEndpoint",
+            caller.region,
+            self.account_id,
+            request_id,
+            caller.access_key_id,
+            caller.principal_arn,
+            caller.user_id,
+            received,
+        )
+        return route.response(await route.method(ctx, params), request_id)
 
     @staticmethod
     def _parse(routed: Routed, headers: Mapping[str, str], body: bytes, query_string: str) -> dict[str, Any]:
@@ -301,3 +342,89 @@ class Gateway:
             return serializer.serialize_cbor_error(err, request_id)
         version = routed.spec.model.metadata.get("jsonVersion", "1.1") if routed else "1.1"
         return serializer.serialize_json_error(err, request_id, version)
+
+
+class _InvokeRoute:
+    """SageMaker Runtime's ``POST /endpoints/{EndpointName}/invocations``, the one hot path.
+
+    Requests are authenticated exactly as every other; members are read from the URI and headers as
+    the operation's model places them, and validated against it. A combination of members that once
+    validated is remembered (the body's size is checked every time), since callers repeat theirs.
+    Anything unusual (a query string, a target header, a form body) goes the generic way instead.
+    """
+
+    def __init__(self, routed: Routed, method: Any) -> None:
+        self.routed = routed
+        self.method = method
+        shape = routed.operation.input_shape
+        self.headers = tuple(
+            (m.serialization.get("name", n).lower(), n)
+            for n, m in shape.members.items()
+            if m.serialization.get("location") == "header" and m.type_name == "string"
+        )
+        self.body_max = int(shape.members["Body"].metadata.get("max", 0)) or None
+        out = routed.operation.output_shape
+        self.out_headers = tuple(
+            (n, m.serialization.get("name", n).lower())
+            for n, m in out.members.items()
+            if m.serialization.get("location") == "header"
+        )
+        self.out_payload = out.serialization.get("payload", "Body")
+        self._valid: set[tuple[tuple[str, Any], ...]] = set()
+
+    @classmethod
+    def build(cls, specs: Specs, providers: Mapping[str, object]) -> _InvokeRoute | None:
+        spec = specs.get("sagemaker-runtime")
+        method = getattr(providers.get("sagemaker-runtime"), "invoke_endpoint", None)
+        op = spec.operation("InvokeEndpoint") if spec is not None else None
+        if spec is None or op is None or method is None or not inspect.iscoroutinefunction(method):
+            return None
+        others = [
+            name
+            for name, member in op.input_shape.members.items()
+            if name not in ("EndpointName", "Body")
+            and not (member.serialization.get("location") == "header" and member.type_name == "string")
+        ]
+        if op.http.get("requestUri") != "/endpoints/{EndpointName}/invocations" or others:
+            return None  # a model this fast path does not know: the generic layer serves it
+        return cls(Routed(spec, "rest-json", op, {}, {}), method)
+
+    @staticmethod
+    def matches(scope: Scope, headers: Mapping[str, str]) -> bool:
+        path = scope["path"]
+        return (
+            scope["method"] == "POST"
+            and path.startswith("/endpoints/")
+            and path.endswith("/invocations")
+            and path.count("/") == 3
+            and len(path) > 23
+            and not scope.get("query_string")
+            and "x-amz-target" not in headers
+            and "smithy-protocol" not in headers
+            and not headers.get("content-type", "").startswith("application/x-www-form-urlencoded")
+        )
+
+    def response(self, output: Mapping[str, Any], request_id: str) -> serializer.Response:
+        """What ``serializer.serialize_rest_json`` answers for this operation, without walking the shape."""
+        headers = {"x-amzn-requestid": request_id}
+        for name, wire in self.out_headers:
+            value = output.get(name)
+            if value is not None:
+                headers[wire] = str(value)
+        body = output.get(self.out_payload)
+        return 200, headers, body.encode() if isinstance(body, str) else bytes(body or b"")
+
+    def params(self, path: str, headers: Mapping[str, str], body: bytes) -> dict[str, Any]:
+        params: dict[str, Any] = {"EndpointName": unquote(path[11:-12])}
+        for wire, name in self.headers:
+            value = headers.get(wire)
+            if value is not None:
+                params[name] = value
+        key = tuple(params.items())
+        params["Body"] = body
+        if key not in self._valid or (self.body_max is not None and len(body) > self.body_max):
+            validate(self.routed.operation.input_shape, params)
+            if len(self._valid) > 4096:
+                self._valid.clear()
+            self._valid.add(key)
+        return params

@@ -141,6 +141,7 @@ def _parse_presigned(query: Mapping[str, str]) -> Signature:
     )
 
 
+@lru_cache(maxsize=64)
 def _parse_amz_date(value: str) -> dt.datetime:
     try:
         if len(value) != 16 or value[8] != "T" or value[15] != "Z":
@@ -156,6 +157,8 @@ def check_time(sig: Signature, now: dt.datetime) -> None:
     when = _parse_amz_date(sig.amz_date)
     if sig.scope_date != sig.amz_date[:8]:
         raise SigV4Error("incomplete", f"Credential date {sig.scope_date} does not match X-Amz-Date {sig.amz_date}.")
+    if not sig.presigned and -MAX_SKEW <= now - when <= MAX_SKEW:
+        return  # the usual case, decided without formatting any message
     stamp = now.strftime("%Y%m%dT%H%M%SZ")
     if sig.presigned:
         if not 0 < sig.expires <= MAX_PRESIGN_EXPIRES:
@@ -189,10 +192,12 @@ def canonical_request(
     *,
     double_encode: bool = True,
 ) -> str:
-    path = normalize_url_path(raw_path or "/")
-    uri = quote(path, safe="/~") if double_encode else path
-    pairs = [(k, v) for k, v in _split_query(raw_query) if not (sig.presigned and k == "X-Amz-Signature")]
-    query = "&".join(f"{k}={v}" for k, v in sorted(pairs))
+    uri = _canonical_uri(raw_path, double_encode)
+    if raw_query:
+        pairs = [(k, v) for k, v in _split_query(raw_query) if not (sig.presigned and k == "X-Amz-Signature")]
+        query = "&".join(f"{k}={v}" for k, v in sorted(pairs))
+    else:
+        query = ""
     lines = []
     for name in sig.signed_headers:
         value = headers.get(name)
@@ -200,6 +205,13 @@ def canonical_request(
             raise SigV4Error("mismatch", f"Signed header '{name}' is missing from the request.")
         lines.append(f"{name}:{' '.join(value.split())}")
     return "\n".join([method.upper(), uri, query, "\n".join(lines) + "\n", ";".join(sig.signed_headers), payload_hash])
+
+
+@lru_cache(maxsize=1024)
+def _canonical_uri(raw_path: str, double_encode: bool) -> str:
+    """Paths repeat (an endpoint's invocations URL above all): normalize and encode each once."""
+    path = normalize_url_path(raw_path or "/")
+    return quote(path, safe="/~") if double_encode else path
 
 
 def signing_key(secret: str, sig: Signature) -> bytes:

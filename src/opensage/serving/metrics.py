@@ -1,8 +1,10 @@
 """Endpoint invocation metrics, as AWS/SageMaker publishes them, per endpoint and variant.
 
 Each metric keeps one-minute buckets (SampleCount, Sum, Minimum, Maximum) for the last
-``retention_minutes``, which the CloudWatch API reads, plus running totals for Prometheus.
+``retention_minutes``, which the CloudWatch API reads, plus running totals for Prometheus, plus a
+per-minute latency histogram per endpoint (log-spaced bins, about 4 % wide) for percentiles.
 Latencies are in microseconds, as AWS reports ``ModelLatency`` and ``OverheadLatency``.
+Recording is O(1): one lock, one dictionary lookup, a handful of additions.
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ from __future__ import annotations
 import math
 import threading
 import time
-from collections import Counter, defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 NAMESPACE = "AWS/SageMaker"
 METRICS = ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "ModelLatency", "OverheadLatency")
@@ -22,6 +23,7 @@ UNITS = {
     "ModelLatency": "Microseconds",
     "OverheadLatency": "Microseconds",
 }
+_BINS_PER_OCTAVE = 16
 
 
 @dataclass(slots=True)
@@ -34,104 +36,170 @@ class Bucket:
     def add(self, value: float) -> None:
         self.count += 1
         self.total += value
-        self.low = min(self.low, value)
-        self.high = max(self.high, value)
+        if value < self.low:
+            self.low = value
+        if value > self.high:
+            self.high = value
+
+
+@dataclass(slots=True)
+class _Minute:
+    """One minute of one endpoint variant, kept as plain numbers (recording stays a few additions).
+
+    Invocations and the two error counts get one sample per request, so their buckets follow from
+    the request count; the two latencies keep their own sum, minimum and maximum.
+    """
+
+    count: int = 0
+    client_errors: int = 0
+    server_errors: int = 0
+    model_sum: float = 0.0
+    model_low: float = float("inf")
+    model_high: float = float("-inf")
+    overhead_sum: float = 0.0
+    overhead_low: float = float("inf")
+    overhead_high: float = float("-inf")
+
+    def add(self, status: int, model_us: float, overhead_us: float) -> None:
+        self.count += 1
+        if status >= 400:
+            if status >= 500:
+                self.server_errors += 1
+            else:
+                self.client_errors += 1
+        self.model_sum += model_us
+        if model_us < self.model_low:
+            self.model_low = model_us
+        if model_us > self.model_high:
+            self.model_high = model_us
+        self.overhead_sum += overhead_us
+        if overhead_us < self.overhead_low:
+            self.overhead_low = overhead_us
+        if overhead_us > self.overhead_high:
+            self.overhead_high = overhead_us
+
+    def bucket(self, metric: str) -> Bucket:
+        n = self.count
+        if metric == "Invocations":
+            return Bucket(n, float(n), 1.0, 1.0)
+        if metric in ("Invocation4XXErrors", "Invocation5XXErrors"):
+            errors = self.client_errors if metric == "Invocation4XXErrors" else self.server_errors
+            return Bucket(n, float(errors), 0.0 if errors < n else 1.0, 1.0 if errors else 0.0)
+        if metric == "ModelLatency":
+            return Bucket(n, self.model_sum, self.model_low, self.model_high)
+        return Bucket(n, self.overhead_sum, self.overhead_low, self.overhead_high)
+
+
+@dataclass(slots=True)
+class _Series:
+    """One endpoint and variant: its minutes, its running totals, and the minute being written."""
+
+    minutes: dict[int, _Minute] = field(default_factory=dict)
+    totals: _Minute = field(default_factory=_Minute)
+    minute: int = -1
+    current: _Minute = field(default_factory=_Minute)
 
 
 Key = tuple[str, str, str]  # endpoint, variant, metric
-_BINS_PER_DOUBLING = 8  # latency histogram resolution: each bin spans about 9%
+
+
+def _bin(us: float) -> int:
+    return int(math.log2(us) * _BINS_PER_OCTAVE) if us >= 1.0 else 0
+
+
+def _bin_value(index: int) -> float:
+    return float(2 ** ((index + 0.5) / _BINS_PER_OCTAVE))
 
 
 class InvocationMetrics:
     def __init__(self, retention_minutes: int = 24 * 60) -> None:
         self.retention = retention_minutes * 60
-        self._buckets: dict[Key, dict[int, Bucket]] = defaultdict(dict)
-        self._totals: dict[Key, Bucket] = defaultdict(Bucket)
-        # (endpoint, variant) -> minute -> log-spaced bin -> count, of model + overhead latency
-        self._latency: dict[tuple[str, str], dict[int, Counter[int]]] = defaultdict(dict)
+        self._series: dict[tuple[str, str], _Series] = {}
+        self._latency: dict[str, dict[int, dict[int, int]]] = {}  # endpoint -> minute -> bin -> count
         self._lock = threading.Lock()
-
-    def _add(self, key: Key, value: float, now: float) -> None:
-        minute = int(now // 60) * 60
-        buckets = self._buckets[key]
-        bucket = buckets.get(minute)
-        if bucket is None:
-            bucket = buckets[minute] = Bucket()
-            for old in [m for m in buckets if m < minute - self.retention]:
-                del buckets[old]
-        bucket.add(value)
-        self._totals[key].add(value)
 
     def record(
         self, endpoint: str, variant: str, status: int, model_us: float, overhead_us: float, now: float | None = None
     ) -> None:
         """One invocation: its HTTP status towards the caller and its two latencies."""
         now = time.time() if now is None else now
-        with self._lock:
-            self._add((endpoint, variant, "Invocations"), 1, now)
-            self._add((endpoint, variant, "Invocation4XXErrors"), 1 if 400 <= status < 500 else 0, now)
-            self._add((endpoint, variant, "Invocation5XXErrors"), 1 if status >= 500 else 0, now)
-            self._add((endpoint, variant, "ModelLatency"), model_us, now)
-            self._add((endpoint, variant, "OverheadLatency"), overhead_us, now)
-            self._add_latency((endpoint, variant), model_us + overhead_us, now)
-
-    def _add_latency(self, key: tuple[str, str], micros: float, now: float) -> None:
         minute = int(now // 60) * 60
-        minutes = self._latency[key]
-        if minute not in minutes:
-            minutes[minute] = Counter()
-            for old in [m for m in minutes if m < minute - self.retention]:
-                del minutes[old]
-        minutes[minute][round(math.log2(max(micros, 1.0)) * _BINS_PER_DOUBLING)] += 1
-
-    def latency_percentiles(
-        self, endpoint: str, minute: int, quantiles: tuple[float, ...] = (0.5, 0.99)
-    ) -> list[float] | None:
-        """Approximate percentiles (microseconds, within ~5%) of one minute's invocation latency, all variants."""
         with self._lock:
-            merged: Counter[int] = Counter()
-            for (name, _), minutes in self._latency.items():
-                if name == endpoint and minute in minutes:
-                    merged.update(minutes[minute])
-        total = sum(merged.values())
-        if not total:
-            return None
-        out, bins = [], sorted(merged.items())
-        for q in quantiles:
-            seen, rank = 0, q * total
-            for b, n in bins:
-                seen += n
-                if seen >= rank:
-                    out.append(2 ** (b / _BINS_PER_DOUBLING))
-                    break
-        return out
+            series = self._series.get((endpoint, variant))
+            if series is None:
+                series = self._series[(endpoint, variant)] = _Series()
+            if series.minute != minute:
+                self._roll(series, minute)
+            series.current.add(status, model_us, overhead_us)
+            series.totals.add(status, model_us, overhead_us)
+            minutes = self._latency.get(endpoint)
+            if minutes is None:
+                minutes = self._latency[endpoint] = {}
+            histogram = minutes.get(minute)
+            if histogram is None:
+                histogram = minutes[minute] = {}
+                for old in [m for m in minutes if m < minute - self.retention]:
+                    del minutes[old]
+            index = _bin(model_us + overhead_us)
+            histogram[index] = histogram.get(index, 0) + 1
+
+    def _roll(self, series: _Series, minute: int) -> None:
+        current = series.minutes.get(minute)
+        if current is None:
+            current = series.minutes[minute] = _Minute()
+            for old in [m for m in series.minutes if m < minute - self.retention]:
+                del series.minutes[old]
+        series.minute, series.current = minute, current
 
     def series(self) -> list[Key]:
         with self._lock:
-            return list(self._buckets)
+            return [(endpoint, variant, metric) for (endpoint, variant) in self._series for metric in METRICS]
 
     def buckets(self, key: Key, start: float, end: float) -> list[tuple[int, Bucket]]:
         with self._lock:
-            return sorted((m, b) for m, b in self._buckets.get(key, {}).items() if start <= m < end)
+            series = self._series.get((key[0], key[1]))
+            if series is None or key[2] not in METRICS:
+                return []
+            return sorted((m, b.bucket(key[2])) for m, b in series.minutes.items() if start <= m < end)
+
+    def latency_percentiles(
+        self, endpoint: str, minute: int, quantiles: tuple[float, ...] = (0.5, 0.99)
+    ) -> tuple[float, ...] | None:
+        """Invocation latency (model + overhead, microseconds) at ``quantiles`` over one minute of an
+        endpoint (all variants), or None when it had no invocations then."""
+        with self._lock:
+            histogram = dict(self._latency.get(endpoint, {}).get(int(minute // 60) * 60, {}))
+        total = sum(histogram.values())
+        if not total:
+            return None
+        ordered = sorted(histogram.items())
+        out = []
+        for q in quantiles:
+            rank, seen = q * total, 0
+            for index, count in ordered:
+                seen += count
+                if seen >= rank:
+                    out.append(_bin_value(index))
+                    break
+        return tuple(out)
 
     def prometheus(self) -> str:
         """Prometheus text exposition of the running totals."""
         lines = []
         with self._lock:
-            items = sorted(self._totals.items())
+            items = sorted((key, {m: s.totals.bucket(m) for m in METRICS}) for key, s in self._series.items())
         for metric in METRICS:
             name = "opensage_endpoint_" + "".join("_" + c.lower() if c.isupper() else c for c in metric).lstrip("_")
-            rows = [(k, b) for k, b in items if k[2] == metric]
-            if not rows:
+            if not items:
                 continue
             if metric in ("ModelLatency", "OverheadLatency"):
                 lines.append(f"# TYPE {name}_microseconds summary")
-                for (endpoint, variant, _), b in rows:
+                for (endpoint, variant), totals in items:
                     labels = f'endpoint="{endpoint}",variant="{variant}"'
-                    lines.append(f"{name}_microseconds_sum{{{labels}}} {b.total}")
-                    lines.append(f"{name}_microseconds_count{{{labels}}} {b.count}")
+                    lines.append(f"{name}_microseconds_sum{{{labels}}} {totals[metric].total}")
+                    lines.append(f"{name}_microseconds_count{{{labels}}} {totals[metric].count}")
             else:
                 lines.append(f"# TYPE {name}_total counter")
-                for (endpoint, variant, _), b in rows:
-                    lines.append(f'{name}_total{{endpoint="{endpoint}",variant="{variant}"}} {b.total}')
+                for (endpoint, variant), totals in items:
+                    lines.append(f'{name}_total{{endpoint="{endpoint}",variant="{variant}"}} {totals[metric].total}')
         return "\n".join(lines) + "\n"
