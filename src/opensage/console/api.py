@@ -36,6 +36,14 @@ log = logging.getLogger(__name__)
 MAX_LOG_EVENTS = 50_000  # read for metric charts
 _ROUND = re.compile(r"\[(\d+)\]")
 STORAGE_SCAN_LIMIT = 10_000  # objects counted per bucket on the home page
+_KINDS = {  # Describe operation -> the store's resource kind
+    "DescribeTrainingJob": "training-job",
+    "DescribeEndpoint": "endpoint",
+    "DescribeEndpointConfig": "endpoint-config",
+    "DescribeModel": "model",
+    "DescribeTransformJob": "transform-job",
+    "DescribeProcessingJob": "processing-job",
+}
 
 
 class Missing(Exception):
@@ -113,11 +121,14 @@ class ConsoleApi:
 
     async def describe(self, session: Session, operation: str, what: str, **request: Any) -> dict[str, Any]:
         """A Describe* answer; :class:`Missing` when the resource does not exist."""
+        name = str(next(iter(request.values())))
         try:
             return await self.sagemaker(session, operation, **request)
         except ServiceError as exc:
-            if exc.code in ("ValidationException", "ResourceNotFound") and "not find" in exc.message.lower():
-                raise Missing(f"There is no {what} named “{next(iter(request.values()))}”.") from exc
+            # SageMaker answers a missing resource with a ValidationException; tell it from a real one.
+            kind = _KINDS.get(operation)
+            if kind and await asyncio.to_thread(self.platform.store.get_resource, kind, name) is None:
+                raise Missing(f"There is no {what} named “{name}”.") from exc
             raise
 
     async def listing(self, session: Session, operation: str, key: str, **request: Any) -> list[dict[str, Any]]:

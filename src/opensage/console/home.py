@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import logging
 from typing import Any
 from urllib.parse import urlsplit
 
+from botocore.exceptions import BotoCoreError, ClientError
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -14,6 +16,7 @@ from opensage.console.auth import COOKIE, SessionSigner, check_password, csrf_ok
 from opensage.console.pages import BASE, Console, Page, page, redirect
 from opensage.errors import ServiceError
 
+log = logging.getLogger(__name__)
 RECENT_FAILURES = 5
 
 
@@ -151,10 +154,17 @@ async def home(p: Page) -> Response:
                     }
                 )
     endpoints = await p.api.listing(p.session, "ListEndpoints", "Endpoints")
+    storage, storage_error = [], ""
+    try:
+        storage = await p.api.gather_use()
+    except (BotoCoreError, ClientError) as exc:  # the page still shows jobs and endpoints
+        log.warning("home page: the object store did not answer: %s", exc)
+        storage_error = f"The object store did not answer ({exc})."
     return p.render(
         "home.html",
         running=running,
         endpoints=endpoints,
         failures=await _failures(p),
-        storage=await p.api.gather_use(),
+        storage=storage,
+        storage_error=storage_error,
     )

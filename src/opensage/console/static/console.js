@@ -17,7 +17,7 @@
     })));
     return new uPlot({
       width: width, height: 220, series: series,
-      scales: { x: { time: !!opts.time } },
+      scales: { x: { time: !!opts.time }, y: opts.range ? { range: opts.range } : {} },
       axes: [{ label: opts.xLabel, stroke: "#667085" }, { stroke: "#667085", size: 60 }],
       legend: { live: true },
     }, data, box);
@@ -62,7 +62,8 @@
     source.addEventListener("reset", () => { pre.textContent = ""; });
     source.addEventListener("log", (e) => {
       const atBottom = pre.scrollTop + pre.clientHeight >= pre.scrollHeight - 20;
-      pre.append(JSON.parse(e.data).map((ev) => ev.m).join("\n") + "\n");
+      // CloudWatch keeps a container's tabs as "#011" (metric definitions match that); show them as tabs.
+      pre.append(JSON.parse(e.data).map((ev) => ev.m.replaceAll("#011", "\t")).join("\n") + "\n");
       if (atBottom) pre.scrollTop = pre.scrollHeight;
       if (refreshCharts) refreshCharts();
     });
@@ -84,6 +85,8 @@
   }
 
   // --- endpoint: live invocation charts and health -------------------------------------------------
+  const fromZero = (u, lo, hi) => [0, hi > 0 ? hi * 1.15 : 1];
+
   function endpointCharts(el) {
     let plots = null;
     const source = new EventSource(el.dataset.src);
@@ -99,9 +102,9 @@
       if (!plots) {
         el.innerHTML = "";
         plots = [
-          chart(el, "Invocations per minute", ["invocations"], data[0], { time: true, xLabel: "" }),
-          chart(el, "Latency (ms)", ["p50", "p99"], data[1], { time: true, xLabel: "" }),
-          chart(el, "Errors per minute", ["4XX", "5XX"], data[2], { time: true, xLabel: "" }),
+          chart(el, "Invocations per minute", ["invocations"], data[0], { time: true, xLabel: "", range: fromZero }),
+          chart(el, "Latency (ms)", ["p50", "p99"], data[1], { time: true, xLabel: "", range: fromZero }),
+          chart(el, "Errors per minute", ["4XX", "5XX"], data[2], { time: true, xLabel: "", range: fromZero }),
         ];
       } else {
         plots.forEach((p, i) => p.setData(data[i]));
