@@ -17,6 +17,7 @@ from opensage.compute.local import LocalBackend
 from opensage.config import Settings
 from opensage.console import create_console
 from opensage.identity import Identity, bootstrap, platform_key
+from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.logstore import LogStore
@@ -52,6 +53,7 @@ class Platform:
     endpoints: EndpointEngine
     metrics: InvocationMetrics
     transforms: TransformEngine
+    processing: ProcessingEngine | None = None
     console: ASGIApp | None = None  # the web console, set by create_app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -75,9 +77,13 @@ class Platform:
                 await self.training.recover()
                 await self.endpoints.recover()
                 await self.transforms.recover()
+                if self.processing is not None:
+                    await self.processing.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.training.shutdown()
+                if self.processing is not None:
+                    await self.processing.shutdown()
                 await self.transforms.shutdown()
                 await self.endpoints.shutdown()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -144,9 +150,12 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
         metrics = InvocationMetrics()
         transforms = TransformEngine(store, s3, endpoints, settings.home / "jobs" / "transform", clock)
+        processing = ProcessingEngine(
+            store, s3, backend, logs, settings.home / "jobs" / "processing", clock, envs_dir=settings.home / "envs"
+        )
         authenticator = Authenticator(store.get_access_key)
         providers = {
-            "sagemaker": SageMakerProvider(store, clock, training, endpoints, transforms),
+            "sagemaker": SageMakerProvider(store, clock, training, endpoints, transforms, processing),
             "sagemaker-runtime": RuntimeProvider(endpoints, metrics),
             "cloudwatch": CloudWatchProvider(metrics),
             "sts": StsProvider(),
@@ -157,6 +166,8 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
     except Exception:
         store.close()
         raise
-    platform = Platform(settings, store, identity, authenticator, gateway, training, endpoints, metrics, transforms)
+    platform = Platform(
+        settings, store, identity, authenticator, gateway, training, endpoints, metrics, transforms, processing
+    )
     platform.console = create_console(platform)
     return platform

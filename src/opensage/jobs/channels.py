@@ -2,7 +2,7 @@
 
 ``S3Prefix`` lists every object under the prefix; ``ManifestFile`` reads the manifest's prefix and
 relative keys. ``FullyReplicated`` gives every instance every object; ``ShardedByS3Key`` deals the
-objects (sorted by key) round-robin. Local names keep the key's path after the prefix's last ``/``.
+objects (sorted by key) round-robin. Local names are keys relative to the prefix (see :func:`_relative`).
 """
 
 from __future__ import annotations
@@ -62,8 +62,7 @@ def list_channel(s3: Any, channel: dict[str, Any], region: str) -> list[S3Object
     if data_type == "ManifestFile":
         objects = _manifest(s3, bucket, prefix)
     elif data_type == "S3Prefix":
-        base = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
-        objects = [S3Object(bucket, k, k[len(base) :], size) for k, size in _list(s3, bucket, prefix)]
+        objects = [S3Object(bucket, k, _relative(prefix, k), size) for k, size in _list(s3, bucket, prefix)]
     else:
         raise ChannelError(
             f"ClientError: S3DataType '{data_type}' of channel '{channel['ChannelName']}' is not "
@@ -76,6 +75,19 @@ def list_channel(s3: Any, channel: dict[str, Any], region: str) -> list[S3Object
             "and that objects exist under that S3 prefix."
         )
     return sorted(objects, key=lambda o: o.key)
+
+
+def _relative(prefix: str, key: str) -> str:
+    """An object's local name: its key below the prefix taken as a folder (the whole prefix when the
+    key continues it with ``/``), its file name when the prefix is the object itself, else its key
+    after the prefix's last ``/`` (``data/train`` matching ``data/training.csv``)."""
+    rest = key[len(prefix) :]
+    if not rest:
+        return key.rsplit("/", 1)[-1]
+    if not prefix or prefix.endswith("/") or rest.startswith("/"):
+        return rest.lstrip("/")
+    base = prefix.rsplit("/", 1)[0] + "/" if "/" in prefix else ""
+    return key[len(base) :]
 
 
 def _manifest(s3: Any, bucket: str, key: str) -> list[S3Object]:

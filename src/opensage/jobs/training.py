@@ -350,7 +350,7 @@ class TrainingEngine:
         self, run: _Run, desc: dict, spec: JobSpec, streams: dict[str, str], definitions: list[dict[str, str]]
     ) -> str:
         """Tail logs until every container has ended; returns 'done', 'stopped' or 'max-runtime'."""
-        tails = {c.host: _Tail(c.log_path) for c in spec.containers}
+        tails = {c.host: LogTail(c.log_path) for c in spec.containers}
         patterns = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
         limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
         loop = asyncio.get_running_loop()
@@ -378,7 +378,7 @@ class TrainingEngine:
 
     def _pump_logs(
         self,
-        tails: dict[str, _Tail],
+        tails: dict[str, LogTail],
         streams: dict[str, str],
         patterns: list[tuple[str, re.Pattern[str]]],
         metrics: dict[str, float],
@@ -436,7 +436,7 @@ class TrainingEngine:
             text = failure.read_text().strip()[:1000] if failure.exists() else ""
             if text:
                 return text if re.match(r"^\w+Error: ", text) else f"AlgorithmError: {text}"
-        tail = _last_lines(job_dir / "logs" / f"{state.host}.log", 5)
+        tail = last_lines(job_dir / "logs" / f"{state.host}.log", 5)
         return (
             f"AlgorithmError: the training process on {state.host} exited with code {state.exit_code}. "
             f"Last log lines: {tail}"
@@ -559,7 +559,7 @@ def _with_transition(data: dict, secondary: str, now: dt.datetime) -> dict:
     return data
 
 
-class _Tail:
+class LogTail:
     """Reads the complete new lines of a growing log file."""
 
     def __init__(self, path: Path) -> None:
@@ -594,7 +594,7 @@ def _json_string(value: str) -> str:
     return decoded if isinstance(decoded, str) else value
 
 
-def _last_lines(path: Path, n: int) -> str:
+def last_lines(path: Path, n: int) -> str:
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:

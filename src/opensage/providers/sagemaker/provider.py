@@ -13,16 +13,18 @@ from collections.abc import Callable
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
 from opensage.identity import ROLE_KIND
+from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.providers.sagemaker.inference import InferenceOperations
+from opensage.providers.sagemaker.processing import ProcessingOperations
 from opensage.providers.sagemaker.training import TrainingOperations
 from opensage.providers.sagemaker.transform import TransformOperations
 from opensage.serving.endpoints import EndpointEngine
 from opensage.store.sql import SqlStore
 
 
-class SageMakerProvider(TrainingOperations, InferenceOperations, TransformOperations):
+class SageMakerProvider(TrainingOperations, InferenceOperations, TransformOperations, ProcessingOperations):
     def __init__(
         self,
         store: SqlStore,
@@ -30,8 +32,10 @@ class SageMakerProvider(TrainingOperations, InferenceOperations, TransformOperat
         training: TrainingEngine,
         endpoints: EndpointEngine,
         transforms: TransformEngine,
+        processing: ProcessingEngine,
     ) -> None:
         self.transforms = transforms
+        self.processing = processing
         self.store = store
         self.clock = clock
         self.training = training

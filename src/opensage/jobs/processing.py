@@ -1,0 +1,486 @@
+"""Processing jobs: inputs from S3, the image's entrypoint on N instances, outputs back to S3.
+
+One asyncio task per job. Each instance gets its own directory, mounted at ``/opt/ml`` where the
+machine allows it (otherwise ``/opt/ml`` in the entrypoint, arguments and environment is rewritten
+to that directory): ``processing/<...>`` inputs at their ``LocalPath`` (``ShardedByS3Key`` deals
+the objects across instances), ``config/processingjobconfig.json`` and ``config/resourceconfig.json``
+as SageMaker writes them. Outputs are uploaded at the end (``EndOfJob``), or also while the job runs
+(``Continuous``). Logs go to ``/aws/sagemaker/ProcessingJobs``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import shutil
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import botocore.exceptions
+
+from opensage.compute import instances, sandbox
+from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec, JobStatus
+from opensage.errors import Conflict, NotFound
+from opensage.images import registry
+from opensage.jobs import channels
+from opensage.jobs.training import JobFailed, LogTail, last_lines
+from opensage.logstore import LogStore
+from opensage.store.sql import SqlStore
+
+log = logging.getLogger(__name__)
+KIND = "processing-job"
+LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
+IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
+CONTAINER_ROOT = "/opt/ml"
+CONTINUOUS_INTERVAL_S = 1.0
+SHUTDOWN_REASON = "InternalServerError: OpenSage was shut down while this job was running; start the job again."
+RESTART_REASON = "InternalServerError: OpenSage restarted while this job was running; start the job again."
+
+
+def _epoch(now: dt.datetime) -> float:
+    return round(now.timestamp(), 3)
+
+
+@dataclass(slots=True)
+class _Run:
+    name: str
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+    handle: Handle | None = None
+    shutting_down: bool = False
+
+
+class ProcessingEngine:
+    """Runs processing jobs on a compute backend; the provider calls :meth:`launch` and :meth:`request_stop`."""
+
+    def __init__(
+        self,
+        store: SqlStore,
+        s3: Any,
+        backend: ComputeBackend,
+        logs: LogStore,
+        work_dir: Path,
+        clock: Callable[[], dt.datetime],
+        *,
+        stop_grace_s: float = 10.0,
+        poll_interval_s: float = 0.05,
+        envs_dir: Path | None = None,
+    ) -> None:
+        self.store = store
+        self.s3 = s3
+        self.backend = backend
+        self.logs = logs
+        self.work_dir = work_dir
+        self.clock = clock
+        self.stop_grace_s = stop_grace_s
+        self.poll_interval_s = poll_interval_s
+        self.envs_dir = envs_dir or work_dir / "_envs"
+        self._runs: dict[str, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # --- API-facing -------------------------------------------------------------------------------
+
+    def launch(self, name: str) -> None:
+        run = _Run(name)
+        self._runs[name] = run
+        task = asyncio.get_running_loop().create_task(self._run(run), name=f"processing:{name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def request_stop(self, name: str) -> bool:
+        run = self._runs.get(name)
+        if run is None:
+            return False
+        run.stop_requested.set()
+        return True
+
+    async def recover(self) -> None:
+        """At start-up: end the jobs an earlier server left running."""
+        for status in (IN_PROGRESS, STOPPING):
+            for row in await asyncio.to_thread(self.store.list_resources, KIND, status=status):
+                handle = row.data.get("_Handle")
+                if handle:
+                    with contextlib.suppress(Exception):
+                        await asyncio.to_thread(self.backend.stop, handle, 1.0)
+                        await asyncio.to_thread(self.backend.cleanup, handle)
+                if status == STOPPING:
+                    await self._finish(row.name, STOPPED, None)
+                else:
+                    await self._finish(row.name, FAILED, RESTART_REASON)
+                shutil.rmtree(self.work_dir / row.name, ignore_errors=True)
+
+    async def shutdown(self) -> None:
+        for run in list(self._runs.values()):
+            run.shutting_down = True
+            run.stop_requested.set()
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=self.stop_grace_s + 5)
+
+    # --- the job ----------------------------------------------------------------------------------
+
+    async def _run(self, run: _Run) -> None:
+        name = run.name
+        job_dir = self.work_dir / name
+        uploader: _Uploader | None = None
+        try:
+            desc = await self._describe(name)
+            cluster = desc["ProcessingResources"]["ClusterConfig"]
+            itype = instances.lookup(cluster["InstanceType"])
+            if itype is None:
+                raise JobFailed(f"ClientError: unknown instance type '{cluster['InstanceType']}'.")
+            hosts = [f"algo-{i + 1}" for i in range(cluster.get("InstanceCount", 1))]
+            epoch = int(self.clock().timestamp())
+            streams = {h: f"{name}/{h}-{epoch}" for h in hosts}
+            for stream in streams.values():
+                await asyncio.to_thread(self.logs.create_stream, LOG_GROUP, stream, exist_ok=True)
+            roots = {h: job_dir / h for h in hosts}
+            image = registry.resolve(desc["AppSpecification"]["ImageUri"])
+            if image is None:
+                raise JobFailed(
+                    f"ClientError: The image '{desc['AppSpecification']['ImageUri']}' is not one OpenSage provides; "
+                    f"use an image URI of one of these repositories: {', '.join(registry.known_repositories())}."
+                )
+            await asyncio.to_thread(self._download_inputs, desc, roots, job_dir / "cache", streams[hosts[0]])
+            spec = self._job_spec(desc, image, hosts, itype, roots, job_dir)
+            await self._save(name, ProcessingStartTime=_epoch(self.clock()))
+            run.handle = await asyncio.to_thread(self.backend.submit, spec)
+            await self._save(name, _Handle=run.handle)
+            uploader = _Uploader(self, desc, roots)
+            uploader.start()
+            outcome, status = await self._watch(run, desc, spec, streams)
+            uploader.stop()
+            await self._conclude(run, desc, roots, outcome, status, job_dir, uploader)
+        except JobFailed as exc:
+            await self._fail(run, str(exc))
+        except channels.ChannelError as exc:
+            await self._fail(run, str(exc))
+        except Exception as exc:
+            log.exception("processing job %s failed inside the platform", name)
+            await self._fail(run, f"InternalServerError: {type(exc).__name__}: {exc}")
+        finally:
+            if uploader is not None:
+                uploader.stop()
+            if run.handle is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(self.backend.cleanup, run.handle)
+            self._runs.pop(name, None)
+            shutil.rmtree(job_dir, ignore_errors=True)
+
+    def _platform_log(self, stream: str, message: str) -> None:
+        self.logs.put_events(LOG_GROUP, stream, [(int(self.clock().timestamp() * 1000), message)])
+
+    def _download_inputs(self, desc: dict, roots: dict[str, Path], cache: Path, stream: str) -> None:
+        hosts = list(roots)
+        region = desc["ProcessingJobArn"].split(":")[3]
+        for item in desc.get("ProcessingInputs") or []:
+            source = item.get("S3Input")
+            if source is None:
+                raise JobFailed(
+                    f"ClientError: input '{item['InputName']}' has no S3Input; OpenSage reads processing inputs "
+                    "from S3 (DatasetDefinition is not available)."
+                )
+            channel = {"ChannelName": item["InputName"], "DataSource": {"S3DataSource": source}}
+            objects = channels.list_channel(self.s3, channel, region)
+            per_host = channels.assign(objects, hosts, source.get("S3DataDistributionType", "FullyReplicated"))
+            targets = {h: _host_path(roots[h], source["LocalPath"]) for h in hosts}
+            report = channels.download(self.s3, per_host, targets, cache / item["InputName"])
+            if source.get("S3CompressionType") == "Gzip":
+                for target in targets.values():
+                    _gunzip_tree(target)
+            self._platform_log(stream, report.describe(item["InputName"]).replace("channel", "input"))
+        for root in roots.values():
+            for output in (desc.get("ProcessingOutputConfig") or {}).get("Outputs") or []:
+                if "S3Output" in output:
+                    _host_path(root, output["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
+
+    def _job_spec(
+        self,
+        desc: dict,
+        image: registry.BuiltinImage,
+        hosts: list[str],
+        itype: instances.InstanceType,
+        roots: dict[str, Path],
+        job_dir: Path,
+    ) -> JobSpec:
+        app = desc["AppSpecification"]
+        entrypoint = list(app.get("ContainerEntrypoint") or [])
+        if not entrypoint:
+            raise JobFailed(
+                f"ClientError: the image '{app['ImageUri']}' has no default entrypoint in OpenSage; give the job a "
+                "ContainerEntrypoint (e.g. ['python3', '/opt/ml/processing/input/code/script.py'])."
+            )
+        argv = [*entrypoint, *(app.get("ContainerArguments") or [])]
+        config = json.dumps({k: v for k, v in desc.items() if not k.startswith("_")})
+        mounted = sandbox.mounts_available()
+        isolated = bool((desc.get("NetworkConfig") or {}).get("EnableNetworkIsolation")) and len(hosts) == 1
+        containers = []
+        for host, root in roots.items():
+            (root / "config").mkdir(parents=True, exist_ok=True)
+            (root / "output").mkdir(parents=True, exist_ok=True)
+            (root / "config" / "processingjobconfig.json").write_text(config)
+            (root / "config" / "resourceconfig.json").write_text(
+                json.dumps(
+                    {
+                        "current_host": host,
+                        "current_instance_type": itype.name,
+                        "current_group_name": "homogeneousCluster",
+                        "hosts": hosts,
+                        "instance_groups": [
+                            {"instance_group_name": "homogeneousCluster", "instance_type": itype.name, "hosts": hosts}
+                        ],
+                        "network_interface_name": "eth0",
+                    }
+                )
+            )
+            env = {
+                **image.environment(),
+                **{k: str(v) for k, v in (desc.get("Environment") or {}).items()},
+                "PYTHONUNBUFFERED": "1",
+                "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+                "HOME": str(root),
+                "TMPDIR": str(root),
+                "OPENSAGE_ENV_CACHE": str(self.envs_dir),
+                "SAGEMAKER_BASE_DIR": str(root),
+            }
+            host_argv = argv if mounted else [_rewrite(a, root) for a in argv]
+            if not mounted:
+                env = {k: _rewrite(v, root) for k, v in env.items()}
+            containers.append(
+                ContainerSpec(
+                    host,
+                    tuple(host_argv),
+                    env,
+                    root,
+                    job_dir / "logs" / f"{host}.log",
+                    itype.vcpus,
+                    itype.memory_bytes,
+                    mounts=((root, CONTAINER_ROOT),),
+                    isolate_network=isolated,
+                )
+            )
+        return JobSpec(f"{KIND}/{desc['ProcessingJobName']}", tuple(containers))
+
+    async def _watch(self, run: _Run, desc: dict, spec: JobSpec, streams: dict[str, str]) -> tuple[str, JobStatus]:
+        """Tail logs until every container has ended; the outcome is 'done', 'stopped' or 'max-runtime'."""
+        tails = {c.host: LogTail(c.log_path) for c in spec.containers}
+        limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit if limit else None
+        outcome = "done"
+        assert run.handle is not None
+        while True:
+            status: JobStatus = await asyncio.to_thread(self.backend.poll, run.handle)
+            await asyncio.to_thread(self._pump_logs, tails, streams)
+            if status.done:
+                break
+            if outcome == "done":
+                if run.stop_requested.is_set():
+                    outcome = "stopped"
+                elif deadline is not None and loop.time() > deadline:
+                    outcome = "max-runtime"
+                if outcome != "done":
+                    await asyncio.to_thread(self.backend.stop, run.handle, self.stop_grace_s)
+                    continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(run.stop_requested.wait(), self.poll_interval_s)
+        await asyncio.to_thread(self._pump_logs, tails, streams, True)
+        return outcome, status
+
+    def _pump_logs(self, tails: dict[str, LogTail], streams: dict[str, str], final: bool = False) -> None:
+        for host, tail in tails.items():
+            lines = tail.read(final)
+            if lines:
+                now_ms = int(self.clock().timestamp() * 1000)
+                self.logs.put_events(LOG_GROUP, streams[host], [(now_ms, line) for line in lines])
+
+    async def _conclude(
+        self,
+        run: _Run,
+        desc: dict,
+        roots: dict[str, Path],
+        outcome: str,
+        status: JobStatus,
+        job_dir: Path,
+        uploader: _Uploader,
+    ) -> None:
+        if run.shutting_down:
+            raise JobFailed(SHUTDOWN_REASON)
+        failed = [c for c in status.containers if c.exit_code != 0]
+        exit_message = _exit_message(roots)
+        if outcome == "done" and failed:
+            if exit_message:
+                await self._save(run.name, ExitMessage=exit_message)
+            raise JobFailed(self._failure_reason(failed[0], desc, job_dir))
+        await asyncio.to_thread(uploader.upload_all)
+        extra = {"ExitMessage": exit_message} if exit_message else {}
+        if outcome == "done":
+            await self._finish(run.name, COMPLETED, None, **extra)
+        else:
+            reason = None
+            if outcome == "max-runtime":
+                limit = desc["StoppingCondition"]["MaxRuntimeInSeconds"]
+                reason = f"The job ran longer than its MaxRuntimeInSeconds ({limit} s) and was stopped."
+            await self._finish(run.name, STOPPED, reason, **extra)
+
+    @staticmethod
+    def _failure_reason(state: Any, desc: dict, job_dir: Path) -> str:
+        if state.out_of_memory:
+            gib = (state.memory_limit_bytes or 0) / instances.GiB
+            itype = desc["ProcessingResources"]["ClusterConfig"]["InstanceType"]
+            return (
+                f"OutOfMemoryError: the processing container on {state.host} used more than the {gib:.1f} GiB of "
+                f"its instance type ({itype}) and was killed. Use a larger instance type or more instances."
+            )
+        from opensage.images.framework.toolkit import error_message
+
+        lines = last_lines(job_dir / "logs" / f"{state.host}.log", 50).split(" | ")
+        message = error_message(lines) or f"the container exited with code {state.exit_code}"
+        return f"AlgorithmError: {message} (exit code {state.exit_code} on {state.host})"
+
+    # --- persistence -------------------------------------------------------------------------------
+
+    async def _describe(self, name: str) -> dict:
+        row = await asyncio.to_thread(self.store.get_resource, KIND, name)
+        if row is None:
+            raise NotFound(name)
+        return row.data
+
+    async def _save(self, name: str, **fields: Any) -> None:
+        def update() -> None:
+            row = self.store.get_resource(KIND, name)
+            if row is not None:
+                self.store.update_resource(KIND, name, data={**row.data, **fields}, now=self.clock())
+
+        await asyncio.to_thread(update)
+
+    async def _finish(self, name: str, status: str, reason: str | None, **fields: Any) -> None:
+        def update() -> None:
+            row = self.store.get_resource(KIND, name)
+            if row is None or row.status in (COMPLETED, FAILED, STOPPED):
+                return
+            now = self.clock()
+            data = dict(row.data)
+            data.update(fields)
+            data.update(ProcessingJobStatus=status, ProcessingEndTime=_epoch(now), LastModifiedTime=_epoch(now))
+            data.pop("_Handle", None)
+            if reason:
+                data["FailureReason"] = reason
+            with contextlib.suppress(Conflict):
+                self.store.update_resource(
+                    KIND, name, data=data, status=status, expect_status=(IN_PROGRESS, STOPPING), now=now
+                )
+
+        await asyncio.to_thread(update)
+
+    async def _fail(self, run: _Run, reason: str) -> None:
+        if run.shutting_down:
+            reason = SHUTDOWN_REASON
+        elif run.stop_requested.is_set():
+            await self._finish(run.name, STOPPED, None)
+            return
+        log.info("processing job %s failed: %s", run.name, reason)
+        await self._finish(run.name, FAILED, reason)
+
+
+class _Uploader:
+    """Uploads outputs: Continuous ones every second while the job runs, all of them at the end."""
+
+    def __init__(self, engine: ProcessingEngine, desc: dict, roots: dict[str, Path]) -> None:
+        self.s3 = engine.s3
+        self.roots = roots
+        self.outputs = [o for o in (desc.get("ProcessingOutputConfig") or {}).get("Outputs") or [] if "S3Output" in o]
+        self.sent: dict[tuple[str, str], tuple[float, int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        if any(o["S3Output"].get("S3UploadMode") == "Continuous" for o in self.outputs):
+            self._thread = threading.Thread(target=self._loop, name="processing-uploader", daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def _loop(self) -> None:
+        while not self._stop.wait(CONTINUOUS_INTERVAL_S):
+            with contextlib.suppress(JobFailed):
+                self._upload([o for o in self.outputs if o["S3Output"].get("S3UploadMode") == "Continuous"])
+
+    def upload_all(self) -> None:
+        self._upload(self.outputs)
+
+    def _upload(self, outputs: list[dict]) -> None:
+        for output in outputs:
+            s3_output = output["S3Output"]
+            bucket, prefix = channels.split_s3_uri(s3_output["S3Uri"])
+            prefix = prefix.rstrip("/")
+            for root in self.roots.values():
+                local = _host_path(root, s3_output["LocalPath"])
+                for path in sorted(p for p in local.rglob("*") if p.is_file()) if local.exists() else []:
+                    stat = path.stat()
+                    marker = (stat.st_mtime, stat.st_size)
+                    if self.sent.get((str(path), bucket)) == marker:
+                        continue
+                    key = f"{prefix}/{path.relative_to(local)}" if prefix else str(path.relative_to(local))
+                    try:
+                        self.s3.upload_file(str(path), bucket, key)
+                    except (botocore.exceptions.ClientError, boto_transfer_errors()) as exc:
+                        raise JobFailed(
+                            f"ClientError: could not upload output '{output['OutputName']}' to "
+                            f"{s3_output['S3Uri']}: {_s3_message(exc)}"
+                        ) from exc
+                    self.sent[(str(path), bucket)] = marker
+
+
+def boto_transfer_errors() -> type[Exception]:
+    from boto3.exceptions import S3UploadFailedError
+
+    return S3UploadFailedError
+
+
+def _s3_message(exc: Exception) -> str:
+    if isinstance(exc, botocore.exceptions.ClientError):
+        error = exc.response.get("Error", {})
+        return f"{error.get('Code')}: {error.get('Message')}"
+    return str(exc).rsplit(": ", 1)[-1]
+
+
+def _host_path(root: Path, container_path: str) -> Path:
+    """Where a container path (``/opt/ml/processing/...``) lives in the instance's directory."""
+    relative = os.path.relpath(container_path, CONTAINER_ROOT)
+    if relative.startswith(".."):
+        raise JobFailed(f"ClientError: LocalPath '{container_path}' must be under /opt/ml/processing/.")
+    return root / relative
+
+
+def _rewrite(value: str, root: Path) -> str:
+    """``/opt/ml`` paths in an argument or variable, pointed at the instance's directory."""
+    return value.replace(CONTAINER_ROOT + "/", f"{root}/") if CONTAINER_ROOT + "/" in value else value
+
+
+def _gunzip_tree(directory: Path) -> None:
+    import gzip
+
+    for path in list(directory.rglob("*.gz")):
+        target = path.with_suffix("")
+        with gzip.open(path, "rb") as src, open(target, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+        path.unlink()
+
+
+def _exit_message(roots: dict[str, Path]) -> str | None:
+    for root in roots.values():
+        message = root / "output" / "message"
+        if message.exists():
+            return message.read_text(errors="replace")[:1024]
+    return None

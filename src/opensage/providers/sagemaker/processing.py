@@ -1,0 +1,157 @@
+"""SageMaker processing-job operations: Create, Describe, List, Stop.
+
+LIMITATIONS: inputs come from S3 (``S3Input``; ``DatasetDefinition`` is refused), Pipe mode is
+downloaded as File; ``NetworkConfig`` VPC settings and ``KmsKeyId`` are recorded but have no effect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+from opensage.aws.context import RequestContext
+from opensage.compute import instances
+from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
+from opensage.jobs import processing
+from opensage.store.entities import Resource
+from opensage.store.sql import SqlStore
+
+_SORT_COLUMNS = {"Name": "name", "CreationTime": "created_at", "Status": "status"}
+_LOCAL_ROOT = "/opt/ml/processing/"
+
+
+def _epoch(now: dt.datetime) -> float:
+    return round(now.timestamp(), 3)
+
+
+class ProcessingOperations:
+    store: SqlStore
+    clock: Callable[[], dt.datetime]
+    processing: processing.ProcessingEngine
+    require_role: Callable[[RequestContext, str], None]
+
+    async def create_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        _check_processing_request(request)
+        await asyncio.to_thread(self.require_role, ctx, request["RoleArn"])
+        name = request["ProcessingJobName"]
+        arn = ctx.arn("sagemaker", f"processing-job/{name.lower()}")
+        now = self.clock()
+        data = _jsonable({k: v for k, v in request.items() if k != "Tags"})
+        data.update(
+            ProcessingJobArn=arn,
+            ProcessingJobStatus=processing.IN_PROGRESS,
+            CreationTime=_epoch(now),
+            LastModifiedTime=_epoch(now),
+        )
+        try:
+            await asyncio.to_thread(
+                self.store.create_resource,
+                Resource(processing.KIND, name, arn, processing.IN_PROGRESS, now, now, data),
+            )
+        except AlreadyExists as exc:
+            raise resource_in_use(
+                f"Processing job names must be unique within an AWS account and region, and a processing job with "
+                f"this name already exists ({arn})"
+            ) from exc
+        self.processing.launch(name)
+        return {"ProcessingJobArn": arn}
+
+    def describe_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        row = self.store.get_resource(processing.KIND, request["ProcessingJobName"])
+        if row is None:
+            raise not_found(f"Processing job {request['ProcessingJobName']} does not exist.")
+        return {k: v for k, v in row.data.items() if not k.startswith("_")}
+
+    def stop_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        name = request["ProcessingJobName"]
+        row = self.store.get_resource(processing.KIND, name)
+        if row is None:
+            raise not_found(f"Processing job {name} does not exist.")
+        data = {**row.data, "ProcessingJobStatus": processing.STOPPING, "LastModifiedTime": _epoch(self.clock())}
+        try:
+            self.store.update_resource(
+                processing.KIND,
+                name,
+                data=data,
+                status=processing.STOPPING,
+                expect_status=processing.IN_PROGRESS,
+                now=self.clock(),
+            )
+        except Conflict as exc:
+            raise ServiceError(
+                "ValidationException", f"The processing job {name} is in status {row.status} and cannot be stopped."
+            ) from exc
+        self.processing.request_stop(name)
+        return {}
+
+    def list_processing_jobs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        rows = self.store.list_resources(
+            processing.KIND,
+            name_contains=request.get("NameContains"),
+            status=request.get("StatusEquals"),
+            created_after=request.get("CreationTimeAfter"),
+            created_before=request.get("CreationTimeBefore"),
+            modified_after=request.get("LastModifiedTimeAfter"),
+            modified_before=request.get("LastModifiedTimeBefore"),
+            sort_by=_SORT_COLUMNS.get(request.get("SortBy", "CreationTime"), "created_at"),
+            descending=request.get("SortOrder", "Descending") == "Descending",
+        )
+        keys = ("CreationTime", "ProcessingEndTime", "LastModifiedTime", "FailureReason", "ExitMessage")
+        return {
+            "ProcessingJobSummaries": [
+                {
+                    "ProcessingJobName": r.name,
+                    "ProcessingJobArn": r.arn,
+                    "ProcessingJobStatus": r.status,
+                    **{k: r.data[k] for k in keys if r.data.get(k) is not None},
+                }
+                for r in rows
+            ]
+        }
+
+
+def _check_processing_request(request: dict[str, Any]) -> None:
+    cluster = request["ProcessingResources"]["ClusterConfig"]
+    if instances.lookup(cluster["InstanceType"]) is None:
+        raise validation_error(f"Instance type {cluster['InstanceType']} is not one OpenSage knows.")
+    inputs = request.get("ProcessingInputs") or []
+    outputs = (request.get("ProcessingOutputConfig") or {}).get("Outputs") or []
+    names = [i["InputName"] for i in inputs] + [o["OutputName"] for o in outputs]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise validation_error(f"Input and output names must be unique; repeated: {', '.join(duplicates)}.")
+    paths = []
+    for item in inputs:
+        source = item.get("S3Input")
+        if source is None:
+            if item.get("DatasetDefinition"):
+                raise validation_error(
+                    f"Input '{item['InputName']}': DatasetDefinition (Athena, Redshift) is not available in OpenSage; "
+                    "use an S3Input."
+                )
+            raise validation_error(f"Input '{item['InputName']}' needs an S3Input.")
+        if source.get("S3CompressionType") == "Gzip" and source.get("S3InputMode", "File") != "Pipe":
+            raise validation_error(
+                f"Input '{item['InputName']}': S3CompressionType Gzip can only be used when S3InputMode is Pipe."
+            )
+        paths.append((item["InputName"], source["LocalPath"]))
+    for output in outputs:
+        if "S3Output" in output:
+            if not output["S3Output"]["S3Uri"].startswith("s3://"):
+                raise validation_error(f"Output '{output['OutputName']}': S3Uri must be an S3 URI (s3://bucket/key).")
+            paths.append((output["OutputName"], output["S3Output"]["LocalPath"]))
+    for name, path in paths:
+        if not path.startswith(_LOCAL_ROOT):
+            raise validation_error(f"LocalPath '{path}' of '{name}' must begin with {_LOCAL_ROOT}.")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return _epoch(value)
+    return value
