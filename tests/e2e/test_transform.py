@@ -128,6 +128,43 @@ def test_filters_and_join_source(platform: RunningPlatform) -> None:
     assert [line.split(",")[0] for line in lines] == [f"id{i}" for i in range(50)]
 
 
+def test_json_lines_filters_and_join_source(platform: RunningPlatform) -> None:
+    """JSON records: InputFilter picks the features, the answer joins the input as SageMakerOutput."""
+    import json
+
+    import xgboost as xgb
+
+    rows = _rows(20, 8)
+    body = "\n".join(json.dumps({"id": f"r{i}", "features": r.tolist()}) for i, r in enumerate(rows))
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key="jsonl/data.jsonl", Body=body.encode())
+    desc = _job(
+        platform,
+        "jsonl/",
+        BatchStrategy="SingleRecord",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/jsonl/"}},
+            "ContentType": "application/jsonlines",
+            "SplitType": "Line",
+        },
+        TransformOutput={
+            "S3OutputPath": f"s3://{BUCKET}/out/jsonl",
+            "AssembleWith": "Line",
+            "Accept": "application/jsonlines",
+        },
+        DataProcessing={
+            "InputFilter": "$.features",
+            "JoinSource": "Input",
+            "OutputFilter": "$['id','SageMakerOutput']",
+        },
+    )
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    records = [json.loads(line) for line in _output(platform, "out/jsonl/data.jsonl.out")]
+    expected = platform.booster.predict(xgb.DMatrix(rows.astype(np.float32)))  # type: ignore[attr-defined]
+    assert [r["id"] for r in records] == [f"r{i}" for i in range(20)]
+    assert set(records[0]) == {"id", "SageMakerOutput"}
+    assert np.allclose([r["SageMakerOutput"]["score"] for r in records], expected, atol=1e-5)
+
+
 def test_a_rejected_record_fails_the_job_naming_file_and_records(platform: RunningPlatform) -> None:
     bad = _csv(_rows(5, 1)) + b"1,2,3\n" + _csv(_rows(5, 2))
     platform.session().client("s3").put_object(Bucket=BUCKET, Key="bad/input.csv", Body=bad)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
 import logging
+import re
 import shutil
 import tempfile
 import zlib
@@ -68,6 +70,72 @@ def _filter_csv(record: str, path: str | None) -> str:
         return record
     picked = _select(record.split(","), path)
     return ",".join(picked) if isinstance(picked, list) else str(picked)
+
+
+_STEP = re.compile(r"\.([A-Za-z_][\w-]*)|\[([^\]]*)\]")
+
+
+def _json_path(value: Any, path: str) -> Any:
+    """``$``, ``.name``, ``['name']``, ``['a','b']`` (an object of those keys), ``[i]``, ``[i,j]``, ``[a:b]``."""
+    path = path.strip()
+    if not path.startswith("$"):
+        raise TransformFailed(f"ClientError: JSONPath '{path}' must start with $.")
+    position = 1
+    while position < len(path):
+        m = _STEP.match(path, position)
+        if m is None:
+            raise TransformFailed(f"ClientError: JSONPath '{path}' is not supported at '{path[position:]}'.")
+        position = m.end()
+        try:
+            if m.group(1) is not None:
+                value = value[m.group(1)]
+                continue
+            inner = m.group(2).strip()
+            if inner.startswith(("'", '"')):
+                keys = [k.strip().strip("'\"") for k in inner.split(",")]
+                value = value[keys[0]] if len(keys) == 1 else {k: value[k] for k in keys if k in value}
+            else:
+                value = _select(value, f"$[{inner}]")
+        except (KeyError, TypeError) as exc:
+            raise TransformFailed(
+                f"ClientError: JSONPath '{path}' does not apply to the record {value!r:.200}."
+            ) from exc
+    return value
+
+
+def _filter_json(record: str, path: str | None) -> str:
+    if not path or path.strip() == "$":
+        return record
+    try:
+        value = json.loads(record)
+    except ValueError as exc:
+        raise TransformFailed(
+            f"ClientError: the record {record[:200]!r} is not JSON, so '{path}' cannot apply."
+        ) from exc
+    return json.dumps(_json_path(value, path))
+
+
+def _join_json(source: str, result: str) -> str:
+    """The input record with the model's answer under ``SageMakerOutput`` (JoinSource Input, JSON)."""
+    try:
+        output: Any = json.loads(result)
+    except ValueError:
+        output = result
+    try:
+        record = json.loads(source)
+    except ValueError as exc:
+        raise TransformFailed(
+            f"ClientError: the input record {source[:200]!r} is not JSON and cannot be joined."
+        ) from exc
+    if isinstance(record, dict):
+        return json.dumps({**record, "SageMakerOutput": output})
+    if isinstance(record, list):
+        return json.dumps([*record, output])
+    return json.dumps({"SageMakerInput": record, "SageMakerOutput": output})
+
+
+def _is_json(media_type: str) -> bool:
+    return media_type.split(";", 1)[0].strip().lower() in ("application/json", "application/jsonlines")
 
 
 class TransformEngine:
@@ -250,7 +318,9 @@ class TransformEngine:
         accept: str,
         processing: dict,
     ) -> list[bytes]:
-        records = [_filter_csv(r.decode(), processing.get("InputFilter")).encode() for r in batch]
+        json_in, json_out = _is_json(content_type), _is_json(accept)
+        in_filter = _filter_json if json_in else _filter_csv
+        records = [in_filter(r.decode(), processing.get("InputFilter")).encode() for r in batch]
         timeout = float((desc.get("ModelClientConfig") or {}).get("InvocationsTimeoutInSeconds", 600))
         retries = int((desc.get("ModelClientConfig") or {}).get("InvocationsMaxRetries", 3))
         body = b"\n".join(records)
@@ -287,8 +357,9 @@ class TransformEngine:
         out = []
         for source, result in zip(batch, results, strict=True):
             if processing.get("JoinSource") == "Input":
-                result = source.decode() + "," + result
-            out.append(_filter_csv(result, processing.get("OutputFilter")).encode())
+                result = _join_json(source.decode(), result) if json_in else source.decode() + "," + result
+            out_filter = _filter_json if json_in or json_out else _filter_csv
+            out.append(out_filter(result, processing.get("OutputFilter")).encode())
         return out
 
     async def _save(self, name: str, **fields: Any) -> None:
