@@ -184,21 +184,40 @@ def test_missing_input_and_missing_model(platform: RunningPlatform) -> None:
 
 SDK_TRANSFORM = """
 import sagemaker
+from sagemaker import image_uris
+from sagemaker.estimator import Estimator
+from sagemaker.inputs import TrainingInput
 from sagemaker.transformer import Transformer
 session = sagemaker.Session()
-t = Transformer(model_name="transform-model", instance_count=1, instance_type="ml.m5.large",
-                strategy="MultiRecord", assemble_with="Line", accept="text/csv",
-                output_path="s3://{bucket}/sdk-out", sagemaker_session=session)
-t.transform("s3://{bucket}/multi/", content_type="text/csv", split_type="Line")
+image = image_uris.retrieve("xgboost", session.boto_region_name, "1.7-1")
+est = Estimator(image, sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large",
+                output_path="s3://{bucket}/sdk-train", hyperparameters={{"objective": "binary:logistic",
+                "num_round": 5}})
+est.fit({{"train": TrainingInput("s3://{bucket}/sdk-train-data/", content_type="text/csv")}}, logs=False)
+t = est.transformer(instance_count=2, instance_type="ml.m5.large", strategy="MultiRecord", assemble_with="Line",
+                    accept="text/csv", output_path="s3://{bucket}/sdk-out")
+t.transform("s3://{bucket}/sdk-multi/", content_type="text/csv", split_type="Line")
 t.wait()
-print("STATUS", session.sagemaker_client.describe_transform_job(TransformJobName=t.latest_transform_job.name)
+print("STATUS", t.sagemaker_session.describe_transform_job(t.latest_transform_job.name)["TransformJobStatus"])
+joined = Transformer(model_name="transform-model", instance_count=1, instance_type="ml.m5.large",
+                     assemble_with="Line", accept="text/csv", output_path="s3://{bucket}/sdk-joined")
+joined.transform("s3://{bucket}/ids/", content_type="text/csv", split_type="Line", input_filter="$[1:]",
+                 join_source="Input", output_filter="$[0,-1]", wait=True, logs=False)
+print("JOINED", joined.sagemaker_session.describe_transform_job(joined.latest_transform_job.name)
       ["TransformJobStatus"])
 """
 
 
 def test_sdk_transformer(platform: RunningPlatform, tmp_path: Path) -> None:
+    """estimator.transformer() over three files on two instances, and Transformer(model_name=...) with a join."""
     s3 = platform.session().client("s3")
-    s3.put_object(Bucket=BUCKET, Key="multi/part-0.csv", Body=_csv(_rows(100, 0)))
+    train = _rows(200, 20)
+    labelled = np.column_stack([(train[:, 0] > 0).astype(int), train])
+    s3.put_object(Bucket=BUCKET, Key="sdk-train-data/train.csv", Body=_csv(labelled))
+    for i in range(3):
+        s3.put_object(Bucket=BUCKET, Key=f"sdk-multi/part-{i}.csv", Body=_csv(_rows(100, 30 + i)))
+    ids = "\n".join(f"id{i}," + ",".join(f"{v:g}" for v in r) for i, r in enumerate(_rows(30, 9))).encode()
+    s3.put_object(Bucket=BUCKET, Key="ids/data.csv", Body=ids)
     result = subprocess.run(
         [sys.executable, "-c", SDK_TRANSFORM.format(bucket=BUCKET)],
         env=platform.shell_env(),
@@ -208,9 +227,14 @@ def test_sdk_transformer(platform: RunningPlatform, tmp_path: Path) -> None:
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
-    assert "STATUS Completed" in result.stdout
+    assert "STATUS Completed" in result.stdout and "JOINED Completed" in result.stdout
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="sdk-out/")["Contents"]]
-    assert "sdk-out/part-0.csv.out" in keys
+    assert sorted(keys) == [f"sdk-out/part-{i}.csv.out" for i in range(3)]
+    assert all(len(_output(platform, key)) == 100 for key in keys)
+    joined = [o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix="sdk-joined/")["Contents"]]
+    lines = _output(platform, joined[0])
+    assert len(lines) == 30 and [line.split(",")[0] for line in lines] == [f"id{i}" for i in range(30)]
+    assert all(0.0 <= float(line.split(",")[1]) <= 1.0 for line in lines)
 
 
 def test_gzip_input(platform: RunningPlatform) -> None:
