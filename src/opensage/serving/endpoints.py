@@ -233,6 +233,12 @@ class EndpointEngine:
         env.update(extra_env or {})
         for i in range(int(pv.get("InitialInstanceCount", 1))):
             instance = Instance(f"{pv['VariantName']}-{i + 1}", _free_port(), base / f"instance-{i + 1}.log")
+            if model.data.get("EnableNetworkIsolation"):
+                with open(instance.log_path, "a") as out:
+                    out.write(
+                        f"Model {pv['ModelName']} asks for EnableNetworkIsolation: its model server keeps the "
+                        "loopback network, which the endpoint's router reaches it through.\n"
+                    )
             await self._start_instance(endpoint, instance, image.serve_argv(env), base, env, itype)
             variant.instances.append(instance)
         return variant
