@@ -24,6 +24,7 @@ from opensage.logstore import LogStore
 from opensage.objects.client import s3_client
 from opensage.providers.cloudwatch import CloudWatchProvider
 from opensage.providers.iam import IamProvider
+from opensage.providers.kms import KmsProvider
 from opensage.providers.logs import LogsProvider
 from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
@@ -161,6 +162,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
             "logs": LogsProvider(logs),
+            "kms": KmsProvider(store, clock),
         }
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
     except Exception:

@@ -21,6 +21,7 @@ SERVICE_KEYS = {
     "iam": "api",
     "cloudwatch_logs": "api",
     "cloudwatch": "api",
+    "kms": "api",
     "s3": "s3",
 }
 

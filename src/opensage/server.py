@@ -145,6 +145,7 @@ def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: igno
         ports.s3,
         ports.store_base,
         settings.home / "logs" / "object-store.log",
+        kms=(settings.api_url, settings.region),
     )
     store.write_identities(keys)
     store.start()
@@ -194,7 +195,9 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
         try:
             first = platform_key(platform.store, platform.identity.account_id)
             key = (first.access_key_id, first.secret_access_key)
-            all_keys = [(k.access_key_id, k.secret_access_key) for k in platform.store.list_access_keys()]
+            # the platform's key first: the object store calls KMS with it
+            others = [(k.access_key_id, k.secret_access_key) for k in platform.store.list_access_keys()]
+            all_keys = [key, *(k for k in others if k != key)]
             if settings.embedded_store:
                 store, supervisor = _start_store(settings, all_keys)
             bucket = default_bucket_name(settings, platform.identity.account_id)

@@ -24,6 +24,7 @@ SERVED_SERVICES: dict[str, tuple[str, ...]] = {
     "sts": ("query",),
     "iam": ("query",),
     "logs": ("json",),
+    "kms": ("json",),
     "cloudwatch": ("smithy-rpc-v2-cbor", "json", "query"),
 }
 

@@ -57,6 +57,7 @@ GRPC_OFFSET = 10000  # weed's own rule: a component's gRPC port is its HTTP port
 STORE_SPAN = 8  # ports base .. base+7 (plus the admin gRPC port at admin + GRPC_OFFSET)
 IDENTITY_NAME = "opensage"
 IDENTITY_ACTIONS = ("Admin", "Read", "Write", "List", "Tagging")
+KMS_PROVIDER = "opensage"
 UNIX_PATH_MAX = 107  # sun_path is 108 bytes including the terminating NUL
 _ENV_PASSTHROUGH = ("PATH", "LANG", "LC_ALL", "TZ")
 
@@ -128,8 +129,29 @@ def find_weed() -> Path:
     raise StoreError(f"the SeaweedFS 'weed' binary was not found (looked in {scripts.parent} and PATH); {INSTALL_HINT}")
 
 
-def identities_document(keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
+def kms_block(endpoint: str, region: str, key: tuple[str, str]) -> dict[str, Any]:
+    """The ``kms`` part of ``-s3.config``: weed's ``aws`` KMS provider pointed at the platform's own KMS.
+
+    weed asks KMS for a data key per ``aws:kms`` object (``GenerateDataKey``, key id from the request)
+    and for its plaintext on every read (``Decrypt``); it probes the service once at load
+    (``DescribeKey`` of a dummy key) and only logs a warning when nothing answers yet.
+    """
+    provider = {
+        "type": "aws",
+        "region": region,
+        "access_key": key[0],
+        "secret_key": key[1],
+        "endpoint": endpoint,
+        "max_retries": 2,
+        "request_timeout": 30,
+    }
+    return {"default_provider": KMS_PROVIDER, "providers": {KMS_PROVIDER: provider}}
+
+
+def identities_document(keys: Sequence[tuple[str, str]], kms: dict[str, Any] | None = None) -> dict[str, Any]:
     """The ``-s3.config`` document granting every (access key, secret key) pair full access.
+
+    ``kms`` (see :func:`kms_block`) enables ``aws:kms`` server-side encryption.
 
     Raises:
         ValueError: no keys, an empty key, or an access key listed twice.
@@ -143,7 +165,10 @@ def identities_document(keys: Sequence[tuple[str, str]]) -> dict[str, Any]:
         raise ValueError("an S3 access key is listed twice")
     credentials = [{"accessKey": access, "secretKey": secret} for access, secret in keys]
     identity = {"name": IDENTITY_NAME, "credentials": credentials, "actions": list(IDENTITY_ACTIONS)}
-    return {"identities": [identity]}
+    document: dict[str, Any] = {"identities": [identity]}
+    if kms:
+        document["kms"] = kms
+    return document
 
 
 def socket_path(data_dir: Path, name: str) -> Path:
@@ -234,8 +259,18 @@ class EmbeddedStore:
     stops the store with :meth:`stop`. Thread-safe; :class:`Supervisor` restarts it if it dies.
     """
 
-    def __init__(self, data_dir: Path, host: str, s3_port: int, base_port: int, log_path: Path) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        host: str,
+        s3_port: int,
+        base_port: int,
+        log_path: Path,
+        kms: tuple[str, str] | None = None,
+    ) -> None:
+        """``kms`` is (endpoint URL, region) of the KMS that keeps ``aws:kms`` data keys; the first S3 key calls it."""
         self.data_dir = Path(data_dir).absolute()
+        self.kms = kms
         self.host = host
         self.ports = StorePorts.plan(s3_port, base_port)
         self.log_path = Path(log_path).absolute()
@@ -290,7 +325,8 @@ class EmbeddedStore:
         Raises:
             ValueError: see :func:`identities_document`.
         """
-        document = identities_document(keys)
+        kms = kms_block(self.kms[0], self.kms[1], keys[0]) if self.kms and keys else None
+        document = identities_document(keys, kms)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.identities_path, json.dumps(document, indent=2).encode())
         with self._lock:

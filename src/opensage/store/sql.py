@@ -147,6 +147,25 @@ class SqlStore:
         except IntegrityError:
             return self.get_meta(key) or value
 
+    # --- secrets ----------------------------------------------------------------------------------
+
+    def seal(self, secret: bytes) -> bytes:
+        """Encrypt ``secret`` with the home's master key (for key material kept in resources)."""
+        return self._fernet.encrypt(secret)
+
+    def unseal(self, token: bytes) -> bytes:
+        """Decrypt what :meth:`seal` returned.
+
+        Raises:
+            StoreError: the home's master key did not seal it.
+        """
+        try:
+            return self._fernet.decrypt(token)
+        except InvalidToken as exc:
+            raise StoreError(
+                "A secret cannot be decrypted: the home's master.key does not belong to this database."
+            ) from exc
+
     # --- access keys ------------------------------------------------------------------------------
 
     def add_access_key(self, key: AccessKey) -> None:
