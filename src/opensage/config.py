@@ -30,10 +30,11 @@ class Ports:
     proxy: int  # HTTPS proxy that answers the SageMaker SDK's fixed STS host names
     sts_tls: int  # TLS listener behind that proxy (loopback only)
     store_base: int  # the embedded store's internal ports start here
+    s3_store: int  # the embedded store's own S3 gateway, behind the S3 front on ``s3`` (loopback only)
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
-        return cls(api=base, s3=base + 1, proxy=base + 2, sts_tls=base + 3, store_base=base + 10)
+        return cls(api=base, s3=base + 1, proxy=base + 2, sts_tls=base + 3, store_base=base + 10, s3_store=base + 4)
 
 
 @dataclass(frozen=True, slots=True)

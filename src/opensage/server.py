@@ -135,14 +135,23 @@ def _end_orphaned_store(data_dir: Path) -> None:
             continue
 
 
-def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: ignore[no-untyped-def]
+def _secret_lookup(platform: Platform) -> Callable[[str], str | None]:
+    def secret_of(access_key_id: str) -> str | None:
+        key = platform.store.get_access_key(access_key_id)
+        return key.secret_access_key if key is not None and key.status == "Active" else None
+
+    return secret_of
+
+
+def _start_store(settings: Settings, keys: list[tuple[str, str]], platform: Platform):  # type: ignore[no-untyped-def]
+    from opensage.aws.s3front import S3Front
     from opensage.objects.seaweed import EmbeddedStore, Supervisor
 
     ports = settings.ports
     store = EmbeddedStore(
         settings.home / "objects",
         settings.host,
-        ports.s3,
+        ports.s3_store,
         ports.store_base,
         settings.home / "logs" / "object-store.log",
         kms=(settings.api_url, settings.region),
@@ -152,7 +161,14 @@ def _start_store(settings: Settings, keys: list[tuple[str, str]]):  # type: igno
     store.wait_ready()
     supervisor = Supervisor(store)
     supervisor.start()
-    return store, supervisor
+    front = S3Front(settings.host, ports.s3, ("127.0.0.1", ports.s3_store), _secret_lookup(platform))
+    try:
+        front.start()
+    except OSError:
+        supervisor.stop()
+        store.stop()
+        raise
+    return store, supervisor, front
 
 
 def _ensure_bucket(settings: Settings, key: tuple[str, str], bucket: str) -> None:
@@ -191,7 +207,7 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
             _end_orphaned_store(settings.home / "objects")
             check_port_free(settings.host, ports.s3, "S3")
         platform = create_app(settings)
-        store = supervisor = None
+        store = supervisor = front = None
         try:
             first = platform_key(platform.store, platform.identity.account_id)
             key = (first.access_key_id, first.secret_access_key)
@@ -199,7 +215,7 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
             others = [(k.access_key_id, k.secret_access_key) for k in platform.store.list_access_keys()]
             all_keys = [key, *(k for k in others if k != key)]
             if settings.embedded_store:
-                store, supervisor = _start_store(settings, all_keys)
+                store, supervisor, front = _start_store(settings, all_keys, platform)
             bucket = default_bucket_name(settings, platform.identity.account_id)
             _ensure_bucket(settings, key, bucket)
             tls = ensure_tls(
@@ -212,6 +228,8 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
             with asyncio.Runner(loop_factory=_loop_factory()) as runner:
                 runner.run(_run_servers(settings, platform, tls.cert, tls.key, ready_message, store))
         finally:
+            if front is not None:
+                front.stop()
             if supervisor is not None:
                 supervisor.stop()
             if store is not None:
