@@ -138,7 +138,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         imported = None if settings.embedded_store else (settings.s3_access_key, settings.s3_secret_key)
         key = platform_key(store, identity.account_id, imported if imported and all(imported) else None)
         s3 = s3_client(
-            settings.s3_url,
+            settings.internal_s3_url,
             settings.s3_access_key or key.access_key_id,
             settings.s3_secret_key or key.secret_access_key,
             settings.region,

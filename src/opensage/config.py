@@ -75,6 +75,11 @@ class Settings:
         return self.s3_endpoint or f"http://{_url_host(self.host)}:{self.ports.s3}"
 
     @property
+    def internal_s3_url(self) -> str:
+        """Where the platform's own S3 client goes: the embedded store directly, past the S3 front."""
+        return self.s3_endpoint or f"http://127.0.0.1:{self.ports.s3_store}"
+
+    @property
     def proxy_url(self) -> str:
         return f"http://{_url_host(self.host)}:{self.ports.proxy}"
 

@@ -300,3 +300,26 @@ def test_script_processor_with_the_python_image(platform: RunningPlatform, tmp_p
         """,
     )
     assert "ARGS --day 2026-11-29" in out and "STATUS Completed" in out
+
+
+def test_framework_processor_runs_a_source_dir(platform: RunningPlatform, tmp_path: Path) -> None:
+    """FrameworkProcessor(SKLearn, ...).run(code=..., source_dir=...): the SDK's runproc.sh unpacks and runs it."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "helper.py").write_text("GREETING = 'from the source dir'\n")
+    main = "import sys\nfrom helper import GREETING\nprint('FRAMEWORK', GREETING, sys.argv[1:])\n"
+    (src / "main.py").write_text(main)
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import sagemaker
+        from sagemaker.processing import FrameworkProcessor
+        from sagemaker.sklearn import SKLearn
+        processor = FrameworkProcessor(estimator_cls=SKLearn, framework_version="1.2-1", instance_count=1,
+                                       instance_type="ml.m5.large", role=sagemaker.get_execution_role())
+        processor.run(code="main.py", source_dir="src", arguments=["--x", "1"])
+        print("STATUS", processor.latest_job.describe()["ProcessingJobStatus"])
+        """,
+    )
+    assert "FRAMEWORK from the source dir ['--x', '1']" in out and "STATUS Completed" in out

@@ -455,3 +455,75 @@ def test_pytorch_distributed_two_instances(platform: RunningPlatform, tmp_path: 
     )
     assert "RANK 0 OF 2" in out and "RANK 1 OF 2" in out
     assert _values(out, "MODEL")[0].endswith("/output/model.tar.gz")
+
+
+XGB_TRAIN = '''
+import argparse, os
+import numpy as np
+import xgboost as xgb
+
+def model_fn(model_dir):
+    booster = xgb.Booster()
+    booster.load_model(os.path.join(model_dir, "xgboost-model"))
+    return booster
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--num_round", type=int, default=10)
+    args = parser.parse_args()
+    data = np.loadtxt(os.path.join(os.environ["SM_CHANNEL_TRAIN"], "train.csv"), delimiter=",")
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(data[:, 1:], label=data[:, 0]), args.num_round)
+    booster.save_model(os.path.join(os.environ["SM_MODEL_DIR"], "xgboost-model"))
+    print("saved after %d rounds" % args.num_round)
+'''
+
+
+def test_xgboost_script_mode_fit_and_serve(platform: RunningPlatform, tmp_path: Path) -> None:
+    """XGBoost(entry_point=...) runs the script in the XGBoost image; its model serves through model_fn."""
+    _write(tmp_path / "src", {"train.py": XGB_TRAIN})
+    _train_csv(tmp_path / "train.csv")
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import sagemaker
+        from sagemaker.xgboost import XGBoost
+        session = sagemaker.Session()
+        train = session.upload_data("train.csv", key_prefix="xgb-script/train")
+        est = XGBoost(entry_point="train.py", source_dir="src", framework_version="1.7-1", instance_count=1,
+                      instance_type="ml.m5.large", role=sagemaker.get_execution_role(),
+                      hyperparameters={"num_round": 15})
+        est.fit({"train": train})
+        print("MODEL", est.model_data)
+        print("JOB", est.latest_training_job.name)
+        """,
+    )
+    assert "saved after 15 rounds" in out
+    sm = platform.session().client("sagemaker")
+    job = sm.describe_training_job(TrainingJobName=_values(out, "JOB")[0])
+    hps = job["HyperParameters"]
+    sm.create_model(
+        ModelName="xgb-script",
+        PrimaryContainer={
+            "Image": job["AlgorithmSpecification"]["TrainingImage"],
+            "ModelDataUrl": _values(out, "MODEL")[0],
+            "Environment": {
+                "SAGEMAKER_PROGRAM": "train.py",
+                "SAGEMAKER_SUBMIT_DIRECTORY": json.loads(hps["sagemaker_submit_directory"]),
+            },
+        },
+        ExecutionRoleArn=job["RoleArn"],
+    )
+    sm.create_endpoint_config(
+        EndpointConfigName="xgb-script",
+        ProductionVariants=[
+            {"VariantName": "v", "ModelName": "xgb-script", "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+    )
+    sm.create_endpoint(EndpointName="xgb-script", EndpointConfigName="xgb-script")
+    assert _wait_endpoint(platform, "xgb-script")["EndpointStatus"] == "InService"
+    runtime = platform.session().client("sagemaker-runtime")
+    answer = runtime.invoke_endpoint(EndpointName="xgb-script", Body=b"3,0,0\n-3,0,0", ContentType="text/csv")
+    first, second = (float(v) for v in answer["Body"].read().decode().replace("\n", ",").strip(",").split(","))
+    assert first > 0.5 > second
+    sm.delete_endpoint(EndpointName="xgb-script")
