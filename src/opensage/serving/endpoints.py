@@ -393,10 +393,9 @@ class EndpointEngine:
             raise NotReady(variant.name)
         if len(healthy) == 1:
             return variant, healthy[0]
-        a, b = random.sample(healthy, 2) if len(healthy) > 2 else healthy  # power of two choices
-        if a.outstanding == b.outstanding:
-            return variant, a if random.random() < 0.5 else b
-        return variant, a if a.outstanding < b.outstanding else b
+        # power of two choices; on a tie the first, so that a light load stays on one warm server
+        a, b = random.sample(healthy, 2) if len(healthy) > 2 else healthy
+        return variant, b if b.outstanding < a.outstanding else a
 
     async def invoke(
         self,
