@@ -136,3 +136,93 @@ def test_metrics_buckets_percentiles_and_prometheus() -> None:
     text = m.prometheus()
     assert 'opensage_endpoint_invocations_total{endpoint="ep",variant="a"} 3.0' in text
     assert 'opensage_endpoint_model_latency_microseconds_sum{endpoint="ep",variant="a"} 450.0' in text
+
+
+# --- the gateway's InvokeEndpoint fast path -----------------------------------------------------------
+
+
+class _Key:
+    access_key_id = "AKIATESTKEY000000001"
+    secret_access_key = "s3cr3t/With+Chars"
+    principal_arn = "arn:aws:sts::123456789012:assumed-role/OpenSageExecutionRole/tests"
+    user_id = "AROATEST:tests"
+    status = "Active"
+
+
+class _Engine:
+    async def invoke(self, name: str, body: bytes, content_type: str, accept: str, target: Any, attrs: Any = None):
+        from opensage.serving.endpoints import Answer, NoEndpoint
+
+        if name == "missing":
+            raise NoEndpoint(name)
+        if body == b"bad":
+            return Answer(400, b"cannot parse", "text/plain", "AllTraffic", 0.001)
+        return Answer(200, body + f"|{content_type}|{accept}|{target}".encode(), "text/csv", "AllTraffic", 0.001)
+
+
+def _gateway(fast: bool) -> Any:
+    from opensage.aws.auth import Authenticator
+    from opensage.aws.gateway import Gateway
+    from opensage.aws.specs import load_specs
+    from opensage.providers.runtime import RuntimeProvider
+
+    provider = RuntimeProvider(_Engine(), InvocationMetrics())  # type: ignore[arg-type]
+    gateway = Gateway(
+        load_specs(), {"sagemaker-runtime": provider}, Authenticator(lambda k: _Key()), "123456789012", 2**23
+    )  # type: ignore[arg-type, return-value]
+    assert gateway._invoke is not None  # the fast path is on for this model
+    if not fast:
+        gateway._invoke = None
+    return gateway
+
+
+def _call(gateway: Any, name: str, body: bytes, headers: dict[str, str], tamper: bytes | None = None) -> tuple:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    path = f"/endpoints/{name}/invocations"
+    request = AWSRequest(method="POST", url=f"http://127.0.0.1:8080{path}", data=body, headers=headers)
+    SigV4Auth(Credentials(_Key.access_key_id, _Key.secret_access_key), "sagemaker", "us-east-1").add_auth(request)
+    wire = [(k.lower().encode(), v.encode()) for k, v in request.headers.items()]
+    wire += [(b"host", b"127.0.0.1:8080"), (b"content-length", str(len(body)).encode())]
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": wire,
+    }
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return {"type": "http.request", "body": tamper if tamper is not None else body, "more_body": False}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    asyncio.run(gateway(scope, receive, send))
+    headers_out = {k.decode(): v.decode() for k, v in sent[0]["headers"] if k != b"x-amzn-requestid"}
+    return sent[0]["status"], headers_out, sent[1]["body"]
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "headers", "tamper", "status", "code"),
+    [
+        ("ep-1", b"1,2", {"Content-Type": "text/csv", "Accept": "text/csv"}, None, 200, None),
+        ("ep-1", b"1,2", {"Content-Type": "text/csv", "X-Amzn-SageMaker-Target-Variant": "B"}, None, 200, None),
+        ("ep-1", b"bad", {"Content-Type": "text/csv"}, None, 424, "ModelError"),
+        ("missing", b"1", {"Content-Type": "text/csv"}, None, 400, "ValidationError"),
+        ("bad_name!", b"1", {"Content-Type": "text/csv"}, None, 400, "ValidationError"),
+        ("ep-1", b"1,2", {"Content-Type": "text/csv"}, b"1,3", 403, "InvalidSignatureException"),
+    ],
+)
+def test_fast_path_answers_as_the_generic_layer(
+    name: str, body: bytes, headers: dict[str, str], tamper: bytes | None, status: int, code: str | None
+) -> None:
+    fast = _call(_gateway(True), name, body, headers, tamper)
+    generic = _call(_gateway(False), name, body, headers, tamper)
+    assert fast == generic
+    assert fast[0] == status
+    assert fast[1].get("x-amzn-errortype") == code
