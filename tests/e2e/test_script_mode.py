@@ -527,3 +527,55 @@ def test_xgboost_script_mode_fit_and_serve(platform: RunningPlatform, tmp_path: 
     first, second = (float(v) for v in answer["Body"].read().decode().replace("\n", ",").strip(",").split(","))
     assert first > 0.5 > second
     sm.delete_endpoint(EndpointName="xgb-script")
+
+
+def test_network_isolation_of_a_model(platform: RunningPlatform, tmp_path: Path) -> None:
+    """A model with EnableNetworkIsolation serves through the router, but cannot reach the network itself."""
+    probe = f"""
+    import socket
+    def model_fn(model_dir):
+        return None
+    def transform_fn(model, body, content_type, accept):
+        try:
+            socket.create_connection(("127.0.0.1", {platform.port}), timeout=2).close()
+            return "reachable", "text/plain"
+        except OSError:
+            return "cut", "text/plain"
+    """
+    model_tar = tmp_path / "model.tar.gz"
+    with tarfile.open(model_tar, "w:gz") as tar:
+        code = _write(tmp_path / "code", {"inference.py": probe})
+        tar.add(code / "inference.py", arcname="code/inference.py")
+    s3 = platform.session().client("s3")
+    s3.upload_file(str(model_tar), BUCKET, "isolated/model.tar.gz")
+    sm = platform.session().client("sagemaker")
+    runtime = platform.session().client("sagemaker-runtime")
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    answers = {}
+    for isolated in (True, False):
+        name = f"isolated-{str(isolated).lower()}"
+        sm.create_model(
+            ModelName=name,
+            PrimaryContainer={
+                "Image": "python:3.11",
+                "ModelDataUrl": f"s3://{BUCKET}/isolated/model.tar.gz",
+                "Environment": {
+                    "SAGEMAKER_PROGRAM": "inference.py",
+                    "SAGEMAKER_SUBMIT_DIRECTORY": "/opt/ml/model/code",
+                },
+            },
+            ExecutionRoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+            EnableNetworkIsolation=isolated,
+        )
+        sm.create_endpoint_config(
+            EndpointConfigName=name,
+            ProductionVariants=[
+                {"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+            ],
+        )
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+        assert _wait_endpoint(platform, name)["EndpointStatus"] == "InService"
+        reply = runtime.invoke_endpoint(EndpointName=name, Body=b"x", ContentType="text/plain")
+        answers[isolated] = reply["Body"].read().decode()
+        sm.delete_endpoint(EndpointName=name)
+    assert answers == {True: "cut", False: "reachable"}

@@ -20,12 +20,13 @@ import shutil
 import socket
 import tarfile
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from opensage.compute import instances
+from opensage.compute import instances, sandbox
 from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec
 from opensage.errors import Conflict, OpenSageError
 from opensage.images import registry
@@ -68,11 +69,18 @@ class Instance:
     healthy: bool = False
     log_offset: int = 0
     upstream: Upstream | None = None
+    socket: str | None = None  # a Unix socket instead of the port: the model server has no network
 
     def connection(self) -> Upstream:
         if self.upstream is None:
-            self.upstream = Upstream("127.0.0.1", self.port)
+            self.upstream = Upstream("127.0.0.1", self.port, unix_path=self.socket)
         return self.upstream
+
+
+def _instance(host: str, log_path: Path, isolated: bool) -> Instance:
+    """A new instance; one whose model asks for EnableNetworkIsolation is reached over a Unix socket."""
+    socket_path = f"/tmp/opensage-model-{uuid.uuid4().hex[:16]}.sock" if isolated else None
+    return Instance(host, 0 if isolated else _free_port(), log_path, socket=socket_path)
 
 
 @dataclass(slots=True)
@@ -232,12 +240,13 @@ class EndpointEngine:
         env = await asyncio.to_thread(self._container_env, container, image, base, pv["ModelName"])
         env.update(extra_env or {})
         for i in range(int(pv.get("InitialInstanceCount", 1))):
-            instance = Instance(f"{pv['VariantName']}-{i + 1}", _free_port(), base / f"instance-{i + 1}.log")
-            if model.data.get("EnableNetworkIsolation"):
+            isolated = bool(model.data.get("EnableNetworkIsolation"))
+            instance = _instance(f"{pv['VariantName']}-{i + 1}", base / f"instance-{i + 1}.log", isolated)
+            if isolated and not sandbox.network_isolation_available():
                 with open(instance.log_path, "a") as out:
                     out.write(
-                        f"Model {pv['ModelName']} asks for EnableNetworkIsolation: its model server keeps the "
-                        "loopback network, which the endpoint's router reaches it through.\n"
+                        f"Model {pv['ModelName']} asks for EnableNetworkIsolation, but this machine does not let "
+                        "OpenSage create a network namespace: the model server keeps the network.\n"
                     )
             await self._start_instance(endpoint, instance, image.serve_argv(env), base, env, itype)
             variant.instances.append(instance)
@@ -256,6 +265,7 @@ class EndpointEngine:
             "OMP_NUM_THREADS": "1",  # requests are small: one thread each beats threads fighting over cores
             **env,
             "SAGEMAKER_BIND_TO_PORT": str(instance.port),
+            **({"OPENSAGE_BIND_TO_SOCKET": instance.socket} if instance.socket else {}),
             "SAGEMAKER_BASE_DIR": str(base),
             "PYTHONUNBUFFERED": "1",
             "PATH": "/usr/local/bin:/usr/bin:/bin",
@@ -273,6 +283,7 @@ class EndpointEngine:
                     itype.vcpus,
                     itype.memory_bytes,
                     mounts=((base, "/opt/ml"),),
+                    isolate_network=instance.socket is not None,
                 ),
             ),
         )
@@ -578,7 +589,8 @@ class EndpointEngine:
             added = []
             while len(variant.instances) + len(added) < count:
                 n = len(variant.instances) + len(added) + 1
-                instance = Instance(f"{variant_name}-{n}", _free_port(), base / f"instance-{n}.log")
+                isolated = bool(model and model.data.get("EnableNetworkIsolation"))
+                instance = _instance(f"{variant_name}-{n}", base / f"instance-{n}.log", isolated)
                 await self._start_instance(name, instance, image.serve_argv(env), base, env, itype)
                 added.append(instance)
             if added:

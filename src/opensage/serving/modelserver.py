@@ -179,10 +179,13 @@ class HttpConnection(asyncio.Protocol):
             self.transport.close()
 
 
-async def serve(app: ModelApp, host: str, port: int) -> None:
-    """Answer on ``host:port`` until SIGTERM or SIGINT."""
+async def serve(app: ModelApp, host: str, port: int, unix_path: str | None = None) -> None:
+    """Answer on ``host:port`` (or the Unix socket ``unix_path``) until SIGTERM or SIGINT."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: HttpConnection(app), host, port, backlog=1024)
+    if unix_path:
+        server = await loop.create_unix_server(lambda: HttpConnection(app), unix_path, backlog=1024)
+    else:
+        server = await loop.create_server(lambda: HttpConnection(app), host, port, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -205,6 +208,7 @@ def main() -> int:
         return 2
     base = Path(os.environ.get("SAGEMAKER_BASE_DIR", "/opt/ml"))
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
+    unix_path = os.environ.get("OPENSAGE_BIND_TO_SOCKET")  # a model server without a network
     try:
         app = ModelApp(sys.argv[1], base / "model")
     except Exception as exc:
@@ -216,10 +220,16 @@ def main() -> int:
     except ImportError:
         import uvicorn
 
-        uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False, lifespan="off")
+        where: dict[str, Any] = {"uds": unix_path} if unix_path else {"host": "127.0.0.1", "port": port}
+        uvicorn.run(app, **where, log_level="warning", access_log=False, lifespan="off")
         return 0
-    with asyncio.Runner(loop_factory=_loop_factory()) as runner, contextlib.suppress(KeyboardInterrupt):
-        runner.run(serve(app, "127.0.0.1", port))
+    try:
+        with asyncio.Runner(loop_factory=_loop_factory()) as runner, contextlib.suppress(KeyboardInterrupt):
+            runner.run(serve(app, "127.0.0.1", port, unix_path))
+    finally:
+        if unix_path:
+            with contextlib.suppress(OSError):
+                os.unlink(unix_path)
     return 0
 
 

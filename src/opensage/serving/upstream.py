@@ -122,17 +122,22 @@ class _Connection(asyncio.Protocol):
 
 
 class Upstream:
-    def __init__(self, host: str, port: int, max_idle: int = 64) -> None:
-        self.host, self.port, self.max_idle = host, port, max_idle
+    def __init__(self, host: str, port: int, max_idle: int = 64, unix_path: str | None = None) -> None:
+        self.host, self.port, self.max_idle, self.unix_path = host, port, max_idle, unix_path
         self._idle: list[_Connection] = []
         self._host_line = f"host: {host}:{port}\r\n"
 
     async def _open(self, timeout: float) -> _Connection:
         loop = asyncio.get_running_loop()
         try:
-            _, conn = await asyncio.wait_for(loop.create_connection(_Connection, self.host, self.port), timeout)
+            if self.unix_path:
+                opening = loop.create_unix_connection(_Connection, self.unix_path)
+            else:
+                opening = loop.create_connection(_Connection, self.host, self.port)
+            _, conn = await asyncio.wait_for(opening, timeout)
         except (OSError, TimeoutError) as exc:
-            raise UpstreamError(f"cannot connect to {self.host}:{self.port}: {exc}") from exc
+            where = self.unix_path or f"{self.host}:{self.port}"
+            raise UpstreamError(f"cannot connect to {where}: {exc}") from exc
         return conn
 
     def _take_idle(self) -> _Connection | None:
