@@ -139,3 +139,23 @@ def test_requirements_environment_is_cached(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(environments.RequirementsError):
         environments.ensure(bad, messages.append)
     assert not (tmp_path / "envs" / environments.key(bad)).exists()
+
+
+def test_distributed_pytorch_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SM_HOSTS", '["algo-1", "algo-2"]')
+    monkeypatch.setenv("SM_CURRENT_HOST", "algo-2")
+    monkeypatch.setenv("SM_NUM_GPUS", "0")
+    monkeypatch.setenv("OPENSAGE_HOST_ADDRESSES", '{"algo-1": "127.0.0.1", "algo-2": "127.0.0.1"}')
+    monkeypatch.setenv("OPENSAGE_TRACKER_PORT", "29555")
+    argv = toolkit._command("python", Path("/code"), "train.py", ["--epochs", "2"], distributed=True)
+    assert argv[:3] == ["python", "-m", "torch.distributed.run"]
+    assert {"--nnodes=2", "--nproc_per_node=1", "--node_rank=1", "--master_addr=127.0.0.1"} <= set(argv)
+    assert "--master_port=29555" in argv and argv[-3:] == ["/code/train.py", "--epochs", "2"]
+    assert toolkit._command("python", Path("/code"), "run.sh", [], distributed=False) == ["/bin/sh", "/code/run.sh"]
+    assert toolkit._command("python", Path("/code"), "pkg.main", ["-x", "1"], distributed=False) == [
+        "python",
+        "-m",
+        "pkg.main",
+        "-x",
+        "1",
+    ]
