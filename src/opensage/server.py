@@ -267,7 +267,8 @@ async def _run_servers(
     https = _Server(
         uvicorn.Config(
             platform,
-            **{**common, "host": "127.0.0.1"},
+            # the platform's start-up and shutdown (recovering jobs and endpoints) run once, with ``http``
+            **{**common, "host": "127.0.0.1", "lifespan": "off"},
             port=settings.ports.sts_tls,
             ssl_certfile=str(cert),
             ssl_keyfile=str(key),

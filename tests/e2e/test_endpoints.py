@@ -328,6 +328,20 @@ def test_endpoints_come_back_after_a_restart(tmp_path: Path) -> None:
             except ClientError as exc:
                 assert exc.response["Error"]["Code"] == "ServiceUnavailable" and time.monotonic() < deadline
                 time.sleep(0.2)
+        assert len(_model_servers(home)) == 1  # brought back once, not once per listener
+    assert _model_servers(home) == []  # and ended with the platform
+
+
+def _model_servers(home: Path) -> list[int]:
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
+        if "opensage.serving.modelserver" in " ".join(proc.info["cmdline"] or []) and str(home) in (
+            proc.info["cwd"] or ""
+        ):
+            found.append(proc.info["pid"])
+    return found
 
 
 def test_invocation_metrics_through_cloudwatch_and_prometheus(platform: RunningPlatform) -> None:
