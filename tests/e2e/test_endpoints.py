@@ -328,11 +328,11 @@ def test_endpoints_come_back_after_a_restart(tmp_path: Path) -> None:
             except ClientError as exc:
                 assert exc.response["Error"]["Code"] == "ServiceUnavailable" and time.monotonic() < deadline
                 time.sleep(0.2)
-        assert len(_model_servers(home)) == 1  # brought back once, not once per listener
-    assert _model_servers(home) == []  # and ended with the platform
+        assert len(_servers_under(home)) == 1  # brought back once, not once per listener
+    assert _servers_under(home) == []  # and ended with the platform
 
 
-def _model_servers(home: Path) -> list[int]:
+def _servers_under(home: Path) -> list[int]:
     import psutil
 
     found = []
