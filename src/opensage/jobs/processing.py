@@ -19,113 +19,52 @@ import os
 import shutil
 import sys
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
 
 from opensage.compute import instances, sandbox
-from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec, JobStatus
-from opensage.errors import Conflict, NotFound
+from opensage.compute.base import ContainerSpec, JobSpec, JobStatus
+from opensage.errors import Conflict
 from opensage.images import registry
 from opensage.jobs import channels
-from opensage.jobs.training import JobFailed, LogTail, last_lines
-from opensage.logstore import LogStore
-from opensage.store.sql import SqlStore
+from opensage.jobs.engine import (
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    SHUTDOWN_REASON,
+    STOPPED,
+    STOPPING,
+    JobEngine,
+    JobFailed,
+    LogTail,
+    Run,
+    last_lines,
+)
 
 log = logging.getLogger(__name__)
 KIND = "processing-job"
 LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
-IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
 CONTAINER_ROOT = "/opt/ml"
 CONTINUOUS_INTERVAL_S = 1.0
-SHUTDOWN_REASON = "InternalServerError: OpenSage was shut down while this job was running; start the job again."
-RESTART_REASON = "InternalServerError: OpenSage restarted while this job was running; start the job again."
 
 
 def _epoch(now: dt.datetime) -> float:
     return round(now.timestamp(), 3)
 
 
-@dataclass(slots=True)
-class _Run:
-    name: str
-    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    handle: Handle | None = None
-    shutting_down: bool = False
-
-
-class ProcessingEngine:
+class ProcessingEngine(JobEngine):
     """Runs processing jobs on a compute backend; the provider calls :meth:`launch` and :meth:`request_stop`."""
 
-    def __init__(
-        self,
-        store: SqlStore,
-        s3: Any,
-        backend: ComputeBackend,
-        logs: LogStore,
-        work_dir: Path,
-        clock: Callable[[], dt.datetime],
-        *,
-        stop_grace_s: float = 10.0,
-        poll_interval_s: float = 0.05,
-        envs_dir: Path | None = None,
-    ) -> None:
-        self.store = store
-        self.s3 = s3
-        self.backend = backend
-        self.logs = logs
-        self.work_dir = work_dir
-        self.clock = clock
-        self.stop_grace_s = stop_grace_s
-        self.poll_interval_s = poll_interval_s
-        self.envs_dir = envs_dir or work_dir / "_envs"
-        self._runs: dict[str, _Run] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+    KIND = KIND
 
-    # --- API-facing -------------------------------------------------------------------------------
-
-    def launch(self, name: str) -> None:
-        run = _Run(name)
-        self._runs[name] = run
-        task = asyncio.get_running_loop().create_task(self._run(run), name=f"processing:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def request_stop(self, name: str) -> bool:
-        run = self._runs.get(name)
-        if run is None:
-            return False
-        run.stop_requested.set()
-        return True
-
-    async def recover(self) -> None:
-        """At start-up: end the jobs an earlier server left running."""
-        for status in (IN_PROGRESS, STOPPING):
-            for row in await asyncio.to_thread(self.store.list_resources, KIND, status=status):
-                handle = row.data.get("_Handle")
-                if handle:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(self.backend.stop, handle, 1.0)
-                        await asyncio.to_thread(self.backend.cleanup, handle)
-                if status == STOPPING:
-                    await self._finish(row.name, STOPPED, None)
-                else:
-                    await self._finish(row.name, FAILED, RESTART_REASON)
-                shutil.rmtree(self.work_dir / row.name, ignore_errors=True)
-
-    async def shutdown(self) -> None:
-        for run in list(self._runs.values()):
-            run.shutting_down = True
-            run.stop_requested.set()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.stop_grace_s + 5)
+    async def _end(self, name: str, status: str, reason: str | None) -> None:
+        await self._finish(name, status, reason)
 
     # --- the job ----------------------------------------------------------------------------------
 
-    async def _run(self, run: _Run) -> None:
+    async def _run(self, run: Run) -> None:
         name = run.name
         job_dir = self.work_dir / name
         uploader: _Uploader | None = None
@@ -267,31 +206,10 @@ class ProcessingEngine:
             )
         return JobSpec(f"{KIND}/{desc['ProcessingJobName']}", tuple(containers))
 
-    async def _watch(self, run: _Run, desc: dict, spec: JobSpec, streams: dict[str, str]) -> tuple[str, JobStatus]:
+    async def _watch(self, run: Run, desc: dict, spec: JobSpec, streams: dict[str, str]) -> tuple[str, JobStatus]:
         """Tail logs until every container has ended; the outcome is 'done', 'stopped' or 'max-runtime'."""
         tails = {c.host: LogTail(c.log_path) for c in spec.containers}
-        limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit if limit else None
-        outcome = "done"
-        assert run.handle is not None
-        while True:
-            status: JobStatus = await asyncio.to_thread(self.backend.poll, run.handle)
-            await asyncio.to_thread(self._pump_logs, tails, streams)
-            if status.done:
-                break
-            if outcome == "done":
-                if run.stop_requested.is_set():
-                    outcome = "stopped"
-                elif deadline is not None and loop.time() > deadline:
-                    outcome = "max-runtime"
-                if outcome != "done":
-                    await asyncio.to_thread(self.backend.stop, run.handle, self.stop_grace_s)
-                    continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.stop_requested.wait(), self.poll_interval_s)
-        await asyncio.to_thread(self._pump_logs, tails, streams, True)
-        return outcome, status
+        return await self._await_containers(run, desc, lambda final: self._pump_logs(tails, streams, final))
 
     def _pump_logs(self, tails: dict[str, LogTail], streams: dict[str, str], final: bool = False) -> None:
         for host, tail in tails.items():
@@ -302,7 +220,7 @@ class ProcessingEngine:
 
     async def _conclude(
         self,
-        run: _Run,
+        run: Run,
         desc: dict,
         roots: dict[str, Path],
         outcome: str,
@@ -346,20 +264,6 @@ class ProcessingEngine:
 
     # --- persistence -------------------------------------------------------------------------------
 
-    async def _describe(self, name: str) -> dict:
-        row = await asyncio.to_thread(self.store.get_resource, KIND, name)
-        if row is None:
-            raise NotFound(name)
-        return row.data
-
-    async def _save(self, name: str, **fields: Any) -> None:
-        def update() -> None:
-            row = self.store.get_resource(KIND, name)
-            if row is not None:
-                self.store.update_resource(KIND, name, data={**row.data, **fields}, now=self.clock())
-
-        await asyncio.to_thread(update)
-
     async def _finish(self, name: str, status: str, reason: str | None, **fields: Any) -> None:
         def update() -> None:
             row = self.store.get_resource(KIND, name)
@@ -379,7 +283,7 @@ class ProcessingEngine:
 
         await asyncio.to_thread(update)
 
-    async def _fail(self, run: _Run, reason: str) -> None:
+    async def _fail(self, run: Run, reason: str) -> None:
         if run.shutting_down:
             reason = SHUTDOWN_REASON
         elif run.stop_requested.is_set():

@@ -16,24 +16,32 @@ import logging
 import re
 import shutil
 import socket
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from opensage.compute import instances
-from opensage.compute.base import ComputeBackend, ContainerSpec, Handle, JobSpec, JobStatus
+from opensage.compute.base import ContainerSpec, Handle, JobSpec
 from opensage.contract import Layout, training_env
-from opensage.errors import Conflict, NotFound, OpenSageError
+from opensage.errors import Conflict, NotFound
 from opensage.images import registry
 from opensage.jobs import artifacts, channels
-from opensage.logstore import LogStore
-from opensage.store.sql import SqlStore
+from opensage.jobs.engine import (
+    COMPLETED,
+    FAILED,
+    IN_PROGRESS,
+    SHUTDOWN_REASON,
+    STOPPED,
+    STOPPING,
+    JobEngine,
+    JobFailed,
+    LogTail,
+    Run,
+    last_lines,
+)
 
 log = logging.getLogger(__name__)
 KIND = "training-job"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
-IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
 _STATUS_MESSAGES = {
     "Starting": "Preparing the instances for training",
     "Downloading": "Downloading input data",
@@ -47,14 +55,6 @@ _STATUS_MESSAGES = {
 }
 
 
-SHUTDOWN_REASON = "InternalServerError: OpenSage was shut down while this job was running; start the job again."
-RESTART_REASON = "InternalServerError: OpenSage restarted while this job was running; start the job again."
-
-
-class JobFailed(OpenSageError):
-    """Ends a job as Failed; the message is its FailureReason."""
-
-
 def _epoch(now: dt.datetime) -> float:
     return round(now.timestamp(), 3)
 
@@ -65,90 +65,17 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@dataclass(slots=True)
-class _Run:
-    """What the engine keeps in memory about a running job."""
+class TrainingEngine(JobEngine):
+    """Runs training jobs on a compute backend; the provider calls :meth:`launch` and :meth:`request_stop`."""
 
-    name: str
-    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
-    handle: Handle | None = None
-    metrics: dict[str, float] = field(default_factory=dict)
-    last_status: JobStatus | None = None
-    shutting_down: bool = False
+    KIND = KIND
 
-
-class TrainingEngine:
-    """Runs training jobs on a compute backend; providers call :meth:`create`, :meth:`stop`."""
-
-    def __init__(
-        self,
-        store: SqlStore,
-        s3: Any,
-        backend: ComputeBackend,
-        logs: LogStore,
-        work_dir: Path,
-        clock: Callable[[], dt.datetime],
-        *,
-        stop_grace_s: float = 10.0,
-        poll_interval_s: float = 0.05,
-        envs_dir: Path | None = None,
-    ) -> None:
-        self.store = store
-        self.s3 = s3
-        self.backend = backend
-        self.logs = logs
-        self.work_dir = work_dir
-        self.clock = clock
-        self.stop_grace_s = stop_grace_s
-        self.poll_interval_s = poll_interval_s
-        self.envs_dir = envs_dir or work_dir / "_envs"
-        self._runs: dict[str, _Run] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    # --- API-facing -------------------------------------------------------------------------------
-
-    def launch(self, name: str) -> None:
-        """Start running a job whose record exists (status InProgress/Starting)."""
-        run = _Run(name)
-        self._runs[name] = run
-        task = asyncio.get_running_loop().create_task(self._run(run), name=f"training:{name}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    def request_stop(self, name: str) -> bool:
-        """Ask a running job to stop; False when no task of this server runs it."""
-        run = self._runs.get(name)
-        if run is None:
-            return False
-        run.stop_requested.set()
-        return True
-
-    async def recover(self) -> None:
-        """At start-up: end the jobs an earlier server left running (their processes are stopped)."""
-        for status in (IN_PROGRESS, STOPPING):
-            for row in await asyncio.to_thread(self.store.list_resources, KIND, status=status):
-                handle = row.data.get("_Handle")
-                if handle:
-                    with contextlib.suppress(Exception):
-                        await asyncio.to_thread(self.backend.stop, handle, 1.0)
-                        await asyncio.to_thread(self.backend.cleanup, handle)
-                if status == STOPPING:
-                    await self._finish(row.name, STOPPED, "Stopped", None)
-                else:
-                    await self._finish(row.name, FAILED, "Failed", RESTART_REASON)
-                shutil.rmtree(self.work_dir / row.name, ignore_errors=True)
-
-    async def shutdown(self) -> None:
-        """Stop every running job (server shutdown): they end Failed with a reason."""
-        for run in list(self._runs.values()):
-            run.shutting_down = True
-            run.stop_requested.set()
-        if self._tasks:
-            await asyncio.wait(self._tasks, timeout=self.stop_grace_s + 5)
+    async def _end(self, name: str, status: str, reason: str | None) -> None:
+        await self._finish(name, status, status, reason)
 
     # --- the state machine ----------------------------------------------------------------------
 
-    async def _run(self, run: _Run) -> None:
+    async def _run(self, run: Run) -> None:
         name = run.name
         job_dir = self.work_dir / name
         try:
@@ -347,33 +274,14 @@ class TrainingEngine:
         return JobSpec(f"{KIND}/{name}", tuple(containers))
 
     async def _watch(
-        self, run: _Run, desc: dict, spec: JobSpec, streams: dict[str, str], definitions: list[dict[str, str]]
+        self, run: Run, desc: dict, spec: JobSpec, streams: dict[str, str], definitions: list[dict[str, str]]
     ) -> str:
-        """Tail logs until every container has ended; returns 'done', 'stopped' or 'max-runtime'."""
+        """Tail logs (and metrics) until every container has ended; returns 'done', 'stopped' or 'max-runtime'."""
         tails = {c.host: LogTail(c.log_path) for c in spec.containers}
         patterns = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
-        limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + limit if limit else None
-        outcome = "done"
-        assert run.handle is not None
-        while True:
-            status: JobStatus = await asyncio.to_thread(self.backend.poll, run.handle)
-            await asyncio.to_thread(self._pump_logs, tails, streams, patterns, run.metrics)
-            if status.done:
-                run.last_status = status
-                break
-            if outcome == "done":
-                if run.stop_requested.is_set():
-                    outcome = "stopped"
-                elif deadline is not None and loop.time() > deadline:
-                    outcome = "max-runtime"
-                if outcome != "done":
-                    await asyncio.to_thread(self.backend.stop, run.handle, self.stop_grace_s)
-                    continue
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(run.stop_requested.wait(), self.poll_interval_s)
-        await asyncio.to_thread(self._pump_logs, tails, streams, patterns, run.metrics, True)
+        outcome, _ = await self._await_containers(
+            run, desc, lambda final: self._pump_logs(tails, streams, patterns, run.metrics, final)
+        )
         return outcome
 
     def _pump_logs(
@@ -399,7 +307,7 @@ class TrainingEngine:
 
     async def _conclude(
         self,
-        run: _Run,
+        run: Run,
         desc: dict,
         layouts: dict[str, Layout],
         hosts: list[str],
@@ -465,21 +373,6 @@ class TrainingEngine:
 
     # --- persistence -------------------------------------------------------------------------------
 
-    async def _describe(self, name: str) -> dict:
-        row = await asyncio.to_thread(self.store.get_resource, KIND, name)
-        if row is None:
-            raise NotFound(name)
-        return row.data
-
-    async def _save(self, name: str, **fields: Any) -> None:
-        def update() -> None:
-            row = self.store.get_resource(KIND, name)
-            if row is None:
-                return
-            self.store.update_resource(KIND, name, data={**row.data, **fields}, now=self.clock())
-
-        await asyncio.to_thread(update)
-
     async def _secondary(self, name: str, secondary: str, **fields: Any) -> None:
         """Move to ``secondary`` (still InProgress); raises when the job was stopped meanwhile."""
 
@@ -525,7 +418,7 @@ class TrainingEngine:
 
         await asyncio.to_thread(update)
 
-    async def _fail(self, run: _Run, reason: str) -> None:
+    async def _fail(self, run: Run, reason: str) -> None:
         if run.shutting_down:
             reason = SHUTDOWN_REASON
         elif run.stop_requested.is_set():
@@ -559,32 +452,6 @@ def _with_transition(data: dict, secondary: str, now: dt.datetime) -> dict:
     return data
 
 
-class LogTail:
-    """Reads the complete new lines of a growing log file."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.offset = 0
-        self.partial = b""
-
-    def read(self, final: bool = False) -> list[str]:
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                chunk = f.read(4 * 1024 * 1024)
-        except FileNotFoundError:
-            return []
-        self.offset += len(chunk)
-        data = self.partial + chunk
-        lines = data.split(b"\n")
-        self.partial = lines.pop()
-        if final and self.partial:
-            lines.append(self.partial)
-            self.partial = b""
-        # CloudWatch shows a container's tabs as "#011"; metric regexes are written against that.
-        return [line.decode("utf-8", "replace").rstrip("\r").replace("\t", "#011") for line in lines if line.strip()]
-
-
 def _json_string(value: str) -> str:
     """A hyperparameter value the SDK JSON-encoded (``'"s3://b/k"'``), decoded."""
     try:
@@ -592,11 +459,3 @@ def _json_string(value: str) -> str:
     except ValueError:
         return value
     return decoded if isinstance(decoded, str) else value
-
-
-def last_lines(path: Path, n: int) -> str:
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
-    except OSError:
-        return "(no output)"
-    return " | ".join(lines[-n:]) or "(no output)"
