@@ -119,6 +119,23 @@ class RunningPlatform:
             env[key] = shlex.split(value)[0] if value else ""
         return env
 
+    def run_python(self, code: str, cwd: Path, timeout: float = 300) -> str:
+        """Run a user's script (dedented) in a shell set up by ``opensage env``; its stdout and stderr."""
+        import subprocess
+        import sys
+        import textwrap
+
+        result = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            env=self.shell_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=cwd,
+        )
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+        return result.stdout + result.stderr
+
     def session(self) -> Any:
         """A boto3 session that uses only the written profile (as a user's code would)."""
         import botocore.session

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import textwrap
 import time
 import uuid
@@ -47,16 +45,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
 
 
 def _sdk(platform: RunningPlatform, tmp_path: Path, code: str, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=platform.shell_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
-    return result.stdout + result.stderr
+    return platform.run_python(code, tmp_path, timeout)
 
 
 def test_sklearn_processor_feeds_a_training_job(platform: RunningPlatform, tmp_path: Path) -> None:

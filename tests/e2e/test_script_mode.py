@@ -5,8 +5,6 @@ from __future__ import annotations
 import io
 import json
 import re
-import subprocess
-import sys
 import tarfile
 import textwrap
 import time
@@ -58,16 +56,7 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
 
 
 def _sdk(platform: RunningPlatform, tmp_path: Path, code: str, timeout: float = 300) -> str:
-    result = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        env=platform.shell_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tmp_path,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
-    return result.stdout
+    return platform.run_python(code, tmp_path, timeout)
 
 
 def _values(out: str, key: str) -> list[str]:

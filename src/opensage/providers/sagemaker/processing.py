@@ -15,10 +15,10 @@ from opensage.aws.context import RequestContext
 from opensage.compute import instances
 from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
 from opensage.jobs import processing
+from opensage.providers.sagemaker.listing import list_jobs
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 
-_SORT_COLUMNS = {"Name": "name", "CreationTime": "created_at", "Status": "status"}
 _LOCAL_ROOT = "/opt/ml/processing/"
 
 
@@ -87,29 +87,13 @@ class ProcessingOperations:
         return {}
 
     def list_processing_jobs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows = self.store.list_resources(
+        return list_jobs(
+            self.store,
             processing.KIND,
-            name_contains=request.get("NameContains"),
-            status=request.get("StatusEquals"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-            modified_after=request.get("LastModifiedTimeAfter"),
-            modified_before=request.get("LastModifiedTimeBefore"),
-            sort_by=_SORT_COLUMNS.get(request.get("SortBy", "CreationTime"), "created_at"),
-            descending=request.get("SortOrder", "Descending") == "Descending",
+            request,
+            "ProcessingJob",
+            ("CreationTime", "ProcessingEndTime", "LastModifiedTime", "FailureReason", "ExitMessage"),
         )
-        keys = ("CreationTime", "ProcessingEndTime", "LastModifiedTime", "FailureReason", "ExitMessage")
-        return {
-            "ProcessingJobSummaries": [
-                {
-                    "ProcessingJobName": r.name,
-                    "ProcessingJobArn": r.arn,
-                    "ProcessingJobStatus": r.status,
-                    **{k: r.data[k] for k in keys if r.data.get(k) is not None},
-                }
-                for r in rows
-            ]
-        }
 
 
 def _check_processing_request(request: dict[str, Any]) -> None:

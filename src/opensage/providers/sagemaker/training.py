@@ -14,10 +14,10 @@ from typing import Any
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
 from opensage.jobs import training
+from opensage.providers.sagemaker.listing import list_jobs
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 
-_SORT_COLUMNS = {"Name": "name", "CreationTime": "created_at", "Status": "status"}
 _DESCRIBE_DROP = ("_Handle", "Tags")
 
 
@@ -136,29 +136,13 @@ class TrainingOperations:
         return {}
 
     def list_training_jobs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows = self.store.list_resources(
+        return list_jobs(
+            self.store,
             training.KIND,
-            name_contains=request.get("NameContains"),
-            status=request.get("StatusEquals"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-            modified_after=request.get("LastModifiedTimeAfter"),
-            modified_before=request.get("LastModifiedTimeBefore"),
-            sort_by=_SORT_COLUMNS.get(request.get("SortBy", "CreationTime"), "created_at"),
-            descending=request.get("SortOrder", "Descending") == "Descending",
+            request,
+            "TrainingJob",
+            ("CreationTime", "TrainingEndTime", "LastModifiedTime", "SecondaryStatus"),
         )
-        keys = ("CreationTime", "TrainingEndTime", "LastModifiedTime", "SecondaryStatus")
-        return {
-            "TrainingJobSummaries": [
-                {
-                    "TrainingJobName": r.name,
-                    "TrainingJobArn": r.arn,
-                    "TrainingJobStatus": r.status,
-                    **{k: r.data[k] for k in keys if r.data.get(k) is not None},
-                }
-                for r in rows
-            ]
-        }
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,6 +15,7 @@ from typing import Any
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
 from opensage.jobs.transform import KIND, TransformEngine
+from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.training import _jsonable
 from opensage.serving.endpoints import MODEL
 from opensage.store.entities import Resource
@@ -72,27 +73,13 @@ class TransformOperations:
         return row.data
 
     def list_transform_jobs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows = self.store.list_resources(
+        return list_jobs(
+            self.store,
             KIND,
-            name_contains=request.get("NameContains"),
-            status=request.get("StatusEquals"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-            sort_by={"Name": "name", "Status": "status"}.get(request.get("SortBy", ""), "created_at"),
-            descending=request.get("SortOrder", "Descending") == "Descending",
+            request,
+            "TransformJob",
+            ("CreationTime", "TransformEndTime", "LastModifiedTime", "FailureReason"),
         )
-        keys = ("CreationTime", "TransformEndTime", "LastModifiedTime", "FailureReason")
-        return {
-            "TransformJobSummaries": [
-                {
-                    "TransformJobName": r.name,
-                    "TransformJobArn": r.arn,
-                    "TransformJobStatus": r.status,
-                    **{k: r.data[k] for k in keys if r.data.get(k) is not None},
-                }
-                for r in rows
-            ]
-        }
 
     def stop_transform_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["TransformJobName"]
