@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -202,3 +203,15 @@ def training_env(
     for key, value in hyperparameters.items():
         env[f"SM_HP_{key.upper().replace('-', '_')}"] = str(value)
     return env
+
+
+_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b.*)$")
+
+
+def error_message(lines: list[str]) -> str:
+    """The script's last error line (``ValueError: ...``), else its last line of stderr."""
+    for line in reversed(lines):
+        m = _ERROR_LINE.match(line.strip())
+        if m and not line.strip().startswith(("Traceback", "During handling")):
+            return m.group(1)
+    return lines[-1].strip() if lines else ""

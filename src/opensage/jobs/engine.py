@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import shutil
+from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ class Run:
     shutting_down: bool = False
 
 
-class JobEngine:
+class JobEngine(ABC):
     """The lifecycle common to job engines; subclasses give ``KIND``, ``_run`` and ``_end``."""
 
     KIND = ""
@@ -72,12 +73,13 @@ class JobEngine:
         self._runs: dict[str, Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
+    @abstractmethod
     async def _run(self, run: Run) -> None:
-        raise NotImplementedError
+        """Run one job from its record to its end."""
 
+    @abstractmethod
     async def _end(self, name: str, status: str, reason: str | None) -> None:
         """Record the end of a job (Stopped or Failed) that this server does not run."""
-        raise NotImplementedError
 
     def launch(self, name: str) -> None:
         """Start running a job whose record exists (status InProgress)."""
@@ -186,9 +188,14 @@ class LogTail:
         return [line.decode("utf-8", "replace").rstrip("\r").replace("\t", "#011") for line in lines if line.strip()]
 
 
-def last_lines(path: Path, n: int) -> str:
+def tail_lines(path: Path, n: int) -> list[str]:
+    """The last ``n`` non-blank lines of a log file (none when it cannot be read)."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
-        return "(no output)"
-    return " | ".join(lines[-n:]) or "(no output)"
+        return []
+    return lines[-n:]
+
+
+def last_lines(path: Path, n: int) -> str:
+    return " | ".join(tail_lines(path, n)) or "(no output)"

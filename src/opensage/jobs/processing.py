@@ -23,9 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import botocore.exceptions
+from boto3.exceptions import S3UploadFailedError
 
 from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, JobSpec, JobStatus
+from opensage.contract import error_message
 from opensage.errors import Conflict
 from opensage.images import registry
 from opensage.jobs import channels
@@ -40,7 +42,7 @@ from opensage.jobs.engine import (
     JobFailed,
     LogTail,
     Run,
-    last_lines,
+    tail_lines,
 )
 
 log = logging.getLogger(__name__)
@@ -256,9 +258,7 @@ class ProcessingEngine(JobEngine):
                 f"OutOfMemoryError: the processing container on {state.host} used more than the {gib:.1f} GiB of "
                 f"its instance type ({itype}) and was killed. Use a larger instance type or more instances."
             )
-        from opensage.images.framework.toolkit import error_message
-
-        lines = last_lines(job_dir / "logs" / f"{state.host}.log", 50).split(" | ")
+        lines = tail_lines(job_dir / "logs" / f"{state.host}.log", 50)
         message = error_message(lines) or f"the container exited with code {state.exit_code}"
         return f"AlgorithmError: {message} (exit code {state.exit_code} on {state.host})"
 
@@ -338,18 +338,12 @@ class _Uploader:
                     key = f"{prefix}/{path.relative_to(local)}" if prefix else str(path.relative_to(local))
                     try:
                         self.s3.upload_file(str(path), bucket, key)
-                    except (botocore.exceptions.ClientError, boto_transfer_errors()) as exc:
+                    except (botocore.exceptions.ClientError, S3UploadFailedError) as exc:
                         raise JobFailed(
                             f"ClientError: could not upload output '{output['OutputName']}' to "
                             f"{s3_output['S3Uri']}: {_s3_message(exc)}"
                         ) from exc
                     self.sent[(str(path), bucket)] = marker
-
-
-def boto_transfer_errors() -> type[Exception]:
-    from boto3.exceptions import S3UploadFailedError
-
-    return S3UploadFailedError
 
 
 def _s3_message(exc: Exception) -> str:

@@ -28,6 +28,10 @@ _HANDLERS = ("model_fn", "input_fn", "predict_fn", "output_fn", "transform_fn")
 _ENV_MARKER = "OPENSAGE_SERVING_ENV"
 
 
+class HandlerMissing(Exception):
+    """The framework has no default for a handler the user's script must define (e.g. ``model_fn``)."""
+
+
 class PredictError(ValueError):
     """The request is the caller's mistake (the model server answers 4xx)."""
 

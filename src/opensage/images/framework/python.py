@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from opensage.images.framework import encoders
-from opensage.images.framework.inference import PredictError, entry_points
+from opensage.images.framework.inference import HandlerMissing, PredictError, entry_points
 
 __all__ = ["PredictError", "load_model", "predict"]
 
 
 def default_model_fn(model_dir: str) -> Any:
-    raise NotImplementedError("Please provide a model_fn implementation in your inference script.")
+    raise HandlerMissing("Please provide a model_fn implementation in your inference script.")
 
 
 def default_predict_fn(data: Any, model: Any) -> Any:

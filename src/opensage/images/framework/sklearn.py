@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from opensage.images.framework import encoders
-from opensage.images.framework.inference import PredictError, entry_points
+from opensage.images.framework.inference import HandlerMissing, PredictError, entry_points
 
 __all__ = ["PredictError", "load_model", "predict"]
 
 
 def default_model_fn(model_dir: str) -> Any:
-    raise NotImplementedError(
+    raise HandlerMissing(
         "Please provide a model_fn implementation in your inference script: the scikit-learn image has no "
         "default way to load a model (e.g. def model_fn(model_dir): return joblib.load(os.path.join(model_dir, "
         "'model.joblib')))."

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
@@ -23,12 +22,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from opensage.contract import error_message
 from opensage.images.framework import environments
 
 # Hyperparameters that configure the toolkit rather than the user's script.
 PROGRAM, SUBMIT_DIR, LOG_LEVEL = "sagemaker_program", "sagemaker_submit_directory", "sagemaker_container_log_level"
 TORCH_DISTRIBUTED = ("sagemaker_torch_distributed_enabled", "sagemaker_pytorch_ddp_enabled")
-_ERROR_LINE = re.compile(r"^([A-Za-z_][\w.]*(Error|Exception|Exit|Interrupt|Warning)\b.*)$")
 
 
 class ToolkitError(Exception):
@@ -136,15 +135,6 @@ def _run_streaming(argv: list[str], env: dict[str, str], cwd: Path) -> tuple[int
     code = proc.wait()
     reader.join(timeout=5)
     return code, list(tail)
-
-
-def error_message(lines: list[str]) -> str:
-    """The script's last error line (``ValueError: ...``), else its last line of stderr."""
-    for line in reversed(lines):
-        m = _ERROR_LINE.match(line.strip())
-        if m and not line.strip().startswith(("Traceback", "During handling")):
-            return m.group(1)
-    return lines[-1].strip() if lines else ""
 
 
 def train() -> int:
