@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
 import os
@@ -44,16 +43,13 @@ from opensage.jobs.engine import (
     Run,
     tail_lines,
 )
+from opensage.timestamps import epoch as _epoch
 
 log = logging.getLogger(__name__)
 KIND = "processing-job"
 LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
 CONTAINER_ROOT = "/opt/ml"
 CONTINUOUS_INTERVAL_S = 1.0
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
 
 
 class ProcessingEngine(JobEngine):

@@ -38,6 +38,7 @@ from opensage.jobs.engine import (
     Run,
     last_lines,
 )
+from opensage.timestamps import epoch as _epoch
 
 log = logging.getLogger(__name__)
 KIND = "training-job"
@@ -53,10 +54,6 @@ _STATUS_MESSAGES = {
     "Stopped": "Training job stopped",
     "MaxRuntimeExceeded": "Training job stopped because it exceeded MaxRuntimeInSeconds",
 }
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
 
 
 def _free_port() -> int:

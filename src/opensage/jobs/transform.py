@@ -28,6 +28,7 @@ from opensage.jobs.channels import split_s3_uri
 from opensage.serving.endpoints import EndpointEngine, Fleet, FleetError
 from opensage.serving.upstream import UpstreamError
 from opensage.store.sql import SqlStore
+from opensage.timestamps import epoch as _epoch
 
 log = logging.getLogger(__name__)
 KIND = "transform-job"
@@ -36,10 +37,6 @@ LOG_GROUP = "/aws/sagemaker/TransformJobs"
 
 class TransformFailed(OpenSageError):
     """Ends the job as Failed; the message is its FailureReason."""
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
 
 
 # --- JSONPath, the subset batch transform uses on CSV rows and JSON records ------------------------

@@ -35,6 +35,7 @@ from opensage.jobs.channels import split_s3_uri
 from opensage.logstore import LogStore
 from opensage.serving.upstream import Upstream, UpstreamError
 from opensage.store.sql import SqlStore
+from opensage.timestamps import epoch as _epoch
 
 log = logging.getLogger(__name__)
 ENDPOINT, CONFIG, MODEL = "endpoint", "endpoint-config", "model"
@@ -116,10 +117,6 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
 
 
 class EndpointEngine:

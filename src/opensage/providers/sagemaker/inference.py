@@ -19,10 +19,7 @@ from opensage.providers.sagemaker.training import _jsonable
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
+from opensage.timestamps import epoch as _epoch
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:

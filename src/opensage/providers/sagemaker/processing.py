@@ -16,14 +16,12 @@ from opensage.compute import instances
 from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
 from opensage.jobs import processing
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.training import _jsonable
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
+from opensage.timestamps import epoch as _epoch
 
 _LOCAL_ROOT = "/opt/ml/processing/"
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
 
 
 class ProcessingOperations:
@@ -129,13 +127,3 @@ def _check_processing_request(request: dict[str, Any]) -> None:
     for name, path in paths:
         if not path.startswith(_LOCAL_ROOT):
             raise validation_error(f"LocalPath '{path}' of '{name}' must begin with {_LOCAL_ROOT}.")
-
-
-def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return _epoch(value)
-    return value

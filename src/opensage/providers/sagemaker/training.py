@@ -17,12 +17,9 @@ from opensage.jobs import training
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
+from opensage.timestamps import epoch as _epoch
 
 _DESCRIBE_DROP = ("_Handle", "Tags")
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
 
 
 class TrainingOperations:

@@ -20,10 +20,7 @@ from opensage.providers.sagemaker.training import _jsonable
 from opensage.serving.endpoints import MODEL
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
-
-
-def _epoch(now: dt.datetime) -> float:
-    return round(now.timestamp(), 3)
+from opensage.timestamps import epoch as _epoch
 
 
 class TransformOperations:
