@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -139,6 +142,70 @@ def test_requirements_environment_is_cached(tmp_path: Path, monkeypatch: pytest.
     with pytest.raises(environments.RequirementsError):
         environments.ensure(bad, messages.append)
     assert not (tmp_path / "envs" / environments.key(bad)).exists()
+
+
+def _wheel(directory: Path, name: str, version: str = "1.0") -> Path:
+    """A pure-Python wheel of one module ``name`` (so that a requirement installs without a package index)."""
+    dist = f"{name}-{version}.dist-info"
+    files = {
+        f"{name}.py": f"VERSION = {version!r}\n",
+        f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: tests\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    files[f"{dist}/RECORD"] = "".join(f"{f},,\n" for f in files) + f"{dist}/RECORD,,\n"
+    path = directory / f"{name}-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w") as whl:
+        for member, text in files.items():
+            whl.writestr(member, text)
+    return path
+
+
+def test_requirements_environment_of_a_platform_in_a_virtualenv(tmp_path: Path) -> None:
+    """Installed in a virtual environment, the platform's jobs see its packages plus the requirements.
+
+    The platform here is a venv without system site-packages that holds a package of its own
+    (``platform_only``); the base interpreter's packages (scikit-learn) must not leak in, the
+    platform's must not vanish, and the requirement (a local wheel) is installed.
+    """
+    platform = tmp_path / "platform"
+    subprocess.run([sys.executable, "-m", "venv", str(platform)], check=True)
+    site_dir = next((platform / "lib").glob("python3*/site-packages"))
+    (site_dir / "platform_only.py").write_text("HERE = True\n")
+    (site_dir / "opensage_src.pth").write_text(str(Path(environments.__file__).parents[3]) + "\n")
+    requirements = tmp_path / "code" / "requirements.txt"
+    requirements.parent.mkdir()
+    requirements.write_text(f"{_wheel(tmp_path, 'fresh_requirement')}\n")
+    build = (
+        "import sys; from pathlib import Path; from opensage.images.framework import environments;"
+        "print(environments.ensure(Path(sys.argv[1]), lambda m: None))"
+    )
+    env = {**os.environ, environments.CACHE_ENV: str(tmp_path / "envs")}
+    env.pop("PYTHONPATH", None)
+    made = subprocess.run(
+        [str(platform / "bin" / "python"), "-c", build, str(requirements)], capture_output=True, text=True, env=env
+    )
+    assert made.returncode == 0, made.stderr
+    job_python = made.stdout.strip().splitlines()[-1]
+    probe = (
+        "import importlib.util as u, platform_only, fresh_requirement, opensage;"
+        "print(u.find_spec('sklearn') is None, fresh_requirement.__file__)"
+    )
+    out = subprocess.run([job_python, "-c", probe], capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    no_base_sklearn, installed_at = out.stdout.split()
+    assert no_base_sklearn == "True" and installed_at.startswith(str(tmp_path / "envs"))
+
+
+def test_requirements_environment_keeps_the_platforms_packages(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A script with requirements still imports scikit-learn, pandas and joblib from the platform."""
+    monkeypatch.setenv(environments.CACHE_ENV, str(tmp_path / "envs"))
+    requirements = tmp_path / "requirements.txt"
+    requirements.write_text(f"{_wheel(tmp_path, 'extra_requirement')}\njoblib\n")
+    python = environments.ensure(requirements, lambda m: None)
+    code = "import sklearn, pandas, joblib, extra_requirement; print(joblib.__file__)"
+    out = subprocess.run([str(python), "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert not out.stdout.startswith(str(tmp_path))  # joblib was satisfied by the platform, not reinstalled
 
 
 def test_distributed_pytorch_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,18 +1,29 @@
 """Python environments for users' ``requirements.txt``, built once per requirements and reused.
 
-An environment is a virtual environment over the platform's own Python that also sees its
-packages (``--system-site-packages``: scikit-learn, XGBoost, PyTorch when installed), with the
-requirements installed by ``uv`` (or pip when uv is missing), from the package indexes that pip is
-configured with. Environments are cached under ``OPENSAGE_ENV_CACHE`` by a hash of the requirements
-and the Python version; a file lock makes concurrent jobs with the same requirements build it once.
+An environment is a virtual environment that sees exactly the platform's own packages
+(scikit-learn, pandas, XGBoost, PyTorch when installed) plus the requirements. The platform's
+site directories are added to it by a ``.pth`` file (``site.addsitedir``, so editable installs and
+their own ``.pth`` files work), whatever the platform's interpreter is: a virtual environment, a
+pyenv or a system Python. ``--system-site-packages`` would not do: a virtual environment made from
+another one's interpreter inherits the *base* interpreter's packages, not the outer environment's.
+
+The requirements are installed with pip, as SageMaker's containers do: pip sees the platform's
+packages as installed, keeps them where they satisfy the requirements and installs only the rest
+(or another version, in the environment, where a requirement asks for one) into the environment.
+When the platform has no pip, ``uv`` installs them (from the package indexes pip is configured
+with). Environments are cached under ``OPENSAGE_ENV_CACHE`` by a hash of the requirements, the
+Python version and the platform's site directories; a file lock makes concurrent jobs with the
+same requirements build it once.
 """
 
 from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib.util
 import os
 import shutil
+import site
 import subprocess
 import sys
 import time
@@ -20,6 +31,7 @@ from pathlib import Path
 
 CACHE_ENV = "OPENSAGE_ENV_CACHE"
 _COMPLETE = ".opensage-complete"
+_PLATFORM_PTH = "_opensage_platform.pth"
 
 
 class RequirementsError(Exception):
@@ -31,9 +43,21 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or default)
 
 
+def platform_site_dirs() -> list[str]:
+    """The platform interpreter's site directories, in its own order (user site included when enabled)."""
+    dirs = list(site.getsitepackages())
+    if site.ENABLE_USER_SITE:
+        dirs.append(site.getusersitepackages())
+    seen: list[str] = []
+    for d in dirs:
+        if d not in seen and Path(d).is_dir():
+            seen.append(d)
+    return seen
+
+
 def key(requirements: Path) -> str:
     digest = hashlib.sha256()
-    digest.update(f"{sys.version_info[:3]}|{sys.prefix}\n".encode())
+    digest.update(f"{sys.version_info[:3]}|{sys.prefix}|{'|'.join(platform_site_dirs())}\n".encode())
     digest.update(requirements.read_bytes())
     return digest.hexdigest()[:20]
 
@@ -122,13 +146,28 @@ def _run(argv: list[str], env: dict[str, str], log: object) -> None:
         raise RequirementsError(" ".join(lines[-6:]) or f"the installer exited with code {proc.returncode}")
 
 
+def _site_packages(target: Path) -> Path:
+    return target / "lib" / f"python{sys.version_info.major}.{sys.version_info.minor}" / "site-packages"
+
+
 def _build(target: Path, requirements: Path, log: object) -> None:
-    env = {**os.environ, **_pip_settings(), "VIRTUAL_ENV": str(target)}
+    env = {**os.environ, "VIRTUAL_ENV": str(target)}
+    env.setdefault("PIP_CACHE_DIR", str(target.parent / ".pip-cache"))  # a job's HOME goes away with the job
     env.pop("PYTHONPATH", None)
+    env.pop("PYTHONHOME", None)
     uv = _uv()
     if uv is not None:
-        _run([uv, "venv", "--quiet", "--system-site-packages", "--python", sys.executable, str(target)], env, log)
-        _run([uv, "pip", "install", "--python", str(target / "bin" / "python"), "-r", str(requirements)], env, log)
-        return
-    _run([sys.executable, "-m", "venv", "--system-site-packages", str(target)], env, log)
-    _run([str(target / "bin" / "python"), "-m", "pip", "install", "-q", "-r", str(requirements)], env, log)
+        _run([uv, "venv", "--quiet", "--python", sys.executable, str(target)], env, log)
+    else:
+        _run([sys.executable, "-m", "venv", "--without-pip", str(target)], env, log)
+    python = target / "bin" / "python"
+    # After the environment's own site-packages: the platform's, with their .pth files processed.
+    lines = [f"import site; site.addsitedir({d!r})" for d in platform_site_dirs()]
+    (_site_packages(target) / _PLATFORM_PTH).write_text("\n".join(lines) + "\n")
+    if importlib.util.find_spec("pip") is not None:
+        quiet = ["--disable-pip-version-check", "--no-input", "--no-warn-script-location", "-q"]
+        _run([str(python), "-m", "pip", "install", *quiet, "-r", str(requirements)], env, log)
+    elif uv is not None:
+        _run([uv, "pip", "install", "--python", str(python), "-r", str(requirements)], {**env, **_pip_settings()}, log)
+    else:
+        raise RequirementsError("neither pip nor uv is installed in the platform's Python to install requirements.txt")
