@@ -18,6 +18,8 @@ from opensage import __version__
 from opensage.config import Settings, load_settings
 from opensage.errors import NotFound, OpenSageError
 
+ERROR_PREFIX = "opensage: error: "
+
 
 def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(
@@ -92,7 +94,7 @@ def _up_detached(settings: Settings, args: argparse.Namespace) -> int:
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
-            raise OpenSageError(f"OpenSage did not start: {tail[0]} (log: {log_path})")
+            raise OpenSageError(f"OpenSage did not start: {tail[0].removeprefix(ERROR_PREFIX)} (log: {log_path})")
         if health(settings, timeout=0.5) and read_pid(settings.home) == proc.pid:
             print_ready(settings)
             print(f"Running in the background (pid {proc.pid}); log: {log_path}; stop with `opensage down`.")
@@ -173,6 +175,8 @@ def cmd_keys(args: argparse.Namespace) -> int:
             for key in store.list_access_keys():
                 print(f"{key.access_key_id}  {key.status}  {key.created_at:%Y-%m-%d %H:%M:%S}  {key.description}")
         else:
+            if args.access_key_id not in {k.access_key_id for k in store.list_access_keys()}:
+                raise OpenSageError(f"There is no access key {args.access_key_id}; `opensage keys list` shows them.")
             if len(store.list_access_keys()) <= 1:
                 raise OpenSageError("Refusing to delete the last access key: create another one first.")
             try:
@@ -276,7 +280,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except OpenSageError as exc:
-        print(f"opensage: error: {exc}", file=sys.stderr)
+        print(f"{ERROR_PREFIX}{exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

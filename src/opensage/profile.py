@@ -22,6 +22,11 @@ SERVICE_KEYS = {
     "cloudwatch_logs": "api",
     "cloudwatch": "api",
     "kms": "api",
+    "sagemaker_metrics": "api",
+    "application_auto_scaling": "api",
+    "eventbridge": "api",
+    "scheduler": "api",
+    "ecr": "api",
     "s3": "s3",
 }
 

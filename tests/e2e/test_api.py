@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+from typing import Any
 
 import botocore.auth
 import httpx
@@ -167,6 +168,32 @@ def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
     assert _code(exc) == "NotImplemented"
     assert "ListNotebookInstances" in str(exc.value)
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
+
+
+@pytest.mark.parametrize(
+    ("service", "call", "operation"),
+    [
+        (
+            "sagemaker-metrics",
+            lambda c: c.batch_put_metrics(
+                TrialComponentName="t", MetricData=[{"MetricName": "loss", "Timestamp": 0, "Value": 1.0}]
+            ),
+            "BatchPutMetrics",
+        ),
+        ("application-autoscaling", lambda c: c.describe_scalable_targets(ServiceNamespace="sagemaker"),
+         "DescribeScalableTargets"),
+        ("events", lambda c: c.list_rules(), "ListRules"),
+        ("scheduler", lambda c: c.list_schedules(), "ListSchedules"),
+        ("ecr", lambda c: c.describe_repositories(), "DescribeRepositories"),
+    ],
+)
+def test_services_without_a_provider_answer_not_implemented(
+    api: ApiServer, service: str, call: Any, operation: str
+) -> None:
+    """Services routed to the platform but not served yet say so, naming the operation; nothing goes to AWS."""
+    with pytest.raises(ClientError) as exc:
+        call(api.client(service))
+    assert _code(exc) == "NotImplemented" and operation in str(exc.value)
 
 
 def test_oversize_body(api: ApiServer) -> None:

@@ -177,6 +177,18 @@ def test_port_in_use_is_refused(platform: RunningPlatform, tmp_path: Path) -> No
     assert f"Port {platform.port} (API)" in result.stderr and "--port" in result.stderr
 
 
+def test_detached_up_on_a_port_in_use_says_why_once(platform: RunningPlatform, tmp_path: Path) -> None:
+    result = platform.cli("up", "--detach", "--home", str(tmp_path / "other"), "--port", str(platform.port))
+    assert result.returncode == 1
+    assert result.stderr.count("opensage: error:") == 1 and f"Port {platform.port} (API)" in result.stderr
+
+
+def test_deleting_an_unknown_key_says_it_does_not_exist(platform: RunningPlatform) -> None:
+    result = platform.cli("keys", "delete", "--home", str(platform.home), "AKIADOESNOTEXIST0000")
+    assert result.returncode == 1
+    assert "no access key AKIADOESNOTEXIST0000" in result.stderr and "last access key" not in result.stderr
+
+
 def test_foreign_directory_is_refused(platform: RunningPlatform, tmp_path: Path) -> None:
     foreign = tmp_path / "foreign"
     foreign.mkdir()

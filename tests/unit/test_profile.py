@@ -6,6 +6,7 @@ from pathlib import Path
 
 import botocore.session
 
+from opensage.aws.specs import SERVED_SERVICES
 from opensage.config import load_settings
 from opensage.profile import replace_sections, shell_env, write_aws_profile
 
@@ -38,11 +39,31 @@ def test_written_profile_is_what_botocore_reads(tmp_path: Path) -> None:
         ("iam", 9100),
         ("logs", 9100),
         ("cloudwatch", 9100),
+        ("kms", 9100),
         ("s3", 9101),
     ]:
         client = session.create_client(service, region_name="us-east-1")
         assert client.meta.endpoint_url == f"http://127.0.0.1:{port}", service
     assert (tmp_path / "config").stat().st_mode & 0o777 == 0o600
+
+
+def test_every_served_service_is_routed_to_the_platform(tmp_path: Path) -> None:
+    """Profile and shell: every service the API serves (or answers NotImplemented for) reaches OpenSage."""
+    settings = load_settings(
+        env={"AWS_CONFIG_FILE": str(tmp_path / "config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "credentials")},
+        home=str(tmp_path / "home"),
+        port=9300,
+    )
+    write_aws_profile(settings, "AKIAEXAMPLE", "secret")
+    session = botocore.session.Session(profile="opensage")
+    session.set_config_variable("config_file", str(tmp_path / "config"))
+    session.set_config_variable("credentials_file", str(tmp_path / "credentials"))
+    env = shell_env(settings)
+    for service in SERVED_SERVICES:
+        client = session.create_client(service, region_name="us-east-1")
+        assert client.meta.endpoint_url == "http://127.0.0.1:9300", service
+        service_id = client.meta.service_model.service_id.hyphenize().replace("-", "_").upper()
+        assert env[f"AWS_ENDPOINT_URL_{service_id}"] == "http://127.0.0.1:9300", service
 
 
 def test_shell_env_names_every_endpoint(tmp_path: Path) -> None:

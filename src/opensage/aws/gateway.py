@@ -170,14 +170,15 @@ class Gateway:
             form = dict(parse_qsl(query_string, keep_blank_values=True))
         if "Action" in form:
             return self._route_query(form, headers, query_string)
-        runtime = self.specs.get("sagemaker-runtime")
-        match = runtime.match_rest(method, scope["path"], parse_qs(query_string))
-        if match is not None:
-            return Routed(runtime, "rest-json", runtime.model.operation_model(match[0]), match[1], {})
+        query = parse_qs(query_string)
+        for rest in self.specs.rest:
+            match = rest.match_rest(method, scope["path"], query)
+            if match is not None:
+                return Routed(rest, "rest-json", rest.model.operation_model(match[0]), match[1], {})
         raise ServiceError(
             "UnknownOperationException",
             f"No AWS operation matches {method} {scope['path']}: send X-Amz-Target (JSON services), an Action "
-            "form field (query services) or a sagemaker-runtime path.",
+            f"form field (query services) or a path of {', '.join(s.name for s in self.specs.rest)}.",
             404,
         )
 

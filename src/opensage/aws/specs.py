@@ -17,7 +17,8 @@ import botocore.session
 from botocore.model import OperationModel, ServiceModel
 
 # botocore name -> the protocol we speak for it. CloudWatch lists several protocols; we serve its
-# JSON and query forms.
+# JSON and query forms. A service without a provider yet is still routed here, so that its calls
+# answer NotImplemented naming the operation instead of leaving for AWS.
 SERVED_SERVICES: dict[str, tuple[str, ...]] = {
     "sagemaker": ("json",),
     "sagemaker-runtime": ("rest-json",),
@@ -26,6 +27,11 @@ SERVED_SERVICES: dict[str, tuple[str, ...]] = {
     "logs": ("json",),
     "kms": ("json",),
     "cloudwatch": ("smithy-rpc-v2-cbor", "json", "query"),
+    "sagemaker-metrics": ("rest-json",),
+    "application-autoscaling": ("json",),
+    "events": ("json",),
+    "scheduler": ("rest-json",),
+    "ecr": ("json",),
 }
 
 _LABEL = re.compile(r"\{([^}]+?)(\+?)\}")
@@ -111,6 +117,7 @@ class Specs:
     by_target: dict[str, ServiceSpec]
     by_version: dict[str, list[ServiceSpec]]
     by_signing_name: dict[str, ServiceSpec]
+    rest: list[ServiceSpec]  # REST services, in the order their paths are tried
 
     def get(self, name: str) -> ServiceSpec:
         return self.services[name]
@@ -128,6 +135,9 @@ def load_specs() -> Specs:
     for s in services.values():
         if "query" in s.protocols:
             by_version.setdefault(s.api_version, []).append(s)
-    by_signing = {s.signing_name: s for s in services.values() if s.name != "sagemaker-runtime"}
+    by_signing: dict[str, ServiceSpec] = {}
+    for s in services.values():  # SageMaker Runtime and Metrics sign as "sagemaker" too: SageMaker keeps the name
+        by_signing.setdefault(s.signing_name, s)
     by_signing["monitoring"] = services["cloudwatch"]
-    return Specs(services, by_target, by_version, by_signing)
+    rest = [s for s in services.values() if "rest-json" in s.protocols]
+    return Specs(services, by_target, by_version, by_signing, rest)
