@@ -42,6 +42,9 @@ ENDPOINT, CONFIG, MODEL = "endpoint", "endpoint-config", "model"
 LOG_GROUP = "/aws/sagemaker/Endpoints"
 READY_TIMEOUT_S = 120.0
 INVOKE_TIMEOUT_S = 60.0
+# How long a request to an endpoint that is coming back after a restart waits for its fleet (below
+# botocore's default 60-s read timeout, so that the client sees the answer, not its own timeout).
+RESTORE_HOLD_S = 45.0
 
 
 class FleetError(OpenSageError):
@@ -139,6 +142,7 @@ class EndpointEngine:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._health: asyncio.Task[None] | None = None
         self._starting: set[str] = set()
+        self._restoring: dict[str, asyncio.Event] = {}  # endpoints coming back after a restart -> set when done
 
     # --- lifecycle --------------------------------------------------------------------------------
 
@@ -157,8 +161,14 @@ class EndpointEngine:
                     await asyncio.to_thread(self.backend.stop, handle, 1.0)
             if row.status == "Deleting":
                 await asyncio.to_thread(self.store.delete_resource, ENDPOINT, row.name)
-            elif row.status in ("InService", "Creating", "Updating", "SystemUpdating", "RollingBack"):
-                self.launch(row.name, row.data["EndpointConfigName"], restore=True)
+            elif row.status == "Creating":
+                self.launch(row.name, row.data["EndpointConfigName"])
+            elif row.status in ("InService", "Updating", "SystemUpdating", "RollingBack"):
+                # Serving before the restart: SystemUpdating (platform-side work, as AWS says it) until the
+                # fleet answers /ping again; requests meanwhile wait for it (see invoke).
+                self._restoring[row.name] = asyncio.Event()
+                await self._set_status(row.name, "SystemUpdating")
+                self.launch(row.name, row.data["EndpointConfigName"])
 
     async def shutdown(self) -> None:
         if self._health is not None:
@@ -169,13 +179,21 @@ class EndpointEngine:
             await self._stop_fleet(fleet)
         self.fleets.clear()
 
-    def launch(self, name: str, config_name: str, restore: bool = False) -> None:
+    def launch(self, name: str, config_name: str) -> None:
         self._starting.add(name)
-        self._spawn(self._create(name, config_name, restore), f"endpoint:{name}")
+        self._spawn(self._create(name, config_name), f"endpoint:{name}")
 
     # --- building fleets ----------------------------------------------------------------------------
 
-    async def _create(self, name: str, config_name: str, restore: bool) -> None:
+    async def _create(self, name: str, config_name: str) -> None:
+        try:
+            await self._create_fleet(name, config_name)
+        finally:
+            restoring = self._restoring.pop(name, None)
+            if restoring is not None:
+                restoring.set()
+
+    async def _create_fleet(self, name: str, config_name: str) -> None:
         try:
             fleet = await self._build(name, config_name)
         except Exception as exc:
@@ -419,11 +437,7 @@ class EndpointEngine:
         Raises:
             NoEndpoint, NoVariant, NotReady: the request cannot be routed.
         """
-        fleet = self.fleets.get(name)
-        if fleet is None:
-            if name in self._starting:
-                raise NotReady("the endpoint's model servers are starting")
-            raise NoEndpoint(name)
+        fleet = self.fleets.get(name) or await self._restored_fleet(name)
         variant, instance = self._pick(fleet, target)
         headers = {"content-type": content_type or "application/octet-stream", "accept": accept or "*/*"}
         if custom_attributes:
@@ -445,6 +459,19 @@ class EndpointEngine:
         return Answer(
             reply.status, reply.body, reply.headers.get("content-type", ""), variant.name, time.perf_counter() - sent
         )
+
+    async def _restored_fleet(self, name: str) -> Fleet:
+        """The fleet of an endpoint that is not serving: waited for when it is coming back after a restart."""
+        restoring = self._restoring.get(name)
+        if restoring is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(restoring.wait(), RESTORE_HOLD_S)
+            fleet = self.fleets.get(name)
+            if fleet is not None:
+                return fleet
+        if name in self._starting:
+            raise NotReady("the endpoint's model servers are starting")
+        raise NoEndpoint(name)
 
     # --- health -------------------------------------------------------------------------------------
 
