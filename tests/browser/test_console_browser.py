@@ -127,6 +127,7 @@ def test_bad_form_values_show_the_api_validation_message(page: Any, platform: Ru
     page.fill("#f-train", f"s3://{BUCKET}/data/train/")
     page.fill("#f-instance_count", "two")
     page.fill("#f-max_runtime", "0")
+    page.fill("#f-output_path", "")
     page.fill("#f-hp_eta", "5")  # checked as typed, with the container's own rules
     page.locator("#err-hp_eta .field-error").wait_for()
     assert "eta" in field_error(page, "hp_eta")
@@ -140,8 +141,47 @@ def test_bad_form_values_show_the_api_validation_message(page: Any, platform: Ru
         field_error(page, "instance_count")
     )
     assert "Member must have value greater than or equal to 1" in field_error(page, "max_runtime")
+    assert field_error(page, "output_path") == "Output path is required."  # not the pattern '' fails
     assert page.locator("#f-name").input_value() == "not a valid name!"  # the form keeps what was typed
     shot(page, "04-create-form-errors")
+
+
+def test_sidebar_key_id_stays_on_one_line_and_the_icon_loads(page: Any, platform: RunningPlatform) -> None:
+    failed: list[str] = []
+    page.on("response", lambda r: failed.append(f"{r.status} {r.url}") if r.status >= 400 else None)
+    sign_in(page, platform, "/console/models")
+    who = page.locator("#signed-in-as")
+    key_id = platform.session().get_credentials().access_key
+    assert who.get_attribute("title") == key_id and who.inner_text() == key_id
+    line = page.locator(".sidebar .who .muted").first.bounding_box()["height"]
+    assert who.bounding_box()["height"] <= line * 1.2  # one line, cut with an ellipsis if it has to be
+    assert who.evaluate("e => getComputedStyle(e).textOverflow") == "ellipsis"
+    icon = page.evaluate(
+        "fetch(document.querySelector('link[rel=icon]').href).then(r => [r.status, r.headers.get('content-type')])"
+    )
+    assert icon == [200, "image/svg+xml"]
+    assert not failed, failed
+    page.locator(".sidebar").screenshot(path=str(ARTIFACTS / "17-sidebar.png"))
+
+
+def test_processing_job_page_follows_its_log(page: Any, platform: RunningPlatform) -> None:
+    script = "import time; [(print(f'processing step {i}', flush=True), time.sleep(1.5)) for i in (1, 2, 3)]"
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    platform.session().client("sagemaker").create_processing_job(
+        ProcessingJobName="console-proc",
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 5}},
+        AppSpecification={"ImageUri": "python:3.11", "ContainerEntrypoint": ["python3", "-c", script]},
+        RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+    )
+    sign_in(page, platform, "/console/processing-jobs/console-proc")
+    page.locator("#log").filter(has_text="processing step 1").wait_for(timeout=60_000)
+    assert page.locator("#job-status .badge").inner_text() == "InProgress"
+    shot(page, "18-processing-job-running")
+    page.locator("#job-status .badge", has_text="Completed").wait_for(timeout=60_000)
+    page.locator("h2 .live").wait_for(state="detached")  # the page reloads itself when the job ends
+    page.locator("#log").filter(has_text="processing step 3").wait_for()  # read again from the head
+    assert page.locator("#log").inner_text().split("\n")[:3] == [f"processing step {i}" for i in (1, 2, 3)]
+    shot(page, "19-processing-job-completed")
 
 
 def test_missing_resource_is_a_404_page_with_a_way_back(page: Any, platform: RunningPlatform) -> None:
@@ -216,7 +256,37 @@ def test_train_deploy_invoke_from_the_console(page: Any, platform: RunningPlatfo
     assert len(scores) == 2 and scores[0] > 0.5 > scores[1]
     page.locator("#total-invocations", has_text="1").wait_for(timeout=10_000)
     page.locator("#endpoint-charts .uplot").nth(2).wait_for()
+    # Minutes without traffic are gaps (null, not spanned), not a line drawn across them.
+    latency = page.evaluate(
+        "(() => { const p = document.getElementById('endpoint-charts').plots[1];"
+        " return { p50: p.data[1], spans: p.series.slice(1).map((s) => s.spanGaps) }; })()"
+    )
+    assert latency["spans"] == [False, False]
+    assert latency["p50"][-1] is not None or latency["p50"][-2] is not None  # this minute (or the last, at a turn)
+    assert latency["p50"].count(None) >= 28
+    assert "real-time" in page.locator("#endpoint-types").inner_text()
     shot(page, "07-endpoint")
+
+    # Batch transform with the same model: its page shows the model servers' log.
+    features = "\n".join(",".join(f"{v:.3f}" for v in row) for row in np.random.default_rng(2).normal(size=(50, 4)))
+    s3, sm = platform.session().client("s3"), platform.session().client("sagemaker")
+    s3.put_object(Bucket=BUCKET, Key="data/batch/batch.csv", Body=features.encode())
+    sm.create_transform_job(
+        TransformJobName="console-tf",
+        ModelName="console-ep",
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/data/batch/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/batch-out/"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    page.goto("/console/transform-jobs/console-tf")
+    page.locator("#job-status .badge", has_text="Completed").wait_for(timeout=90_000)
+    page.locator("h2 .live").wait_for(state="detached")  # the page reloads itself when the job ends
+    page.wait_for_function("document.getElementById('log').textContent.trim().length > 0", timeout=20_000)
+    shot(page, "20-transform-job")
 
     for path, name in (
         ("/console/", "08-home"),
@@ -230,6 +300,8 @@ def test_train_deploy_invoke_from_the_console(page: Any, platform: RunningPlatfo
     ):
         assert page.goto(path).status == 200, path
         shot(page, name)
+    page.goto("/console/endpoints")
+    assert page.locator("tr:has-text('console-ep') .badge.type").inner_text() == "real-time"
 
     # Upload through the storage page, then download it again.
     page.goto(f"/console/storage/{BUCKET}?prefix=data/")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import json
 import re
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -39,6 +42,33 @@ def signed_in(api: ApiServer, client: httpx.Client) -> httpx.Client:
     )
     assert r.status_code == 303 and r.headers["location"] == "/console/models"
     return client
+
+
+def _sse(client: httpx.Client, path: str, until: str = "end", timeout: float = 90) -> list[tuple[str, Any]]:
+    """The events of a server-sent event stream, up to and including the first ``until`` event."""
+    events: list[tuple[str, Any]] = []
+    kind = ""
+    with client.stream("GET", path, headers={"accept": "text/event-stream"}, timeout=timeout) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        for line in r.iter_lines():
+            if line.startswith("event: "):
+                kind = line.removeprefix("event: ")
+            elif line.startswith("data: ") and kind:
+                events.append((kind, json.loads(line.removeprefix("data: "))))
+                if kind == until:
+                    break
+    return events
+
+
+def _log_lines(events: list[tuple[str, Any]]) -> list[str]:
+    return [e["m"] for kind, data in events if kind == "log" for e in data]
+
+
+def _role(api: ApiServer) -> str:
+    return f"arn:aws:iam::{api.platform.identity.account_id}:role/OpenSageExecutionRole"
+
+
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 
 
 def test_password_hash_and_sessions(tmp_path: Path) -> None:
@@ -190,3 +220,186 @@ def test_console_password_command(tmp_path: Path) -> None:
     assert auth.check_password(home, "long enough pw")
     short = subprocess.run(cmd, input="short\n", capture_output=True, text=True, timeout=60)
     assert short.returncode == 1 and "at least 8 characters" in short.stderr
+
+
+def test_empty_required_fields_say_required(api: ApiServer, signed_in: httpx.Client) -> None:
+    token = _csrf(signed_in.get("/console/training-jobs/new").text)
+    form = {
+        "csrf": token,
+        "algorithm": "xgboost",
+        "name": "  ",
+        "train": "",
+        "content_type": "text/csv",
+        "instance_type": "ml.m5.large",
+        "instance_count": "",
+        "max_runtime": "60",
+        "output_path": "s3://b/out",
+        "role": api.platform.identity.default_role_arn,
+        "hp_num_round": "10",
+    }
+    r = signed_in.post("/console/training-jobs/new", data=form)
+    assert r.status_code == 400
+
+    def errors(field: str) -> str:
+        return re.search(rf'<div id="err-{field}">(.*?)</div>', r.text, re.S).group(1)
+
+    assert re.findall(r'class="field-error"[^>]*>([^<]*)<', errors("name")) == ["Job name is required."]
+    assert "Training data is required." in errors("train") and "regular expression" not in errors("train")
+    assert "Instance count is required." in errors("instance_count") and "integer" not in errors("instance_count")
+    assert "required" not in errors("max_runtime") and "required" not in errors("output_path")
+
+
+def test_favicon_is_served(signed_in: httpx.Client) -> None:
+    for path in ("/console/favicon.ico", "/console/static/favicon.svg"):
+        r = signed_in.get(path)
+        assert r.status_code == 200, path
+        assert r.headers["content-type"].startswith("image/svg+xml") and r.text.startswith("<svg"), path
+    html = signed_in.get("/console/models").text
+    assert '<link rel="icon" href="/console/static/favicon.svg" type="image/svg+xml">' in html
+    with httpx.Client(base_url=str(signed_in.base_url)) as anonymous:  # the sign-in page needs it too
+        assert anonymous.get("/console/favicon.ico").status_code == 200
+
+
+def test_sidebar_shows_the_whole_key_id_as_its_title(api: ApiServer, signed_in: httpx.Client) -> None:
+    html = signed_in.get("/console/models").text
+    who = re.search(r'<div class="who-line mono" id="signed-in-as" title="([^"]+)">([^<]+)</div>', html)
+    assert who and who.group(1) == who.group(2) == api.access_key_id
+
+
+def test_processing_job_page_follows_its_log(api: ApiServer, signed_in: httpx.Client) -> None:
+    script = "import time; print('step one', flush=True); time.sleep(2); print('step two')"
+    api.client("sagemaker").create_processing_job(
+        ProcessingJobName="console-proc",
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 5}},
+        AppSpecification={"ImageUri": "python:3.11", "ContainerEntrypoint": ["python3", "-c", script]},
+        RoleArn=_role(api),
+    )
+    page = signed_in.get("/console/processing-jobs/console-proc")
+    assert page.status_code == 200
+    assert 'id="log" class="log" data-src="/console/processing-jobs/console-proc/log"' in page.text
+    assert 'id="job-status" data-status="InProgress"' in page.text and '<span class="live">' in page.text
+
+    events = _sse(signed_in, "/console/processing-jobs/console-proc/log")
+    kinds = [kind for kind, _ in events]
+    assert kinds[0] == "reset" and kinds[-1] == "end"
+    statuses = [data["status"] for kind, data in events if kind == "status"]
+    assert statuses[0] == "InProgress" and statuses[-1] == "Completed"
+    assert _log_lines(events) == ["step one", "step two"]
+    first_line = next(i for i, (kind, data) in enumerate(events) if kind == "log")
+    completed = next(i for i, (kind, data) in enumerate(events) if kind == "status" and data["status"] == "Completed")
+    assert first_line < completed  # followed while it ran, not only read at the end
+
+    done = signed_in.get("/console/processing-jobs/console-proc")
+    assert 'data-status="Completed"' in done.text and '<span class="live">' not in done.text
+    assert _log_lines(_sse(signed_in, "/console/processing-jobs/console-proc/log")) == ["step one", "step two"]
+
+
+def test_transform_job_page_shows_its_log(api: ApiServer, signed_in: httpx.Client) -> None:
+    sm, logs = api.client("sagemaker"), api.client("logs")
+    sm.create_model(
+        ModelName="console-tf-model",
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://nowhere/model.tar.gz"},
+        ExecutionRoleArn=_role(api),
+    )
+    sm.create_transform_job(
+        TransformJobName="console-tf",
+        ModelName="console-tf-model",
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://nowhere/in/"}}},
+        TransformOutput={"S3OutputPath": "s3://nowhere/out/"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 2},
+    )
+    sm.stop_transform_job(TransformJobName="console-tf")  # (this server has no object store to read from)
+    # The model servers' output, in the streams the transform engine writes: <job>/<host>, one per instance.
+    group = "/aws/sagemaker/TransformJobs"
+    with contextlib.suppress(logs.exceptions.ResourceAlreadyExistsException):
+        logs.create_log_group(logGroupName=group)
+    for host in ("AllTraffic-1", "AllTraffic-2"):
+        logs.create_log_stream(logGroupName=group, logStreamName=f"console-tf/{host}")
+        logs.put_log_events(
+            logGroupName=group,
+            logStreamName=f"console-tf/{host}",
+            logEvents=[{"timestamp": int(time.time() * 1000), "message": f"model server {host} ready"}],
+        )
+    page = signed_in.get("/console/transform-jobs/console-tf")
+    assert page.status_code == 200 and 'data-src="/console/transform-jobs/console-tf/log"' in page.text
+    lines = _log_lines(_sse(signed_in, "/console/transform-jobs/console-tf/log"))
+    assert sorted(lines) == [
+        "[AllTraffic-1] model server AllTraffic-1 ready",
+        "[AllTraffic-2] model server AllTraffic-2 ready",
+    ]
+    assert signed_in.get("/console/transform-jobs/nope/log").status_code == 404
+
+
+def test_endpoint_charts_get_gaps_for_minutes_without_traffic(api: ApiServer, signed_in: httpx.Client) -> None:
+    sm = api.client("sagemaker")
+    sm.create_model(ModelName="console-gaps", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=_role(api))
+    sm.create_endpoint_config(
+        EndpointConfigName="console-gaps",
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "console-gaps",
+                "InstanceType": "ml.m5.large",
+                "InitialInstanceCount": 1,
+            }
+        ],
+    )
+    sm.create_endpoint(EndpointName="console-gaps", EndpointConfigName="console-gaps")
+    # Two minutes with traffic, as the router records each invocation: 10 minutes ago (a 404 and a 200) and now.
+    metrics, now = api.platform.metrics, time.time()
+    busy = {int((now - 600) // 60) * 60, int(now // 60) * 60}
+    for status, t in ((404, now - 600), (200, now - 600), (200, now)):
+        metrics.record("console-gaps", "AllTraffic", status, 2000.0, 500.0, now=t)
+    events = _sse(signed_in, "/console/endpoints/console-gaps/metrics", until="metrics")
+    s = events[-1][1]["series"]
+    assert len(s["x"]) == 30 and busy <= set(s["x"])
+    for name in ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "p50", "p99"):
+        for minute, value in zip(s["x"], s[name], strict=True):
+            assert (value is not None) == (minute in busy), (name, minute, value)
+    at = {m: i for i, m in enumerate(s["x"])}
+    ten_ago, this = at[min(busy)], at[max(busy)]
+    assert s["Invocations"][ten_ago] == 2 and s["Invocations"][this] == 1
+    assert s["Invocation4XXErrors"][ten_ago] == 1 and s["Invocation4XXErrors"][this] == 0  # a real 0, not a gap
+    assert s["Invocation5XXErrors"][this] == 0 and s["p50"][this] == pytest.approx(2.5, rel=0.05)
+    assert s["total"]["Invocations"] == 3
+
+
+def test_endpoint_list_shows_each_endpoints_type(api: ApiServer, signed_in: httpx.Client) -> None:
+    sm = api.client("sagemaker")
+    sm.create_model(ModelName="console-single", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=_role(api))
+    sm.create_model(
+        ModelName="console-multi",
+        PrimaryContainer={"Image": IMAGE, "Mode": "MultiModel", "ModelDataUrl": "s3://nowhere/models/"},
+        ExecutionRoleArn=_role(api),
+    )
+    instances = {"InstanceType": "ml.m5.large", "InitialInstanceCount": 1}
+    configs: dict[str, dict[str, Any]] = {
+        "console-rt": {"ProductionVariants": [{"VariantName": "v", "ModelName": "console-single", **instances}]},
+        "console-async": {
+            "ProductionVariants": [{"VariantName": "v", "ModelName": "console-single", **instances}],
+            "AsyncInferenceConfig": {"OutputConfig": {"S3OutputPath": "s3://nowhere/async-out/"}},
+        },
+        "console-sls": {
+            "ProductionVariants": [
+                {
+                    "VariantName": "v",
+                    "ModelName": "console-single",
+                    "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 2},
+                }
+            ]
+        },
+        "console-mme": {"ProductionVariants": [{"VariantName": "v", "ModelName": "console-multi", **instances}]},
+    }
+    for name, config in configs.items():
+        sm.create_endpoint_config(EndpointConfigName=name, **config)
+        sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    html = signed_in.get("/console/endpoints?name=console-").text
+    assert "<th>Type</th>" in html
+    rows = {
+        m.group(1): re.findall(r'<span class="badge type">([^<]+)</span>', m.group(2))
+        for m in re.finditer(r'<tr>\s*<td><a href="/console/endpoints/([^"]+)">.*?</a></td>(.*?)</tr>', html, re.S)
+    }
+    assert rows["console-rt"] == ["real-time"] and rows["console-async"] == ["async"]
+    assert rows["console-sls"] == ["serverless"] and rows["console-mme"] == ["multi-model"]
+    detail = signed_in.get("/console/endpoints/console-mme").text
+    assert re.search(r'id="endpoint-types"><span class="badge type">multi-model</span>', detail)

@@ -26,7 +26,7 @@ from opensage.errors import NotFound as LogNotFound
 from opensage.errors import ServiceError
 from opensage.identity import platform_key
 from opensage.images import registry
-from opensage.jobs.training import LOG_GROUP
+from opensage.jobs import processing, training, transform
 
 if TYPE_CHECKING:
     from opensage.app import Platform
@@ -36,6 +36,11 @@ log = logging.getLogger(__name__)
 MAX_LOG_EVENTS = 50_000  # read for metric charts
 _ROUND = re.compile(r"\[(\d+)\]")
 STORAGE_SCAN_LIMIT = 10_000  # objects counted per bucket on the home page
+LOG_GROUPS = {  # the store's resource kind -> the log group its engine writes
+    "training-job": training.LOG_GROUP,
+    "processing-job": processing.LOG_GROUP,
+    "transform-job": transform.LOG_GROUP,
+}
 _KINDS = {  # Describe operation -> the store's resource kind
     "DescribeTrainingJob": "training-job",
     "DescribeEndpoint": "endpoint",
@@ -137,23 +142,24 @@ class ConsoleApi:
             return []
         return list((await self.sagemaker(session, operation, **request)).get(key, []))
 
-    # --- training logs and metrics ----------------------------------------------------------------
+    # --- job logs and training metrics -----------------------------------------------------------
 
-    def log_streams(self, job: str) -> list[str]:
+    def log_streams(self, group: str, job: str) -> list[str]:
+        """The job's streams in ``group``: one per instance, ``<job>/<host>`` (plus ``-<epoch>`` for some)."""
         try:
-            return [s.name for s in self.logs.list_streams(LOG_GROUP, prefix=f"{job}/")]
+            return [s.name for s in self.logs.list_streams(group, prefix=f"{job}/")]
         except LogNotFound:
             return []
 
-    def read_log(self, stream: str, token: str | None) -> tuple[list[tuple[int, str]], str]:
+    def read_log(self, group: str, stream: str, token: str | None) -> tuple[list[tuple[int, str]], str]:
         """New events of ``stream`` after ``token`` (from the head without one) and the token to go on with."""
-        page = self.logs.get_events(LOG_GROUP, stream, start_from_head=True, token=token)
+        page = self.logs.get_events(group, stream, start_from_head=True, token=token)
         return [(e.timestamp, e.message) for e in page.events], page.next_forward_token
 
     def _all_events(self, stream: str) -> Iterator[str]:
         token, seen = None, 0
         while seen < MAX_LOG_EVENTS:
-            events, nxt = self.read_log(stream, token)
+            events, nxt = self.read_log(training.LOG_GROUP, stream, token)
             if not events:
                 return
             seen += len(events)
@@ -177,7 +183,7 @@ class ConsoleApi:
                 patterns.append((d["Name"], re.compile(d["Regex"])))
             except (re.error, KeyError):
                 continue
-        streams = self.log_streams(job)
+        streams = self.log_streams(training.LOG_GROUP, job)
         series: dict[str, dict[str, list[float]]] = {}
         if not patterns or not streams:
             return series
@@ -211,8 +217,26 @@ class ConsoleApi:
             for v in fleet.variants.values()
         }
 
+    def endpoint_documents(self, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
+        """The stored config of endpoint ``name`` and its variants' models by name (empty when gone)."""
+        store = self.platform.store
+        row = store.get_resource("endpoint", name)
+        config_row = store.get_resource("endpoint-config", row.data.get("EndpointConfigName", "")) if row else None
+        config = config_row.data if config_row is not None else {}
+        models: dict[str, dict[str, Any]] = {}
+        for variant in config.get("ProductionVariants") or []:
+            model = variant.get("ModelName", "")
+            if model and model not in models:
+                model_row = store.get_resource("model", model)
+                if model_row is not None:
+                    models[model] = model_row.data
+        return config, models
+
     def endpoint_series(self, name: str, minutes: int = 30) -> dict[str, Any]:
-        """Per minute of the last ``minutes``: invocations, errors, latency p50/p99 (ms); and the totals."""
+        """Per minute of the last ``minutes``: invocations, errors, latency p50/p99 (ms); and the totals.
+
+        A minute without invocations is ``None`` in every series (a gap in the charts, not a zero).
+        """
         metrics = self.platform.metrics
         now = int(time.time() // 60) * 60
         start = now - (minutes - 1) * 60
@@ -220,10 +244,11 @@ class ConsoleApi:
         x = list(range(start, now + 60, 60))
         out: dict[str, Any] = {"x": x}
         for metric in ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors"):
-            per_minute = dict.fromkeys(x, 0.0)
+            per_minute: dict[int, float | None] = dict.fromkeys(x)
             for key in (k for k in keys if k[2] == metric):
                 for minute, bucket in metrics.buckets(key, start, now + 60):
-                    per_minute[minute] += bucket.total
+                    if bucket.count:  # its requests, so an error count of 0 is a real 0
+                        per_minute[minute] = (per_minute[minute] or 0.0) + bucket.total
             out[metric] = [per_minute[m] for m in x]
         p50, p99 = [], []
         for minute in x:

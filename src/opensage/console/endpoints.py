@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +18,34 @@ from opensage.errors import ServiceError
 
 METRICS_INTERVAL_S = 2.0
 CONTENT_TYPES = ("text/csv", "application/json", "application/jsonlines", "text/libsvm")
+
+
+def endpoint_types(config: Mapping[str, Any], models: Mapping[str, Mapping[str, Any]]) -> list[str]:
+    """What an endpoint config makes of its endpoint, as the console labels it: ``async`` (it has an
+    AsyncInferenceConfig), ``serverless`` (a variant has a ServerlessConfig), ``multi-model`` (a
+    variant's model has a container in Mode MultiModel); ``real-time`` when none of them applies.
+
+    ``models`` holds the DescribeModel documents of the config's variants, by model name.
+    """
+    types = []
+    variants = config.get("ProductionVariants") or []
+    if config.get("AsyncInferenceConfig"):
+        types.append("async")
+    if any(v.get("ServerlessConfig") for v in variants):
+        types.append("serverless")
+    for v in variants:
+        model = models.get(v.get("ModelName", "")) or {}
+        containers = [model.get("PrimaryContainer") or {}, *(model.get("Containers") or [])]
+        if any(c.get("Mode") == "MultiModel" for c in containers):
+            types.append("multi-model")
+            break
+    return types or ["real-time"]
+
+
+async def with_types(p: Page, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """ListEndpoints items with their ``EndpointTypes`` (from the stored config and models)."""
+    documents = await asyncio.gather(*(asyncio.to_thread(p.api.endpoint_documents, i["EndpointName"]) for i in items))
+    return [{**i, "EndpointTypes": endpoint_types(*d) if d[0] else []} for i, d in zip(items, documents, strict=True)]
 
 
 async def _context(p: Page, name: str) -> dict[str, Any]:
@@ -42,9 +70,11 @@ async def _context(p: Page, name: str) -> dict[str, Any]:
                 "desired_count": v.get("DesiredInstanceCount", ""),
             }
         )
+    documents = await asyncio.to_thread(p.api.endpoint_documents, name)
     return {
         "endpoint": desc,
         "name": name,
+        "types": endpoint_types(*documents) if documents[0] else [],
         "variants": variants,
         "health": p.api.endpoint_health(name),
         "content_types": CONTENT_TYPES,
@@ -100,10 +130,11 @@ async def update_weights(p: Page) -> Response:
     for i, v in enumerate(variants, 1):
         paths[f"desiredWeightsAndCapacities.{i}.member.desiredWeight"] = f"weight_{v}"
         paths[f"desiredWeightsAndCapacities.{i}.member.desiredInstanceCount"] = f"count_{v}"
+    missing = forms.required(p.fields(), {f"weight_{v}": f"The weight of {v}" for v in variants})
     try:
         await p.api.sagemaker(p.session, "UpdateEndpointWeightsAndCapacities", **request)
     except ServiceError as exc:
-        context["errors"] = forms.field_errors(exc, paths)
+        context["errors"] = {**forms.field_errors(exc, paths), **missing}
         return p.render("endpoint_detail.html", 400, **context)
     return redirect(f"{BASE}/endpoints/{quote(name)}")
 

@@ -134,6 +134,15 @@ def field_errors(exc: ServiceError, paths: Mapping[str, str], words: Mapping[str
     return errors
 
 
+def required(form: Mapping[str, str], labels: Mapping[str, str]) -> dict[str, list[str]]:
+    """The message "<label> is required." for each field of ``labels`` (field -> label) left empty in ``form``.
+
+    Shown instead of the API's messages for the empty value (a length or pattern it fails), which
+    describe a value nobody typed.
+    """
+    return {f: [f"{label} is required."] for f, label in labels.items() if not form.get(f, "").strip()}
+
+
 TRAINING_PATHS = {
     "trainingJobName": "name",
     "resourceConfig.instanceType": "instance_type",
@@ -144,6 +153,14 @@ TRAINING_PATHS = {
     "inputDataConfig.2.member": "validation",
     "hyperParameters": "hyperparameters",
     "roleArn": "role",
+}
+TRAINING_REQUIRED = {
+    "name": "Job name",
+    "train": "Training data",
+    "output_path": "Output path",
+    "instance_count": "Instance count",
+    "max_runtime": "Maximum runtime",
+    "role": "Execution role",
 }
 TRAINING_WORDS = {"S3OutputPath": "output_path", "Channel": "train", "role": "role", "training job": "name"}
 
@@ -185,6 +202,7 @@ def training_request(form: Mapping[str, str], algorithm: Algorithm, region: str)
     }
 
 
+DEPLOY_REQUIRED = {"endpoint_name": "Endpoint name", "instance_count": "Instance count"}
 DEPLOY_PATHS = {
     "modelName": "endpoint_name",
     "endpointConfigName": "endpoint_name",

@@ -9,7 +9,9 @@ from typing import Any
 
 from starlette.responses import Response
 
+from opensage.console import endpoints
 from opensage.console.api import Missing
+from opensage.console.logs import JOB_LOGS
 from opensage.console.pages import BASE, Page, page, redirect
 from opensage.errors import ServiceError
 
@@ -29,7 +31,7 @@ class Kind:
     prefix: str  # "TrainingJob" -> TrainingJobName, TrainingJobStatus
     statuses: tuple[str, ...]
     sorts: tuple[str, ...]
-    columns: tuple[tuple[str, str], ...]  # (heading, item field); *Time fields are shown as times
+    columns: tuple[tuple[str, str], ...]  # (heading, item field); *Time fields are shown as times, *Types as badges
     describe_op: str = ""
 
     @property
@@ -64,7 +66,7 @@ KINDS = {
             "Endpoint",
             ("Creating", "InService", "Updating", "Failed", "Deleting", "OutOfService"),
             ("Name", "CreationTime", "Status"),
-            (("Created", "CreationTime"), ("Modified", "LastModifiedTime")),
+            (("Type", "EndpointTypes"), ("Created", "CreationTime"), ("Modified", "LastModifiedTime")),
         ),
         Kind(
             "models",
@@ -127,10 +129,13 @@ async def list_page(p: Page, kind: Kind) -> Response:
         number = min(max(1, int(q.get("page", "1"))), pages)
     except ValueError:
         number = 1
+    shown = items[(number - 1) * PAGE_SIZE : number * PAGE_SIZE]
+    if kind.segment == "endpoints":
+        shown = await endpoints.with_types(p, shown)
     return p.render(
         "list.html",
         kind=kind,
-        items=items[(number - 1) * PAGE_SIZE : number * PAGE_SIZE],
+        items=shown,
         total=len(items),
         page_number=number,
         pages=pages,
@@ -171,7 +176,6 @@ def _facts(segment: str, desc: dict[str, Any]) -> list[tuple[str, Any, str]]:
         source = desc.get("TransformInput", {}).get("DataSource", {}).get("S3DataSource", {})
         resources = desc.get("TransformResources", {})
         return [
-            ("Status", desc.get("TransformJobStatus"), "status"),
             ("Failure reason", desc.get("FailureReason"), ""),
             ("Model", desc.get("ModelName"), "model"),
             ("Input", source.get("S3Uri"), "s3"),
@@ -184,7 +188,6 @@ def _facts(segment: str, desc: dict[str, Any]) -> list[tuple[str, Any, str]]:
         ]
     cluster = desc.get("ProcessingResources", {}).get("ClusterConfig", {})
     return [
-        ("Status", desc.get("ProcessingJobStatus"), "status"),
         ("Failure reason", desc.get("FailureReason"), ""),
         ("Image", desc.get("AppSpecification", {}).get("ImageUri"), ""),
         ("Instances", f"{cluster.get('InstanceCount', '')} × {cluster.get('InstanceType', '')}", ""),
@@ -209,7 +212,16 @@ def _detail_handler(segment: str):  # type: ignore[no-untyped-def]
         if not p.api.serves("sagemaker", kind.describe_op):
             raise Missing(f"There is no {kind.singular} named “{name}” (this platform does not run them yet).")
         desc = await p.api.describe(p.session, kind.describe_op, kind.singular, **{kind.name_field: name})
-        return p.render("detail.html", kind=kind, name=name, desc=desc, facts=_facts(segment, desc))
+        status = desc.get(kind.status_field, "") if kind.status_field else ""
+        return p.render(
+            "detail.html",
+            kind=kind,
+            name=name,
+            desc=desc,
+            facts=_facts(segment, desc),
+            status=status,
+            log=segment in JOB_LOGS,
+        )
 
     handler.__name__ = f"detail_{segment.replace('-', '_')}"
     return handler

@@ -8,11 +8,11 @@ from typing import TYPE_CHECKING
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from opensage.console import endpoints, home, lists, storage, training
+from opensage.console import endpoints, home, lists, logs, storage, training
 from opensage.console.api import ConsoleApi, Missing
 from opensage.console.auth import SessionSigner, session_key
 from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
@@ -35,7 +35,7 @@ def _routes() -> list[Route | Mount]:
         Route("/training-jobs/new/check", training.check_hyperparameters, methods=post),
         Route("/training-jobs/new/s3", training.s3_picker, methods=get),
         Route("/training-jobs/{name}", training.training_job, methods=get),
-        Route("/training-jobs/{name}/log", training.training_log, methods=get),
+        Route("/training-jobs/{name}/log", logs.training_log, methods=get),
         Route("/training-jobs/{name}/metrics", training.training_metrics, methods=get),
         Route("/training-jobs/{name}/stop", training.stop_training_job, methods=post),
         Route("/training-jobs/{name}/deploy", training.deploy_training_job, methods=post),
@@ -50,12 +50,15 @@ def _routes() -> list[Route | Mount]:
         Route("/models/{name}/delete", lists.delete_model, methods=post),
         Route("/processing-jobs", lists.list_processing_jobs, methods=get),
         Route("/processing-jobs/{name}", lists.processing_job_detail, methods=get),
+        Route("/processing-jobs/{name}/log", logs.processing_log, methods=get),
         Route("/transform-jobs", lists.list_transform_jobs, methods=get),
         Route("/transform-jobs/{name}", lists.transform_job_detail, methods=get),
+        Route("/transform-jobs/{name}/log", logs.transform_log, methods=get),
         Route("/storage", storage.buckets, methods=get),
         Route("/storage/{bucket}", storage.browse, methods=get),
         Route("/storage/{bucket}/upload", storage.upload, methods=post),
         Route("/storage/{bucket}/object", storage.download, methods=get),
+        Route("/favicon.ico", _favicon, methods=get),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
 
@@ -74,3 +77,8 @@ def create_console(platform: Platform) -> Starlette:
 
 async def _to_home(request: Request) -> Response:
     return redirect(BASE + "/")
+
+
+async def _favicon(request: Request) -> Response:
+    """The icon, for a browser that asks for it by the conventional name (the pages link the SVG)."""
+    return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml", headers={"Cache-Control": "max-age=86400"})

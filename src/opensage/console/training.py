@@ -1,24 +1,19 @@
-"""Training jobs: the create form, the detail page with its live log and metric charts, Stop and Deploy."""
+"""Training jobs: the create form, the detail page with its metric charts (its live log: ``logs.py``), Stop
+and Deploy."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import datetime as dt
-import json
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from opensage.console import forms
-from opensage.console.pages import BASE, Console, Page, page, redirect
+from opensage.console.pages import BASE, Page, page, redirect
 from opensage.errors import ServiceError
-
-LOG_POLL_S = 0.5
-_ENDED = ("Completed", "Failed", "Stopped")
 
 
 def _form_defaults(p: Page, algorithm: forms.Algorithm) -> dict[str, str]:
@@ -80,6 +75,7 @@ async def create_training_job(p: Page) -> Response:
     except ServiceError as exc:
         for field, messages in forms.field_errors(exc, forms.TRAINING_PATHS, forms.TRAINING_WORDS).items():
             errors.setdefault(field, []).extend(messages)
+    errors.update(forms.required(values, forms.TRAINING_REQUIRED))
     if errors:
         return _render_form(p, values, errors, 400)
     return redirect(f"{BASE}/training-jobs/{quote(request['TrainingJobName'])}")
@@ -174,6 +170,7 @@ async def deploy_training_job(p: Page) -> Response:
             await p.api.sagemaker(p.session, operation, **request)
     except ServiceError as exc:
         errors = forms.field_errors(exc, forms.DEPLOY_PATHS, {"already existing": "endpoint_name"})
+    errors.update(forms.required(values, forms.DEPLOY_REQUIRED))
     if errors:
         return p.render(
             "training_detail.html",
@@ -194,47 +191,3 @@ async def training_metrics(p: Page) -> Response:
     desc = await p.api.describe(p.session, "DescribeTrainingJob", "training job", TrainingJobName=name)
     series = await asyncio.to_thread(p.api.metric_series, name, desc)
     return JSONResponse({"status": desc["TrainingJobStatus"], "series": series})
-
-
-def _event(kind: str, data: Any) -> str:
-    return f"event: {kind}\ndata: {json.dumps(data)}\n\n"
-
-
-async def _log_events(console: Console, request: Request, name: str) -> AsyncIterator[str]:
-    api = console.api
-    tokens: dict[str, str | None] = {}
-    last_status: tuple[str, str] | None = None
-    yield "retry: 2000\n" + _event("reset", {})
-    while True:
-        row = await asyncio.to_thread(api.platform.store.get_resource, "training-job", name)
-        streams = await asyncio.to_thread(api.log_streams, name)
-        sent = 0
-        for stream in streams:
-            events, tokens[stream] = await asyncio.to_thread(api.read_log, stream, tokens.get(stream))
-            if events:
-                host = stream.split("/", 1)[-1].rsplit("-", 1)[0] if len(streams) > 1 else ""
-                yield _event("log", [{"t": t, "m": f"[{host}] {m}" if host else m} for t, m in events])
-                sent += len(events)
-        if row is not None:
-            status = (row.status, row.data.get("SecondaryStatus", ""))
-            if status != last_status:
-                last_status = status
-                yield _event("status", {"status": status[0], "secondary": status[1]})
-        if row is None or (row.status in _ENDED and not sent):
-            yield _event("end", {})
-            return
-        if await request.is_disconnected():
-            return
-        await asyncio.sleep(LOG_POLL_S)
-
-
-@page
-async def training_log(p: Page) -> Response:
-    """Server-sent events: the job's log lines as they are written, its status changes, then ``end``."""
-    name = p.request.path_params["name"]
-    await p.api.describe(p.session, "DescribeTrainingJob", "training job", TrainingJobName=name)
-    return StreamingResponse(
-        _log_events(p.console, p.request, name),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )

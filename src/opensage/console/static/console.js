@@ -12,7 +12,7 @@
     el.appendChild(box);
     const width = Math.max(300, box.clientWidth || 420);
     const series = [{ label: opts.xLabel }].concat(labels.map((label, i) => ({
-      label: label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: true,
+      label: label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: opts.spanGaps !== false,
       points: { show: data[0].length < 60 },
     })));
     return new uPlot({
@@ -55,8 +55,8 @@
     };
   }
 
-  // --- training job: live log ---------------------------------------------------------------------
-  function trainingLog(pre, refreshCharts) {
+  // --- a job (training, processing, transform): live log and status -----------------------------
+  function jobLog(pre, refreshCharts) {
     const startedAs = pre.dataset.status;
     const source = new EventSource(pre.dataset.src);
     source.addEventListener("reset", () => { pre.textContent = ""; });
@@ -69,19 +69,19 @@
     });
     source.addEventListener("status", (e) => {
       const s = JSON.parse(e.data);
-      const line = document.getElementById("job-status");
-      if (line) {
-        const badge = line.querySelector(".badge");
+      const badge = document.querySelector("#job-status .badge");
+      if (badge) {
         badge.textContent = s.status;
         badge.className = "badge " + (s.status === "Completed" ? "ok" : s.status === "Failed" ? "bad" : s.status.startsWith("Stop") ? "muted" : "busy");
-        document.getElementById("job-secondary").textContent = s.secondary;
       }
+      const secondary = document.getElementById("job-secondary");
+      if (secondary) secondary.textContent = s.secondary;
       if (ENDED.includes(s.status) && !ENDED.includes(startedAs)) {
         source.close();
         setTimeout(() => window.location.reload(), 800);
       }
     });
-    source.addEventListener("end", () => source.close());
+    source.addEventListener("end", () => { source.close(); pre.dataset.ended = "true"; });
   }
 
   // --- endpoint: live invocation charts and health -------------------------------------------------
@@ -101,11 +101,14 @@
       ];
       if (!plots) {
         el.innerHTML = "";
+        // A minute without invocations is null in every series: drawn as a gap, not a line across it.
+        const opts = { time: true, xLabel: "", range: fromZero, spanGaps: false };
         plots = [
-          chart(el, "Invocations per minute", ["invocations"], data[0], { time: true, xLabel: "", range: fromZero }),
-          chart(el, "Latency (ms)", ["p50", "p99"], data[1], { time: true, xLabel: "", range: fromZero }),
-          chart(el, "Errors per minute", ["4XX", "5XX"], data[2], { time: true, xLabel: "", range: fromZero }),
+          chart(el, "Invocations per minute", ["invocations"], data[0], opts),
+          chart(el, "Latency (ms)", ["p50", "p99"], data[1], opts),
+          chart(el, "Errors per minute", ["4XX", "5XX"], data[2], opts),
         ];
+        el.plots = plots;  // for a look from the browser's console
       } else {
         plots.forEach((p, i) => p.setData(data[i]));
       }
@@ -124,7 +127,7 @@
     const charts = document.getElementById("metric-charts");
     const refresh = charts ? trainingCharts(charts) : null;
     const log = document.getElementById("log");
-    if (log) trainingLog(log, refresh);
+    if (log) jobLog(log, refresh);
     const ep = document.getElementById("endpoint-charts");
     if (ep) endpointCharts(ep);
   });
