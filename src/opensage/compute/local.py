@@ -6,7 +6,10 @@ machine allows it (:mod:`opensage.compute.sandbox`).
 Memory limits: a cgroup (v1 ``memory`` controller, or v2 with the controller enabled) when this
 process may create one (root); otherwise a watchdog that sums the resident memory of the
 container's process tree on every poll and kills it past the limit. CPU: a cgroup v1 CFS quota when
-available, and always ``OMP_NUM_THREADS`` and friends set to the instance's vCPUs.
+available, and always ``OMP_NUM_THREADS`` and friends (unless the container's own variables set
+them) capped at the lesser of the instance's vCPUs and the container's share of the cores this
+machine really gives (:mod:`opensage.compute.cores`): an ``ml.m4.xlarge`` job on two cores runs two
+compute threads, not four. ``SM_NUM_CPUS`` stays the instance type's figure.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import psutil
 
-from opensage.compute import sandbox
+from opensage.compute import cores, sandbox
 from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec, JobStatus
 
 log = logging.getLogger(__name__)
@@ -85,13 +88,6 @@ class _Cgroups:
                 os.rmdir(p)
 
 
-def _thread_env(cpus: int | None) -> dict[str, str]:
-    if not cpus:
-        return {}
-    n = str(max(1, min(cpus, os.cpu_count() or cpus)))
-    return {"OMP_NUM_THREADS": n, "OPENBLAS_NUM_THREADS": n, "MKL_NUM_THREADS": n}
-
-
 def _tree_rss(pid: int) -> int:
     try:
         root = psutil.Process(pid)
@@ -117,18 +113,19 @@ class LocalBackend:
 
     def submit(self, spec: JobSpec) -> Handle:
         started = []
+        share = cores.share(cores.usable_cores(), len(spec.containers))  # the job's containers run side by side
         try:
             for container in spec.containers:
-                started.append(self._start(spec.job_id, container))
+                started.append(self._start(spec.job_id, container, share))
         except Exception:
             self.stop({"containers": started}, 0)
             raise
         return {"backend": self.name, "job_id": spec.job_id, "containers": started}
 
-    def _start(self, job_id: str, c: ContainerSpec) -> dict:
+    def _start(self, job_id: str, c: ContainerSpec, share: int) -> dict:
         cg_name = f"{job_id.replace('/', '_')}_{c.host}_{time.monotonic_ns()}"
         cgroups = self._cgroups.create(cg_name, c.memory_bytes, c.cpus)
-        env = {**_thread_env(c.cpus), **c.env}
+        env = {cores.SHARE_ENV: str(share), **cores.thread_env(c.cpus, share, c.env), **c.env}
 
         def enter_cgroups() -> None:
             for path in cgroups:

@@ -16,6 +16,9 @@
   of the container's ``serve_utils``: ``predicted_label``, ``labels``, ``probability``,
   ``probabilities``, ``raw_score``, ``raw_scores``, ``predicted_score``.
 
+Predictions run on ``OMP_NUM_THREADS`` threads (the platform's cap, or the model's Environment),
+never more than the cores the server can really use (:mod:`opensage.compute.cores`).
+
 LIMITATIONS: ``application/x-recordio-protobuf`` requests and answers are not supported.
 """
 
@@ -35,6 +38,7 @@ from typing import Any
 
 import numpy as np
 
+from opensage.compute import cores
 from opensage.contract import BATCH_ENV, DEFAULT_ACCEPT_ENV, INFERENCE_OUTPUT_ENV
 from opensage.images.xgboost import legacy
 
@@ -169,9 +173,18 @@ def load_model(model_dir: Path) -> Any:
         except ValueError as exc:
             raise ValueError(f"Model at {path} cannot be loaded: {exc}") from exc
         log.info("Loaded the model from %s", path)
+    threads = predict_threads(os.environ, cores.usable_cores())
+    for booster in boosters:
+        booster.set_param({"nthread": threads})
     if len(boosters) > 1 and os.environ.get(ENSEMBLE_ENV, "true").lower() != "false":
         return boosters
     return boosters[0]
+
+
+def predict_threads(env: Mapping[str, str], usable: int) -> int:
+    """XGBoost's threads in the model server: ``OMP_NUM_THREADS`` when set, at most the usable cores."""
+    given = env.get("OMP_NUM_THREADS", "")
+    return cores.thread_cap(int(given) if given.isdigit() and int(given) > 0 else None, usable)
 
 
 # --- requests ------------------------------------------------------------------------------------

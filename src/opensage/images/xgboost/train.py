@@ -10,6 +10,11 @@ The model is saved in XGBoost's UBJSON format, as the 3.0-5 container saves it. 
 containers wrote XGBoost's old binary format, which XGBoost 3 can no longer write; XGBoost reads
 UBJSON from 1.6 on, so for a job that names a container before 1.6-1 (``OPENSAGE_IMAGE_TAG``) the
 model is saved as JSON, which XGBoost reads from 1.0 on. OpenSage's server reads every format.
+
+XGBoost's ``nthread`` defaults to the instance type's vCPUs (``SM_NUM_CPUS``) as in the container,
+but never more than the cores this process can really use (affinity, cgroup quota, the platform's
+share; :mod:`opensage.compute.cores`): more threads than cores slow ``exact`` down many times. A
+job's own ``nthread`` is used as given.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from opensage.compute import cores
 from opensage.contract import (
     CHANNEL_CONTENT_TYPE,
     CHECKPOINT_LOCAL_PATH,
@@ -59,10 +65,16 @@ class Job:
     num_cpus: int
     num_gpus: int
     image_tag: str
+    usable_cores: int = 0  # what this process can really use (0: unknown, the instance's figure applies)
 
     @property
     def is_master(self) -> bool:
         return self.current_host == self.hosts[0]
+
+    def nthread(self, hps: Mapping[str, Any]) -> int:
+        """XGBoost's threads: the job's ``nthread``, else the instance's vCPUs up to the cores it can use."""
+        given = hps.get("nthread")
+        return int(given) if given else cores.thread_cap(self.num_cpus, self.usable_cores or self.num_cpus)
 
 
 def _read_json(path: Path) -> Any:
@@ -91,6 +103,7 @@ def read_job(layout: Layout, env: Mapping[str, str]) -> Job:
         num_cpus=int(env.get(NUM_CPUS_ENV) or len(os.sched_getaffinity(0))),
         num_gpus=int(env.get(NUM_GPUS_ENV) or 0),
         image_tag=env.get(IMAGE_TAG_ENV, ""),
+        usable_cores=cores.usable_cores(),
     )
 
 
@@ -190,8 +203,11 @@ def _train_host(layout: Layout, job: Job, hps: dict[str, Any], kind: str, *, dis
     dtrain = _channel(layout, job, hps, TRAIN, kind, distributed_run)
     dval = _channel(layout, job, hps, VALIDATION, kind, distributed_run) if VALIDATION in job.channels else None
     _log_matrices(dtrain, dval)
+    threads = job.nthread(hps)
+    if not hps.get("nthread") and threads < job.num_cpus:
+        log.info("Training with %d threads: %d usable cores for %d vCPUs", threads, job.usable_cores, job.num_cpus)
     setup = boosting.Setup(
-        nthread=int(hps.get("nthread") or job.num_cpus),
+        nthread=threads,
         is_master=job.is_master,
         hosts=len(job.hosts),
         has_gpu=job.num_gpus > 0,
@@ -211,8 +227,7 @@ def _channel(layout: Layout, job: Job, hps: Mapping[str, Any], name: str, kind: 
     directory = layout.channel_dir(name)
     log.info("File path %s of input files", directory)
     csv_weights = hps.get("csv_weights") == 1
-    nthread = int(hps.get("nthread") or job.num_cpus)
-    loaded = data.load(directory, name, kind, csv_weights=csv_weights, nthread=nthread)
+    loaded = data.load(directory, name, kind, csv_weights=csv_weights, nthread=job.nthread(hps))
     if loaded is None:
         if not distributed_run:
             shown = directory.relative_to(layout.base) if directory.is_relative_to(layout.base) else directory
