@@ -180,8 +180,11 @@ def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
             ),
             "BatchPutMetrics",
         ),
-        ("application-autoscaling", lambda c: c.describe_scalable_targets(ServiceNamespace="sagemaker"),
-         "DescribeScalableTargets"),
+        (
+            "application-autoscaling",
+            lambda c: c.describe_scalable_targets(ServiceNamespace="sagemaker"),
+            "DescribeScalableTargets",
+        ),
         ("events", lambda c: c.list_rules(), "ListRules"),
         ("scheduler", lambda c: c.list_schedules(), "ListSchedules"),
         ("ecr", lambda c: c.describe_repositories(), "DescribeRepositories"),
@@ -283,3 +286,68 @@ def test_key_deleted_stops_working(api: ApiServer) -> None:
     with pytest.raises(ClientError) as exc:
         client.get_caller_identity()
     assert _code(exc) == "InvalidClientTokenId"
+
+
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (
+            lambda sm: sm.create_model(
+                ModelName="mme",
+                PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://b/models/", "Mode": "MultiModel"},
+                ExecutionRoleArn="arn:aws:iam::000000000000:role/OpenSageExecutionRole",
+            ),
+            "multi-model endpoints are not supported yet",
+        ),
+        (
+            lambda sm: sm.create_model(
+                ModelName="pipeline",
+                Containers=[{"Image": IMAGE}, {"Image": IMAGE}],
+                ExecutionRoleArn="arn:aws:iam::000000000000:role/OpenSageExecutionRole",
+            ),
+            "inference pipelines",
+        ),
+        (
+            lambda sm: sm.create_endpoint_config(
+                EndpointConfigName="async",
+                ProductionVariants=[{"VariantName": "v", "ModelName": "m", "InstanceType": "ml.m5.large"}],
+                AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://b/async"}},
+            ),
+            "asynchronous endpoints are not supported yet",
+        ),
+        (
+            lambda sm: sm.create_endpoint_config(
+                EndpointConfigName="serverless",
+                ProductionVariants=[
+                    {
+                        "VariantName": "v",
+                        "ModelName": "m",
+                        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 1},
+                    }
+                ],
+            ),
+            "ProductionVariants.ServerlessConfig: serverless endpoints",
+        ),
+        (
+            lambda sm: sm.create_endpoint_config(
+                EndpointConfigName="capture",
+                ProductionVariants=[{"VariantName": "v", "ModelName": "m", "InstanceType": "ml.m5.large"}],
+                DataCaptureConfig={
+                    "EnableCapture": True,
+                    "InitialSamplingPercentage": 100,
+                    "DestinationS3Uri": "s3://b/capture",
+                    "CaptureOptions": [{"CaptureMode": "Input"}],
+                },
+            ),
+            "data capture is not supported yet",
+        ),
+    ],
+)
+def test_inference_options_that_cannot_be_applied_are_refused(api: ApiServer, call: Any, message: str) -> None:
+    """Accepting these and serving a plain real-time endpoint would mislead: AWS's answer to an unsupported value."""
+    with pytest.raises(ClientError) as exc:
+        call(api.client("sagemaker"))
+    assert _code(exc) == "ValidationException" and message in str(exc.value)

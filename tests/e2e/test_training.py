@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import tarfile
@@ -411,3 +412,83 @@ def test_manifest_channel_and_checkpoints(platform: RunningPlatform) -> None:
     )
     assert "Downloaded 2 file(s)" in text and "Restored 1 checkpoint file(s)" in text
     assert "Saved 1 checkpoint file(s)" in text
+
+
+SDK_RULES = """
+import json, sagemaker
+from sagemaker import image_uris
+from sagemaker.debugger import ProfilerRule, Rule, rule_configs
+from sagemaker.estimator import Estimator
+from sagemaker.inputs import TrainingInput
+session = sagemaker.Session()
+bucket = session.default_bucket()
+train = session.upload_data({train!r}, bucket=bucket, key_prefix="sdk-rules/train")
+validation = session.upload_data({validation!r}, bucket=bucket, key_prefix="sdk-rules/validation")
+rules = [
+    Rule.sagemaker(rule_configs.loss_not_decreasing()),
+    Rule.sagemaker(rule_configs.overfit()),
+    Rule.sagemaker(rule_configs.overtraining()),
+    Rule.sagemaker(rule_configs.class_imbalance()),
+    ProfilerRule.sagemaker(rule_configs.ProfilerReport()),
+]
+est = Estimator(image_uris.retrieve("xgboost", session.boto_region_name, "1.7-1"), sagemaker.get_execution_role(),
+                instance_count=1, instance_type="ml.m5.xlarge", output_path=f"s3://{{bucket}}/sdk-rules/output",
+                rules=rules, sagemaker_session=session)
+est.set_hyperparameters(objective="binary:logistic", num_round=30, max_depth=6, eval_metric="logloss")
+est.fit({{"train": TrainingInput(train, content_type="csv"),
+          "validation": TrainingInput(validation, content_type="csv")}}, logs=False)
+print("RULES", json.dumps(est.latest_training_job.rule_job_summary(), default=str))
+"""
+
+
+def test_debugger_rules_of_the_xgboost_tutorial(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The SDK's built-in rules: the loss rules are evaluated over the job's metrics, the others say why not."""
+    x, y = _dataset(1000, seed=5)
+    (tmp_path / "train.csv").write_bytes(_csv(x[:800], y[:800]))
+    (tmp_path / "validation.csv").write_bytes(_csv(x[800:], y[800:]))
+    out = platform.run_python(
+        SDK_RULES.format(train=str(tmp_path / "train.csv"), validation=str(tmp_path / "validation.csv")), tmp_path
+    )
+    line = [line for line in out.splitlines() if line.startswith("RULES ")][0]
+    statuses = {s["RuleConfigurationName"]: s for s in json.loads(line.removeprefix("RULES "))}
+    assert set(statuses) == {"LossNotDecreasing", "Overfit", "Overtraining", "ClassImbalance", "ProfilerReport"}
+    for name in ("LossNotDecreasing", "Overfit", "Overtraining"):
+        assert statuses[name]["RuleEvaluationStatus"] in ("NoIssuesFound", "IssuesFound"), statuses[name]
+    assert statuses["LossNotDecreasing"]["RuleEvaluationStatus"] == "NoIssuesFound"  # 30 rounds of falling loss
+    for name in ("ClassImbalance", "ProfilerReport"):
+        assert statuses[name]["RuleEvaluationStatus"] == "Error"
+        assert "does not evaluate" in statuses[name]["StatusDetails"]
+
+
+@pytest.mark.parametrize(
+    ("member", "value", "message"),
+    [
+        (
+            "ResourceConfig",
+            {"InstanceGroups": [{"InstanceType": "ml.m5.large", "InstanceCount": 1, "InstanceGroupName": "a"}]},
+            "heterogeneous clusters",
+        ),
+        ("TensorBoardOutputConfig", {"S3OutputPath": "s3://b/tb"}, "TensorBoard"),
+        ("RemoteDebugConfig", {"EnableRemoteDebug": True}, "remote debugging"),
+    ],
+)
+def test_members_that_cannot_be_applied_are_refused(
+    platform: RunningPlatform, member: str, value: dict[str, Any], message: str
+) -> None:
+    sm = platform.session().client("sagemaker")
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    request: dict[str, Any] = {
+        "TrainingJobName": f"refused-{uuid.uuid4().hex[:8]}",
+        "AlgorithmSpecification": {"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        "RoleArn": f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        "OutputDataConfig": {"S3OutputPath": f"s3://{BUCKET}/output"},
+        "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        "StoppingCondition": {"MaxRuntimeInSeconds": 60},
+    }
+    request[member] = {**request.get(member, {}), **value}
+    with pytest.raises(ClientError) as exc:
+        sm.create_training_job(**request)
+    assert exc.value.response["Error"]["Code"] == "ValidationException" and message in str(exc.value)
+    assert request["TrainingJobName"] not in [
+        j["TrainingJobName"] for j in sm.list_training_jobs()["TrainingJobSummaries"]
+    ]

@@ -1,9 +1,14 @@
 """SageMaker models, endpoint configs and endpoints.
 
-LIMITATIONS: one container per model (``PrimaryContainer`` or the first of ``Containers``) from an
-OpenSage built-in image; serverless, async-inference, data-capture, shadow-variant and
-deployment-config (rolling) settings are recorded but updates are always blue/green; a model may be
-deleted while an endpoint uses it (as on AWS: the endpoint keeps serving).
+LIMITATIONS: one container per model from an OpenSage built-in image; updates are always
+blue/green (a ``DeploymentConfig`` is recorded, rolling and canary steps are not taken); a model
+may be deleted while an endpoint uses it (as on AWS: the endpoint keeps serving). Accepted, recorded
+and without effect on one machine: ``VpcConfig``, ``KmsKeyId``, ``VolumeSizeInGB``,
+``ModelDataDownloadTimeoutInSeconds``, ``ContainerStartupHealthCheckTimeoutInSeconds``,
+``EnableSSMAccess``, ``InferenceAmiVersion``, ``AcceleratorType``. Refused with a
+ValidationException, because the endpoint would not do what they ask: the members in
+:data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (multi-model, serverless and asynchronous
+endpoints, data capture, shadow variants, inference pipelines).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from typing import Any
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.training import _jsonable
+from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
@@ -24,6 +30,57 @@ from opensage.timestamps import epoch as _epoch
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if not k.startswith("_") and k != "Tags"}
+
+
+MODEL_UNSUPPORTED = (
+    Unsupported(
+        "PrimaryContainer.Mode",
+        "multi-model endpoints are not supported yet; give ModelDataUrl the model.tar.gz of one model.",
+        lambda v: v == "MultiModel",
+    ),
+    Unsupported(
+        "Containers[].Mode",
+        "multi-model endpoints are not supported yet; give ModelDataUrl the model.tar.gz of one model.",
+        lambda v: v == "MultiModel",
+    ),
+    Unsupported(
+        "Containers",
+        "inference pipelines (more than one container) are not supported; give one container.",
+        lambda v: isinstance(v, list) and len(v) > 1,
+    ),
+    Unsupported(
+        "PrimaryContainer.ImageConfig",
+        "images from private registries are not supported; use an image URI of an OpenSage built-in image.",
+    ),
+    Unsupported("PrimaryContainer.AdditionalModelDataSources", "additional model data sources are not supported."),
+)
+CONFIG_UNSUPPORTED = (
+    Unsupported(
+        "AsyncInferenceConfig",
+        "asynchronous endpoints are not supported yet; leave it out for a "
+        "real-time endpoint, or use a batch transform job.",
+    ),
+    Unsupported(
+        "ProductionVariants[].ServerlessConfig",
+        "serverless endpoints are not supported yet; give InstanceType and InitialInstanceCount instead.",
+    ),
+    Unsupported(
+        "DataCaptureConfig",
+        "data capture is not supported yet; leave it out (or set EnableCapture to false).",
+        enabled("EnableCapture"),
+    ),
+    Unsupported(
+        "ShadowProductionVariants",
+        "shadow variants are not supported; use two ProductionVariants with weights (A/B) instead.",
+    ),
+    Unsupported("ExplainerConfig", "online explainability is not supported; leave it out."),
+    Unsupported("ProductionVariants[].InstancePools", "instance pools are not supported; give one InstanceType."),
+    Unsupported(
+        "ProductionVariants[].ManagedInstanceScaling",
+        "managed instance scaling is not supported yet; leave it out.",
+        enabled("Status"),
+    ),
+)
 
 
 class InferenceOperations:
@@ -50,6 +107,7 @@ class InferenceOperations:
     def create_model(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         if not request.get("PrimaryContainer") and not request.get("Containers"):
             raise validation_error("A model needs a PrimaryContainer (or Containers).")
+        refuse(request, MODEL_UNSUPPORTED)
         if request.get("ExecutionRoleArn"):
             self.require_role(ctx, request["ExecutionRoleArn"])
         name = request["ModelName"]
@@ -84,6 +142,7 @@ class InferenceOperations:
     # --- endpoint configs -------------------------------------------------------------------------------
 
     def create_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        refuse(request, CONFIG_UNSUPPORTED)
         variants = request["ProductionVariants"]
         names = [v["VariantName"] for v in variants]
         if len(names) != len(set(names)):

@@ -1,8 +1,17 @@
 """SageMaker training-job operations: Create, Describe, List, Stop.
 
 LIMITATIONS: channels come from S3 (S3Prefix, ManifestFile) in File mode (Pipe and FastFile are
-downloaded as File); only OpenSage's built-in images run; VPC, KMS, spot, warm pools, debugger and
-profiler settings are accepted and recorded but have no effect.
+downloaded as File, and the job's log says so); only OpenSage's built-in images run. Debugger and
+Profiler rules are evaluated over the job's metrics (:mod:`opensage.jobs.rules`: LossNotDecreasing,
+Overfit, Overtraining; any other rule ends in ``Error`` saying why); no Debugger tensors or
+profiler data are saved (``DebugHookConfig``, ``ProfilerConfig`` and ``TensorBoardOutputConfig``'s
+uploads do not happen). Accepted, recorded, and without effect on one machine: ``VpcConfig``,
+``ResourceConfig.VolumeKmsKeyId`` / ``VolumeSizeInGB`` / ``KeepAlivePeriodInSeconds`` (no warm
+pools: every job starts in well under a second anyway), ``EnableInterContainerTrafficEncryption``
+(instances talk over loopback), ``EnableManagedSpotTraining`` and ``MaxWaitTimeInSeconds`` (jobs
+run at once, never interrupted), ``RetryStrategy`` (a job is not retried), ``ExperimentConfig``,
+``SessionChainingConfig``, ``InfraCheckConfig``. Refused with a ValidationException, because the
+job would not do what they ask: the members in :data:`UNSUPPORTED`.
 """
 
 from __future__ import annotations
@@ -13,13 +22,40 @@ from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
-from opensage.jobs import training
+from opensage.jobs import rules, training
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch as _epoch
 
 _DESCRIBE_DROP = ("_Handle", "Tags")
+UNSUPPORTED = (
+    Unsupported(
+        "ResourceConfig.InstanceGroups",
+        "heterogeneous clusters are not supported; give InstanceType and InstanceCount.",
+    ),
+    Unsupported("ResourceConfig.TrainingPlanArn", "training plans are not supported; leave it out."),
+    Unsupported("ResourceConfig.InstancePlacementConfig", "instance placement is not supported; leave it out."),
+    Unsupported(
+        "AlgorithmSpecification.TrainingImageConfig",
+        "images from private registries are not supported; use an image URI of an OpenSage built-in image.",
+    ),
+    Unsupported(
+        "AlgorithmSpecification.EnableSageMakerMetricsTimeSeries",
+        "metric time series are not supported; the job's metrics are in FinalMetricDataList and its log.",
+        lambda v: v is True,
+    ),
+    Unsupported(
+        "TensorBoardOutputConfig",
+        "TensorBoard output is not uploaded by OpenSage; write TensorBoard "
+        "files under /opt/ml/output/data (uploaded as output.tar.gz) or to S3 from your script.",
+    ),
+    Unsupported("RemoteDebugConfig", "remote debugging is not supported; leave it out.", enabled("EnableRemoteDebug")),
+    Unsupported("ServerlessJobConfig", "serverless jobs are not supported; give an AlgorithmSpecification."),
+    Unsupported("MlflowConfig", "MLflow tracking is not supported yet; leave it out."),
+    Unsupported("ModelPackageConfig", "registering the model with the training job is not supported; leave it out."),
+)
 
 
 class TrainingOperations:
@@ -51,6 +87,7 @@ class TrainingOperations:
 
     @staticmethod
     def _check_training_request(request: dict[str, Any]) -> None:
+        refuse(request, UNSUPPORTED)
         algo = request["AlgorithmSpecification"]
         if not algo.get("TrainingImage") and not algo.get("AlgorithmName"):
             raise validation_error("AlgorithmSpecification must name a TrainingImage (or an AlgorithmName).")
@@ -92,6 +129,7 @@ class TrainingOperations:
                 "EnableNetworkIsolation": request.get("EnableNetworkIsolation", False),
                 "EnableInterContainerTrafficEncryption": request.get("EnableInterContainerTrafficEncryption", False),
                 "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
+                **rules.initial_statuses(request, _epoch(now)),
             }
         )
         data.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": 86400})

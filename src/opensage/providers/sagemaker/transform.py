@@ -2,7 +2,9 @@
 
 LIMITATIONS: S3 input (S3Prefix, ManifestFile) with SplitType None or Line (RecordIO and TFRecord
 are not split); InputFilter/OutputFilter accept the JSONPath forms $, $[i], $[i,j,...] and $[a:b]
-on CSV records; JoinSource Input joins CSV records.
+on CSV records; JoinSource Input joins CSV records. Accepted and recorded: ``ExperimentConfig``,
+``TransformResources.VolumeKmsKeyId``. Refused with a ValidationException: ``DataCaptureConfig``
+(the job's inputs and answers are not captured).
 """
 
 from __future__ import annotations
@@ -17,10 +19,13 @@ from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, re
 from opensage.jobs.transform import KIND, TransformEngine
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.training import _jsonable
+from opensage.providers.sagemaker.unsupported import Unsupported, refuse
 from opensage.serving.endpoints import MODEL
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch as _epoch
+
+UNSUPPORTED = (Unsupported("DataCaptureConfig", "data capture of transform jobs is not supported; leave it out."),)
 
 
 class TransformOperations:
@@ -30,6 +35,7 @@ class TransformOperations:
 
     async def create_transform_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["TransformJobName"]
+        refuse(request, UNSUPPORTED)
         if await asyncio.to_thread(self.store.get_resource, MODEL, request["ModelName"]) is None:
             raise not_found(f'Could not find model "{ctx.arn("sagemaker", "model/" + request["ModelName"].lower())}".')
         if "S3DataSource" not in request["TransformInput"]["DataSource"]:
