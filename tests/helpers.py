@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import random
 import socket
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -91,6 +92,7 @@ class RunningPlatform:
     port: int
     env: dict[str, str]
     proc: Any
+    python: str = sys.executable  # the interpreter OpenSage runs on (another virtual environment's, in some tests)
 
     @property
     def api_url(self) -> str:
@@ -102,10 +104,9 @@ class RunningPlatform:
 
     def cli(self, *args: str, timeout: float = 120) -> Any:
         import subprocess
-        import sys
 
         return subprocess.run(
-            [sys.executable, "-m", "opensage", *args], env=self.env, capture_output=True, text=True, timeout=timeout
+            [self.python, "-m", "opensage", *args], env=self.env, capture_output=True, text=True, timeout=timeout
         )
 
     def shell_env(self) -> dict[str, str]:
@@ -119,14 +120,17 @@ class RunningPlatform:
             env[key] = shlex.split(value)[0] if value else ""
         return env
 
-    def run_python(self, code: str, cwd: Path, timeout: float = 300) -> str:
-        """Run a user's script (dedented) in a shell set up by ``opensage env``; its stdout and stderr."""
+    def run_python(self, code: str, cwd: Path, timeout: float = 300, python: str | None = None) -> str:
+        """Run a user's script (dedented) in a shell set up by ``opensage env``; its stdout and stderr.
+
+        ``python`` is the interpreter to run it with (another SDK's virtual environment), by default this one.
+        """
         import subprocess
         import sys
         import textwrap
 
         result = subprocess.run(
-            [sys.executable, "-c", textwrap.dedent(code)],
+            [python or sys.executable, "-c", textwrap.dedent(code)],
             env=self.shell_env(),
             capture_output=True,
             text=True,
@@ -170,6 +174,7 @@ def running_platform(
     timeout: float = 60,
     extra_args: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
+    python: str | None = None,
 ) -> Iterator[RunningPlatform]:
     import signal
     import subprocess
@@ -180,13 +185,13 @@ def running_platform(
     env = {**platform_env(home, aws_dir), **(extra_env or {})}
     log = open(home.parent / f"{home.name}-up.log", "ab")  # noqa: SIM115
     proc = subprocess.Popen(
-        [sys.executable, "-m", "opensage", "up", "--home", str(home), "--port", str(port), *extra_args],
+        [python or sys.executable, "-m", "opensage", "up", "--home", str(home), "--port", str(port), *extra_args],
         env=env,
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    platform = RunningPlatform(home, port, env, proc)
+    platform = RunningPlatform(home, port, env, proc, python or sys.executable)
     try:
         deadline = time.monotonic() + timeout
         while True:
