@@ -128,6 +128,75 @@ def test_concurrent_transitions_have_one_winner(store: SqlStore) -> None:
     assert len(wins) == 1
 
 
+def _race_stop_and_save(store: SqlStore, name: str) -> None:
+    start = threading.Barrier(2)
+
+    def save_handle() -> None:
+        start.wait()
+        store.modify_resource("training-job", name, lambda r: ({**r.data, "_Handle": {"pid": 42}}, None), now=NOW)
+
+    def to_stopping(r: Resource) -> tuple[dict, str]:
+        if r.status != "InProgress":
+            raise Conflict(f"{r.name} is {r.status}")
+        return {**r.data, "TrainingJobStatus": "Stopping"}, "Stopping"
+
+    def stop() -> None:
+        start.wait()
+        store.modify_resource("training-job", name, to_stopping, now=NOW)
+
+    threads = [threading.Thread(target=save_handle), threading.Thread(target=stop)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_a_stop_racing_a_save_loses_nothing(store: SqlStore) -> None:
+    """The engine saves the process handle while a StopTrainingJob moves the job to Stopping: both stay."""
+    for round_ in range(20):
+        name = f"stop-vs-save-{round_}"
+        store.create_resource(_res(name))
+        _race_stop_and_save(store, name)
+        row = store.get_resource("training-job", name)
+        assert row is not None
+        assert row.data["_Handle"] == {"pid": 42}, round_
+        assert row.status == "Stopping" and row.data["TrainingJobStatus"] == "Stopping", round_
+        assert row.version == 3
+
+
+def test_a_write_from_a_stale_read_is_refused(store: SqlStore) -> None:
+    first = store.create_resource(_res("stale"))
+    assert first.version == 1
+    store.update_resource("training-job", "stale", data={"Name": "stale", "a": 1}, now=NOW)
+    with pytest.raises(Conflict, match="changed meanwhile"):
+        store.update_resource(
+            "training-job", "stale", data={"Name": "stale", "b": 2}, expect_version=first.version, now=NOW
+        )
+    unchanged = store.modify_resource("training-job", "stale", lambda r: None, now=NOW)
+    assert unchanged.data == {"Name": "stale", "a": 1} and unchanged.version == 2
+    with pytest.raises(Conflict):
+        store.modify_resource("training-job", "stale", lambda r: (_ for _ in ()).throw(Conflict("no")), now=NOW)
+    with pytest.raises(NotFound):
+        store.modify_resource("training-job", "missing", lambda r: None, now=NOW)
+
+
+def test_children_are_listed_by_parent_and_paged_in_sql(store: SqlStore) -> None:
+    parent = "arn:aws:sagemaker:us-east-1:000000000000:hyper-parameter-tuning-job/tune"
+    for i in range(5):
+        created = NOW + dt.timedelta(seconds=i)
+        store.create_resource(
+            Resource(
+                "training-job", f"child-{i}", f"arn:child-{i}", "InProgress", created, created, {}, parent_arn=parent
+            )
+        )
+    store.create_resource(_res("orphan"))
+    children = store.list_resources("training-job", parent_arn=parent, descending=False)
+    assert [r.name for r in children] == [f"child-{i}" for i in range(5)]
+    assert children[0].parent_arn == parent
+    page = store.list_resources("training-job", parent_arn=parent, descending=False, offset=1, limit=2)
+    assert [r.name for r in page] == ["child-1", "child-2"]
+
+
 def test_access_keys_are_encrypted_at_rest(store: SqlStore, db_url: str) -> None:
     ident = bootstrap(store)
     key = create_access_key(store, ident.account_id, "t")

@@ -20,7 +20,11 @@ class AccessKey:
 
 @dataclass(frozen=True, slots=True)
 class Resource:
-    """Any named API resource: its indexed fields plus its full description as JSON."""
+    """Any named API resource: its indexed fields plus its full description as JSON.
+
+    ``version`` counts the writes (the store's compare-and-set); ``parent_arn`` links a resource to
+    the one that made it (a tuning job's training jobs, a pipeline execution's step jobs).
+    """
 
     kind: str
     name: str
@@ -29,3 +33,5 @@ class Resource:
     created_at: dt.datetime
     updated_at: dt.datetime
     data: dict[str, Any]
+    version: int = 1
+    parent_arn: str | None = None

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -223,7 +223,15 @@ class SqlStore:
     @staticmethod
     def _resource(row: ResourceRow) -> Resource:
         return Resource(
-            row.kind, row.name, row.arn, row.status, _utc(row.created_at), _utc(row.updated_at), json.loads(row.data)
+            row.kind,
+            row.name,
+            row.arn,
+            row.status,
+            _utc(row.created_at),
+            _utc(row.updated_at),
+            json.loads(row.data),
+            row.version,
+            row.parent_arn,
         )
 
     def create_resource(self, resource: Resource) -> Resource:
@@ -235,13 +243,15 @@ class SqlStore:
             created_at=resource.created_at,
             updated_at=resource.updated_at,
             data=json.dumps(resource.data),
+            version=1,
+            parent_arn=resource.parent_arn,
         )
         try:
             with self.session() as s:
                 s.add(row)
         except IntegrityError as exc:
             raise AlreadyExists(f"{resource.kind} {resource.name} already exists.") from exc
-        return resource
+        return self._resource(row)
 
     def get_resource(self, kind: str, name: str) -> Resource | None:
         with self.session() as s:
@@ -258,10 +268,16 @@ class SqlStore:
         created_before: dt.datetime | None = None,
         modified_after: dt.datetime | None = None,
         modified_before: dt.datetime | None = None,
+        parent_arn: str | None = None,
         sort_by: str = "created_at",
         descending: bool = True,
+        offset: int = 0,
+        limit: int | None = None,
     ) -> list[Resource]:
+        """Resources of ``kind`` that match every filter given, sorted and paged in SQL."""
         q = select(ResourceRow).where(ResourceRow.kind == kind)
+        if parent_arn is not None:
+            q = q.where(ResourceRow.parent_arn == parent_arn)
         if name_contains:
             q = q.where(ResourceRow.name.contains(name_contains, autoescape=True))
         if status:
@@ -276,6 +292,10 @@ class SqlStore:
             q = q.where(ResourceRow.updated_at < modified_before)
         column = {"name": ResourceRow.name, "status": ResourceRow.status}.get(sort_by, ResourceRow.created_at)
         q = q.order_by(column.desc() if descending else column.asc(), ResourceRow.name)
+        if offset:
+            q = q.offset(offset)
+        if limit is not None:
+            q = q.limit(limit)
         with self.session() as s:
             return [self._resource(r) for r in s.scalars(q).all()]
 
@@ -287,15 +307,18 @@ class SqlStore:
         data: dict[str, Any] | None = None,
         status: str | None = None,
         expect_status: str | tuple[str, ...] | None = None,
+        expect_version: int | None = None,
         now: dt.datetime,
     ) -> Resource:
-        """Compare-and-set update: fails with :class:`Conflict` when the status is not ``expect_status``.
+        """Compare-and-set update: fails with :class:`Conflict` when the status is not ``expect_status``
+        or the document is no longer at ``expect_version`` (someone wrote it since it was read).
 
-        One conditional ``UPDATE`` does the check and the write, so concurrent transitions have exactly
-        one winner on every database.
+        One conditional ``UPDATE`` does the check and the write (and counts the version up), so
+        concurrent writers have exactly one winner on every database. Writers that change part of a
+        document use :meth:`modify_resource`, which re-reads and retries instead of failing.
         """
         allowed = (expect_status,) if isinstance(expect_status, str) else expect_status
-        values: dict[str, Any] = {"updated_at": now}
+        values: dict[str, Any] = {"updated_at": now, "version": ResourceRow.version + 1}
         if data is not None:
             values["data"] = json.dumps(data)
         if status is not None:
@@ -303,15 +326,54 @@ class SqlStore:
         where = [ResourceRow.kind == kind, ResourceRow.name == name]
         if allowed is not None:
             where.append(ResourceRow.status.in_(allowed))
+        if expect_version is not None:
+            where.append(ResourceRow.version == expect_version)
         with self.session() as s:
             result = s.execute(update(ResourceRow).where(*where).values(**values))
             if result.rowcount == 0:  # type: ignore[attr-defined]
                 row = s.scalars(select(ResourceRow).where(*where[:2])).first()
                 if row is None:
                     raise NotFound(f"{kind} {name} does not exist.")
-                raise Conflict(f"{kind} {name} is {row.status}, not {' or '.join(allowed or ())}.")
+                if allowed is not None and row.status not in allowed:
+                    raise Conflict(f"{kind} {name} is {row.status}, not {' or '.join(allowed)}.")
+                raise Conflict(f"{kind} {name} was changed meanwhile (version {row.version}, not {expect_version}).")
             row = s.scalars(select(ResourceRow).where(*where[:2])).one()
             return self._resource(row)
+
+    def modify_resource(
+        self,
+        kind: str,
+        name: str,
+        change: Callable[[Resource], tuple[dict[str, Any], str | None] | None],
+        *,
+        now: dt.datetime,
+        attempts: int = 50,
+    ) -> Resource:
+        """Read-modify-write without lost updates: ``change(current)`` returns the new document and
+        status (``None`` keeps the status), or ``None`` to write nothing; it may raise (e.g.
+        :class:`Conflict` for a transition the current status does not allow), which aborts.
+
+        The write is a compare-and-set on the version read; when another writer got in between,
+        ``change`` runs again on what that writer stored.
+
+        Raises:
+            NotFound: no such resource. Conflict: ``change`` refused, or ``attempts`` were exhausted.
+        """
+        for _ in range(attempts):
+            current = self.get_resource(kind, name)
+            if current is None:
+                raise NotFound(f"{kind} {name} does not exist.")
+            changed = change(current)
+            if changed is None:
+                return current
+            data, status = changed
+            try:
+                return self.update_resource(
+                    kind, name, data=data, status=status, expect_version=current.version, now=now
+                )
+            except Conflict:
+                continue
+        raise Conflict(f"{kind} {name} kept changing; gave up after {attempts} attempts.")
 
     def delete_resource(self, kind: str, name: str) -> None:
         with self.session() as s:

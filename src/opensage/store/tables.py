@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, Index, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import DateTime, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -41,6 +41,7 @@ class ResourceRow(Base):
         UniqueConstraint("kind", "name", name="uq_resources_kind_name"),
         Index("ix_resources_kind_created", "kind", "created_at"),
         Index("ix_resources_kind_status", "kind", "status"),
+        Index("ix_resources_parent", "parent_arn"),
     )
     arn: Mapped[str] = mapped_column(String(2048), primary_key=True)
     kind: Mapped[str] = mapped_column(String(64))
@@ -49,3 +50,5 @@ class ResourceRow(Base):
     created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     updated_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
     data: Mapped[str] = mapped_column(Text)
+    version: Mapped[int] = mapped_column(Integer, default=1)  # +1 on every write: compare-and-set on the document
+    parent_arn: Mapped[str | None] = mapped_column(String(2048), nullable=True)  # tuning job -> its training jobs
