@@ -10,13 +10,19 @@ from __future__ import annotations
 import json
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 BASE_DIR_ENV = "SAGEMAKER_BASE_DIR"
 DEFAULT_BASE_DIR = "/opt/ml"
+CONTAINER_ROOT = DEFAULT_BASE_DIR
+# The channel in which SageMaker Python SDK v3's ModelTrainer ships its own container drivers
+# (``sm_train.sh``, ``scripts/environment.py``, ``distributed_drivers/``, ``sourcecode.json``,
+# ``distributed.json``); they hard-code ``/opt/ml`` paths, which the platform rewrites in them
+# where ``/opt/ml`` cannot be mounted.
+SDK_DRIVERS_CHANNEL = "sm_drivers"
 NETWORK_INTERFACE = "eth0"
 
 # File names under ``input/config`` (the training toolkit's environment.py), plus the checkpoint
@@ -215,3 +221,41 @@ def error_message(lines: list[str]) -> str:
         if m and not line.strip().startswith(("Traceback", "During handling")):
             return m.group(1)
     return lines[-1].strip() if lines else ""
+
+
+def rewrite_root(value: str, base: Path) -> str:
+    """``/opt/ml/...`` in an argument or variable, pointed at ``base`` (for when /opt/ml is not mounted)."""
+    return value.replace(CONTAINER_ROOT + "/", f"{base}/") if CONTAINER_ROOT + "/" in value else value
+
+
+def entrypoint_command(
+    entrypoint: Sequence[str],
+    arguments: Sequence[str],
+    env: Mapping[str, str],
+    base: Path,
+    mounted: bool,
+) -> tuple[tuple[str, ...], dict[str, str]]:
+    """A job's ``ContainerEntrypoint`` + ``ContainerArguments`` and environment, as the container runs them.
+
+    Where ``/opt/ml`` is not mounted, ``/opt/ml`` in the command and in every variable is rewritten
+    to ``base``, the container's directory.
+    """
+    argv = [*entrypoint, *arguments]
+    if mounted:
+        return tuple(argv), dict(env)
+    return tuple(rewrite_root(a, base) for a in argv), {k: rewrite_root(v, base) for k, v in env.items()}
+
+
+def rewrite_tree(directory: Path, base: Path) -> int:
+    """``/opt/ml`` rewritten to ``base`` in the text files under ``directory``; returns how many changed."""
+    changed = 0
+    for path in sorted(p for p in directory.rglob("*") if p.is_file()) if directory.is_dir() else []:
+        try:
+            text = path.read_text()
+        except (UnicodeDecodeError, OSError):
+            continue
+        rewritten = text.replace(CONTAINER_ROOT + "/", f"{base}/")
+        if rewritten != text:
+            path.write_text(rewritten)
+            changed += 1
+    return changed

@@ -4,21 +4,41 @@ Two kinds of image: a built-in algorithm (XGBoost: its own ``train`` and model s
 framework image that runs the user's code as SageMaker's training and inference toolkits do
 (scikit-learn, PyTorch, XGBoost in script mode, and a plain Python image). The XGBoost image is
 both: it runs the user's script when the job names one (``sagemaker_program``), as SageMaker's does.
+
+Every image runs a job's ``ContainerEntrypoint`` instead of its own command when the job gives one.
+Its shell finds what SageMaker's images have on ``PATH`` (``python``, ``python3``, ``pip``, ``pip3``,
+``torchrun``) in a job-private virtual environment over the platform's own Python
+(:func:`job_interpreter`): it sees the platform's packages, and what the job installs with ``pip``
+stays in the job.
 """
 
 from __future__ import annotations
 
 import importlib
 import re
+import site
+import subprocess
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 _URI = re.compile(r"^(?:(?P<registry>[^/]+\.[^/]+)/)?(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]+))?(?:@sha256:\w+)?$")
 PROGRAM_HYPERPARAMETER = "sagemaker_program"
 PROGRAM_ENV = "SAGEMAKER_PROGRAM"
 FRAMEWORK_TRAINER = "opensage.images.framework"
+SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
+# Commands of a container's Python, as wrappers that run the job's interpreter (``$0``'s directory).
+_WRAPPERS = {
+    "pip": 'exec "$(dirname "$0")/python" -m pip "$@"',
+    "pip3": 'exec "$(dirname "$0")/python" -m pip "$@"',
+    "torchrun": 'exec "$(dirname "$0")/python" -m torch.distributed.run "$@"',
+}
+
+
+class InterpreterError(Exception):
+    """The job's Python environment could not be made; the message says why."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +83,46 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "python": ("python", None, "opensage.images.framework.python"),
     "opensage-python": ("python", None, "opensage.images.framework.python"),
 }
+
+
+def search_path(*first: Path) -> str:
+    """A container's ``PATH``: ``first``, then the platform interpreter's directory, then the system's."""
+    dirs = [str(d) for d in first] + [str(Path(sys.executable).parent), *SYSTEM_PATH]
+    return ":".join(dict.fromkeys(dirs))
+
+
+def job_interpreter(target: Path) -> Path:
+    """A virtual environment at ``target`` over the platform's Python; returns its ``bin`` directory.
+
+    Made with the standard library's ``venv`` (no pip of its own: the platform's is used through
+    its site-packages). A ``.pth`` file adds the platform's site directories, so the job sees the
+    platform's packages even when the platform itself runs in a virtual environment, whose packages
+    ``--system-site-packages`` alone would not show.
+    """
+    try:
+        subprocess.run(
+            [sys.executable, "-m", "venv", "--without-pip", "--system-site-packages", str(target)],
+            check=True,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        detail = getattr(exc, "stderr", "") or str(exc)
+        raise InterpreterError(f"could not create the job's Python environment at {target}: {detail}") from exc
+    bin_dir = target / "bin"
+    for name in ("python", "python3"):
+        if not (bin_dir / name).exists():
+            (bin_dir / name).symlink_to(sys.executable)
+    for name, body in _WRAPPERS.items():
+        wrapper = bin_dir / name
+        wrapper.write_text(f"#!/bin/sh\n{body}\n")
+        wrapper.chmod(0o755)
+    dirs = [*site.getsitepackages(), *([site.getusersitepackages()] if site.ENABLE_USER_SITE else [])]
+    lines = "".join(f"import site; site.addsitedir({d!r})\n" for d in dirs if Path(d).is_dir())
+    for site_packages in target.glob("lib/python*/site-packages"):
+        (site_packages / "_opensage_platform.pth").write_text(lines)
+    return bin_dir
 
 
 def resolve(uri: str) -> BuiltinImage | None:

@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import shutil
-import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from boto3.exceptions import S3UploadFailedError
 
 from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, JobSpec, JobStatus
-from opensage.contract import error_message
+from opensage.contract import CONTAINER_ROOT, entrypoint_command, error_message
 from opensage.errors import Conflict
 from opensage.images import registry
 from opensage.jobs import channels
@@ -48,7 +47,6 @@ from opensage.timestamps import epoch as _epoch
 log = logging.getLogger(__name__)
 KIND = "processing-job"
 LOG_GROUP = "/aws/sagemaker/ProcessingJobs"
-CONTAINER_ROOT = "/opt/ml"
 CONTINUOUS_INTERVAL_S = 1.0
 
 
@@ -85,7 +83,11 @@ class ProcessingEngine(JobEngine):
                     f"use an image URI of one of these repositories: {', '.join(registry.known_repositories())}."
                 )
             await asyncio.to_thread(self._download_inputs, desc, roots, job_dir / "cache", streams[hosts[0]])
-            spec = self._job_spec(desc, image, hosts, itype, roots, job_dir)
+            try:
+                bin_dir = await asyncio.to_thread(registry.job_interpreter, job_dir / "python")
+            except registry.InterpreterError as exc:
+                raise JobFailed(f"InternalServerError: {exc}") from exc
+            spec = self._job_spec(desc, image, hosts, itype, roots, job_dir, bin_dir)
             await self._save(name, ProcessingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
             await self._save(name, _Handle=run.handle)
@@ -145,6 +147,7 @@ class ProcessingEngine(JobEngine):
         itype: instances.InstanceType,
         roots: dict[str, Path],
         job_dir: Path,
+        bin_dir: Path,
     ) -> JobSpec:
         app = desc["AppSpecification"]
         entrypoint = list(app.get("ContainerEntrypoint") or [])
@@ -153,7 +156,6 @@ class ProcessingEngine(JobEngine):
                 f"ClientError: the image '{app['ImageUri']}' has no default entrypoint in OpenSage; give the job a "
                 "ContainerEntrypoint (e.g. ['python3', '/opt/ml/processing/input/code/script.py'])."
             )
-        argv = [*entrypoint, *(app.get("ContainerArguments") or [])]
         config = json.dumps({k: v for k, v in desc.items() if not k.startswith("_")})
         mounted = sandbox.mounts_available()
         isolated = bool((desc.get("NetworkConfig") or {}).get("EnableNetworkIsolation")) and len(hosts) == 1
@@ -180,19 +182,19 @@ class ProcessingEngine(JobEngine):
                 **image.environment(),
                 **{k: str(v) for k, v in (desc.get("Environment") or {}).items()},
                 "PYTHONUNBUFFERED": "1",
-                "PATH": f"{Path(sys.executable).parent}:/usr/local/bin:/usr/bin:/bin",
+                "PATH": registry.search_path(bin_dir),
                 "HOME": str(root),
                 "TMPDIR": str(root),
                 "OPENSAGE_ENV_CACHE": str(self.envs_dir),
+                "PIP_CACHE_DIR": str(self.envs_dir / "pip-cache"),
+                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 "SAGEMAKER_BASE_DIR": str(root),
             }
-            host_argv = argv if mounted else [_rewrite(a, root) for a in argv]
-            if not mounted:
-                env = {k: _rewrite(v, root) for k, v in env.items()}
+            argv, env = entrypoint_command(entrypoint, app.get("ContainerArguments") or [], env, root, mounted)
             containers.append(
                 ContainerSpec(
                     host,
-                    tuple(host_argv),
+                    argv,
                     env,
                     root,
                     job_dir / "logs" / f"{host}.log",
@@ -355,11 +357,6 @@ def _host_path(root: Path, container_path: str) -> Path:
     if relative.startswith(".."):
         raise JobFailed(f"ClientError: LocalPath '{container_path}' must be under /opt/ml/processing/.")
     return root / relative
-
-
-def _rewrite(value: str, root: Path) -> str:
-    """``/opt/ml`` paths in an argument or variable, pointed at the instance's directory."""
-    return value.replace(CONTAINER_ROOT + "/", f"{root}/") if CONTAINER_ROOT + "/" in value else value
 
 
 def _gunzip_tree(directory: Path) -> None:

@@ -4,6 +4,10 @@ One asyncio task per job in the API server: Starting -> Downloading (channels fr
 (containers on the compute backend, logs to the log store, metrics from the log lines) -> Uploading
 (``model.tar.gz``, ``output.tar.gz``, checkpoints) -> Completed. Every transition is persisted with
 a compare-and-set on the status, so a StopTrainingJob racing the end of a job has one winner.
+
+A job's ``AlgorithmSpecification.ContainerEntrypoint`` (+ ``ContainerArguments``) runs instead of the
+image's own command, as on SageMaker: that is how the SDK v3's ``ModelTrainer`` runs its
+``sm_drivers`` (``/bin/bash -c '... sm_train.sh'``).
 """
 
 from __future__ import annotations
@@ -19,12 +23,19 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from opensage.compute import instances
+from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, Handle, JobSpec
-from opensage.contract import Layout, training_env
+from opensage.contract import (
+    SDK_DRIVERS_CHANNEL,
+    Layout,
+    entrypoint_command,
+    error_message,
+    rewrite_tree,
+    training_env,
+)
 from opensage.errors import Conflict, NotFound
 from opensage.images import registry
-from opensage.jobs import artifacts, channels
+from opensage.jobs import artifacts, channels, rules
 from opensage.jobs.engine import (
     COMPLETED,
     FAILED,
@@ -37,6 +48,7 @@ from opensage.jobs.engine import (
     LogTail,
     Run,
     last_lines,
+    tail_lines,
 )
 from opensage.timestamps import epoch as _epoch
 
@@ -96,7 +108,8 @@ class TrainingEngine(JobEngine):
             definitions = desc["AlgorithmSpecification"].get("MetricDefinitions") or image.metric_definitions(hps)
             if image.script_mode(hps):
                 await asyncio.to_thread(self._download_code, hps, layouts)
-            spec = self._job_spec(desc, image, hosts, itype, layouts, job_dir)
+            bin_dir = await asyncio.to_thread(_interpreter, job_dir / "python")
+            spec = self._job_spec(desc, image, hosts, itype, layouts, job_dir, bin_dir)
             await self._secondary(name, "Training", TrainingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
             await self._save(name, _Handle=run.handle)
@@ -165,10 +178,16 @@ class TrainingEngine(JobEngine):
     def _report_sandbox(self, desc: dict, handle: Handle, stream: str) -> None:
         containers = handle.get("containers", [])
         if containers and not all(c.get("mounted") for c in containers):
+            rewritten = (
+                f"; /opt/ml in ContainerEntrypoint, ContainerArguments, Environment and the {SDK_DRIVERS_CHANNEL} "
+                "channel is rewritten to it"
+                if desc["AlgorithmSpecification"].get("ContainerEntrypoint")
+                else ""
+            )
             self._platform_log(
                 stream,
                 "This machine does not let OpenSage mount the job's directory at /opt/ml; the SM_* variables "
-                f"point to {self.work_dir / desc['TrainingJobName']}.",
+                f"point to {self.work_dir / desc['TrainingJobName']}{rewritten}.",
             )
         if desc.get("EnableNetworkIsolation") and not all(c.get("network_isolated") for c in containers):
             why = (
@@ -199,8 +218,17 @@ class TrainingEngine(JobEngine):
         itype: instances.InstanceType,
         layouts: dict[str, Layout],
         job_dir: Path,
+        bin_dir: Path,
     ) -> JobSpec:
         name = desc["TrainingJobName"]
+        algorithm = desc["AlgorithmSpecification"]
+        entrypoint = list(algorithm.get("ContainerEntrypoint") or [])
+        if algorithm.get("ContainerArguments") and not entrypoint:
+            raise JobFailed(
+                "ClientError: ContainerArguments needs a ContainerEntrypoint in OpenSage (its images have no "
+                "default entrypoint to pass them to); give the job both, e.g. ['/bin/bash', '-c']."
+            )
+        mounted = sandbox.mounts_available()
         hps = {k: str(v) for k, v in (desc.get("HyperParameters") or {}).items()}
         channel_cfg = {
             c["ChannelName"]: {
@@ -249,16 +277,24 @@ class TrainingEngine(JobEngine):
                     "OPENSAGE_HOST_ADDRESSES": addresses,
                     "OPENSAGE_TRACKER_PORT": str(tracker_port),
                     "PYTHONUNBUFFERED": "1",
-                    "PATH": "/usr/local/bin:/usr/bin:/bin",
+                    "PATH": registry.search_path(bin_dir),
                     "HOME": str(layout.base),
                     "TMPDIR": str(layout.base),
                     "OPENSAGE_ENV_CACHE": str(self.envs_dir),
+                    "PIP_CACHE_DIR": str(self.envs_dir / "pip-cache"),
+                    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
                 }
             )
+            argv = image.train_argv(hps)
+            if entrypoint:
+                arguments = algorithm.get("ContainerArguments") or []
+                argv, env = entrypoint_command(entrypoint, arguments, env, layout.base, mounted)
+                if not mounted:
+                    rewrite_tree(layout.channel_dir(SDK_DRIVERS_CHANNEL), layout.base)
             containers.append(
                 ContainerSpec(
                     host,
-                    image.train_argv(hps),
+                    argv,
                     env,
                     layout.base,
                     job_dir / "logs" / f"{host}.log",
@@ -336,11 +372,15 @@ class TrainingEngine(JobEngine):
                 f"{gib:.1f} GiB of its instance type ({desc['ResourceConfig'].get('InstanceType')}) and was "
                 "killed. Use a larger instance type, more instances, or less data per instance."
             )
+        log_path = job_dir / "logs" / f"{state.host}.log"
         for host in [state.host, *layouts]:
             failure = layouts[host].failure_file
-            text = failure.read_text().strip()[:1000] if failure.exists() else ""
+            text = failure.read_text().strip() if failure.exists() else ""
+            if text and _names_no_error(text):
+                own = error_message([line for line in tail_lines(log_path, 200) if line.strip() not in text])
+                return f"AlgorithmError: {own}\n{text}"[:1000] if own else f"AlgorithmError: {text}"[:1000]
             if text:
-                return text if re.match(r"^\w+Error: ", text) else f"AlgorithmError: {text}"
+                return text[:1000] if re.match(r"^\w+Error: ", text) else f"AlgorithmError: {text[:1000]}"
         tail = last_lines(job_dir / "logs" / f"{state.host}.log", 5)
         return (
             f"AlgorithmError: the training process on {state.host} exited with code {state.exit_code}. "
@@ -394,6 +434,7 @@ class TrainingEngine(JobEngine):
             now = self.clock()
             data = _with_transition(row.data, secondary, now)
             data.update(fields)
+            data.update(self._rule_statuses(data, status, now))
             data.update(
                 TrainingJobStatus=status,
                 SecondaryStatus=secondary,
@@ -414,6 +455,19 @@ class TrainingEngine(JobEngine):
                 )
 
         await asyncio.to_thread(update)
+
+    def _rule_statuses(self, data: dict, status: str, now: dt.datetime) -> dict[str, Any]:
+        """Debugger and Profiler rules, evaluated over the metrics in the job's log (:mod:`opensage.jobs.rules`)."""
+        image = registry.resolve(data["AlgorithmSpecification"].get("TrainingImage", ""))
+        hps = data.get("HyperParameters") or {}
+        definitions = data["AlgorithmSpecification"].get("MetricDefinitions") or (
+            image.metric_definitions(hps) if image is not None else []
+        )
+        try:
+            return rules.finish_job(self.logs, LOG_GROUP, data, definitions, status, _epoch(now))
+        except Exception:  # the job's own outcome matters more than its rules'
+            log.exception("the rules of training job %s could not be evaluated", data["TrainingJobName"])
+            return {}
 
     async def _fail(self, run: Run, reason: str) -> None:
         if run.shutting_down:
@@ -447,6 +501,23 @@ def _with_transition(data: dict, secondary: str, now: dt.datetime) -> dict:
     data["SecondaryStatus"] = secondary
     data["LastModifiedTime"] = _epoch(now)
     return data
+
+
+def _interpreter(target: Path) -> Path:
+    try:
+        return registry.job_interpreter(target)
+    except registry.InterpreterError as exc:
+        raise JobFailed(f"InternalServerError: {exc}") from exc
+
+
+# What a failure file says when the code that wrote it knew only that a command failed: the SDK v3
+# drivers write their own subprocess traceback, or a pointer to CloudWatch, there.
+_NO_ERROR_OF_ITS_OWN = re.compile(r"^Traceback \(most recent call last\)|CalledProcessError|see CloudWatch logs", re.M)
+
+
+def _names_no_error(failure: str) -> bool:
+    """Whether a failure file holds no error of the user's code (the log's last error line is added)."""
+    return bool(_NO_ERROR_OF_ITS_OWN.search(failure))
 
 
 def _json_string(value: str) -> str:

@@ -178,6 +178,8 @@ def train() -> int:
     argv = _command(python, code_dir, program, args, distributed)
     env = toolkit_env(os.environ, user, framework)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), env.get("PYTHONPATH", "")) if p)
+    if python != sys.executable:  # the requirements' environment: its python (and pip) first on PATH
+        env["PATH"] = os.pathsep.join(p for p in (str(Path(python).parent), env.get("PATH", "")) if p)
     print(f"Invoking user script: {shlex.join(argv)}", flush=True)
     code, tail = _run_streaming(argv, env, code_dir)
     if code == 0:
