@@ -1,5 +1,7 @@
 """``python -m opensage.images.xgboost train``: the image's training entry point."""
 
+import logging
+import os
 import sys
 
 
@@ -15,5 +17,17 @@ def _main(argv: list[str]) -> int:
     return main()
 
 
+def _exit(code: int) -> None:
+    """End the process once its output is flushed, without the interpreter's teardown.
+
+    The job's files are written and closed by now; freeing XGBoost's and NumPy's memory module by
+    module only delays the exit that the platform waits for (about 0.1 s).
+    """
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(_main(sys.argv))
+    _exit(_main(sys.argv))
