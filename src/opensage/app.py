@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +34,11 @@ from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
 from opensage.serving.endpoints import EndpointEngine
 from opensage.serving.metrics import InvocationMetrics
+from opensage.store.metrics import MetricStore
 from opensage.store.sql import SqlStore, open_store
+
+log = logging.getLogger(__name__)
+METRIC_FLUSH_S = 5.0  # how often the endpoint invocation counters are written to the metric store
 
 INTERNAL_PREFIX = "/_opensage/"
 CONSOLE_PREFIX = "/console"
@@ -56,6 +63,8 @@ class Platform:
     transforms: TransformEngine
     processing: ProcessingEngine | None = None
     console: ASGIApp | None = None  # the web console, set by create_app
+    metric_store: MetricStore | None = None
+    _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -75,6 +84,7 @@ class Platform:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                await self._start_metrics()
                 await self.training.recover()
                 await self.endpoints.recover()
                 await self.transforms.recover()
@@ -87,8 +97,33 @@ class Platform:
                     await self.processing.shutdown()
                 await self.transforms.shutdown()
                 await self.endpoints.shutdown()
+                await self._stop_metrics()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
+
+    async def _start_metrics(self) -> None:
+        if self.metric_store is None:
+            return
+        store = self.metric_store
+        await asyncio.to_thread(store.expire, utc_now().timestamp())
+        await asyncio.to_thread(self.metrics.restore, store)
+        self._flusher = asyncio.get_running_loop().create_task(self._flush_metrics(store), name="metric-flush")
+
+    async def _flush_metrics(self, store: MetricStore) -> None:
+        while True:
+            await asyncio.sleep(METRIC_FLUSH_S)
+            try:
+                await asyncio.to_thread(self.metrics.flush, store)
+            except Exception:  # the next flush writes the same minutes again
+                log.exception("could not write the endpoint metrics to the metric store")
+
+    async def _stop_metrics(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher
+        if self.metric_store is not None:
+            await asyncio.to_thread(self.metrics.flush, self.metric_store)
 
     async def _internal(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["path"] == INTERNAL_PREFIX + "metrics":
@@ -150,6 +185,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         )
         endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
         metrics = InvocationMetrics()
+        metric_store = MetricStore(store)
         transforms = TransformEngine(store, s3, endpoints, settings.home / "jobs" / "transform", clock)
         processing = ProcessingEngine(
             store, s3, backend, logs, settings.home / "jobs" / "processing", clock, envs_dir=settings.home / "envs"
@@ -158,7 +194,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         providers = {
             "sagemaker": SageMakerProvider(store, clock, training, endpoints, transforms, processing),
             "sagemaker-runtime": RuntimeProvider(endpoints, metrics),
-            "cloudwatch": CloudWatchProvider(metrics),
+            "cloudwatch": CloudWatchProvider(metrics, metric_store, clock),
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
             "logs": LogsProvider(logs),
@@ -169,7 +205,17 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         store.close()
         raise
     platform = Platform(
-        settings, store, identity, authenticator, gateway, training, endpoints, metrics, transforms, processing
+        settings,
+        store,
+        identity,
+        authenticator,
+        gateway,
+        training,
+        endpoints,
+        metrics,
+        transforms,
+        processing,
+        metric_store=metric_store,
     )
     platform.console = create_console(platform)
     return platform

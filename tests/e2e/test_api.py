@@ -351,3 +351,59 @@ def test_inference_options_that_cannot_be_applied_are_refused(api: ApiServer, ca
     with pytest.raises(ClientError) as exc:
         call(api.client("sagemaker"))
     assert _code(exc) == "ValidationException" and message in str(exc.value)
+
+
+def test_put_metric_data_is_read_back_by_every_cloudwatch_call(api: ApiServer) -> None:
+    cw = api.client("cloudwatch")
+    now = dt.datetime.now(dt.UTC).replace(second=30, microsecond=0)
+    dims = [{"Name": "Model", "Value": "churn"}]
+    cw.put_metric_data(
+        Namespace="Custom/Training",
+        MetricData=[
+            {"MetricName": "accuracy", "Dimensions": dims, "Timestamp": now, "Value": 0.5, "Unit": "Percent"},
+            {"MetricName": "accuracy", "Dimensions": dims, "Timestamp": now, "Values": [0.7, 0.9], "Counts": [1, 2]},
+            {
+                "MetricName": "accuracy",
+                "Dimensions": dims,
+                "Timestamp": now - dt.timedelta(minutes=1),
+                "StatisticValues": {"SampleCount": 2, "Sum": 1.0, "Minimum": 0.4, "Maximum": 0.6},
+            },
+        ],
+    )
+    listed = cw.list_metrics(Namespace="Custom/Training")["Metrics"]
+    assert listed == [{"Namespace": "Custom/Training", "MetricName": "accuracy", "Dimensions": dims}]
+    points = cw.get_metric_statistics(
+        Namespace="Custom/Training",
+        MetricName="accuracy",
+        Dimensions=dims,
+        StartTime=now - dt.timedelta(minutes=5),
+        EndTime=now + dt.timedelta(minutes=1),
+        Period=60,
+        Statistics=["SampleCount", "Sum", "Maximum", "Average"],
+    )["Datapoints"]
+    by_time = {p["Timestamp"].timestamp(): p for p in points}
+    this = by_time[now.replace(second=0).timestamp()]
+    assert this["SampleCount"] == 4 and this["Sum"] == pytest.approx(3.0) and this["Maximum"] == 0.9
+    assert this["Unit"] == "Percent"
+    assert by_time[(now - dt.timedelta(minutes=1)).replace(second=0).timestamp()]["Average"] == 0.5
+    data = cw.get_metric_data(
+        MetricDataQueries=[
+            {
+                "Id": "acc",
+                "MetricStat": {
+                    "Metric": {"Namespace": "Custom/Training", "MetricName": "accuracy", "Dimensions": dims},
+                    "Period": 300,
+                    "Stat": "SampleCount",
+                },
+            }
+        ],
+        StartTime=now - dt.timedelta(minutes=10),
+        EndTime=now + dt.timedelta(minutes=5),
+    )["MetricDataResults"][0]
+    assert sum(data["Values"]) == 6
+    with pytest.raises(ClientError) as exc:
+        cw.put_metric_data(Namespace="AWS/SageMaker", MetricData=[{"MetricName": "x", "Value": 1.0}])
+    assert _code(exc) == "InvalidParameterValue"
+    with pytest.raises(ClientError) as exc:
+        cw.put_metric_data(Namespace="Custom/Training", MetricData=[{"MetricName": "x"}])
+    assert _code(exc) == "InvalidParameterCombination"

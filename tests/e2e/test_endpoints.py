@@ -308,8 +308,32 @@ def test_a_killed_model_server_is_replaced_and_requests_keep_succeeding(platform
         time.sleep(0.2)
 
 
+def _hour_of_metrics(platform: RunningPlatform, name: str) -> list[list[dict[str, Any]]]:
+    import datetime as dt
+
+    cw = platform.session().client("cloudwatch")
+    now = dt.datetime.now(dt.UTC)
+    dims = [{"Name": "EndpointName", "Value": name}, {"Name": "VariantName", "Value": "AllTraffic"}]
+    return [
+        sorted(
+            cw.get_metric_statistics(
+                Namespace="AWS/SageMaker",
+                MetricName=metric,
+                Dimensions=dims,
+                StartTime=now - dt.timedelta(hours=1),
+                EndTime=now + dt.timedelta(minutes=1),
+                Period=60,
+                Statistics=["SampleCount", "Sum", "Minimum", "Maximum"],
+            )["Datapoints"],
+            key=lambda d: d["Timestamp"],
+        )
+        for metric in ("Invocations", "Invocation4XXErrors", "ModelLatency", "OverheadLatency")
+    ]
+
+
 def test_endpoints_come_back_after_a_restart(tmp_path: Path) -> None:
-    """Right after each restart: SystemUpdating until the fleet serves, and requests wait for it, not fail."""
+    """Right after each restart: SystemUpdating until the fleet serves, requests wait for it instead of failing,
+    and the endpoint's metrics of the last hour are what they were before."""
     home, aws = tmp_path / "home", tmp_path / "aws"
     with running_platform(home, aws) as first:
         s3 = first.session().client("s3")
@@ -317,6 +341,13 @@ def test_endpoints_come_back_after_a_restart(tmp_path: Path) -> None:
         s3.put_object(Bucket=BUCKET, Key="model-a.tar.gz", Body=_artifact(tmp_path))
         name = _endpoint(first, _config(first, [("AllTraffic", _model(first), 1.0, 1)]))
         port = first.port
+        _, rt = _clients(first)
+        for _ in range(3):
+            rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)
+        with pytest.raises(ClientError):
+            rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="1,2")
+        metrics = _hour_of_metrics(first, name)
+    assert metrics[0] and sum(d["Sum"] for d in metrics[0]) == 4
     seen = set()
     for _ in range(3):
         with running_platform(home, aws, port=port) as again:
@@ -324,10 +355,12 @@ def test_endpoints_come_back_after_a_restart(tmp_path: Path) -> None:
             status = sm.describe_endpoint(EndpointName=name)["EndpointStatus"]
             seen.add(status)
             assert status in ("SystemUpdating", "InService")
+            assert _hour_of_metrics(again, name) == metrics
             answer = rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY)  # first try
             assert _scores(answer)[0] > 0.5
             assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
             assert len(_servers_under(home)) == 1  # brought back once, not once per listener
+            metrics = _hour_of_metrics(again, name)
         assert _servers_under(home) == []  # and ended with the platform
     assert "SystemUpdating" in seen
 

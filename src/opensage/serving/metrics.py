@@ -5,6 +5,11 @@ Each metric keeps one-minute buckets (SampleCount, Sum, Minimum, Maximum) for th
 per-minute latency histogram per endpoint (log-spaced bins, about 4 % wide) for percentiles.
 Latencies are in microseconds, as AWS reports ``ModelLatency`` and ``OverheadLatency``.
 Recording is O(1): one lock, one dictionary lookup, a handful of additions.
+
+The minutes are durable: :meth:`InvocationMetrics.flush` writes the minutes that changed since the
+last flush to the metric store (the platform calls it every few seconds and at shutdown), and
+:meth:`InvocationMetrics.restore` loads them back at start-up, so CloudWatch answers the same
+after a restart. The latency histograms behind the percentiles are not kept.
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ import math
 import threading
 import time
 from dataclasses import dataclass, field
+
+from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 
 NAMESPACE = "AWS/SageMaker"
 METRICS = ("Invocations", "Invocation4XXErrors", "Invocation5XXErrors", "ModelLatency", "OverheadLatency")
@@ -117,6 +124,7 @@ class InvocationMetrics:
         self._series: dict[tuple[str, str], _Series] = {}
         self._latency: dict[str, dict[int, dict[int, int]]] = {}  # endpoint -> minute -> bin -> count
         self._lock = threading.Lock()
+        self._flushed = -1  # the newest minute the last flush wrote (it is written again: it may have grown)
 
     def record(
         self, endpoint: str, variant: str, status: int, model_us: float, overhead_us: float, now: float | None = None
@@ -150,6 +158,49 @@ class InvocationMetrics:
             for old in [m for m in series.minutes if m < minute - self.retention]:
                 del series.minutes[old]
         series.minute, series.current = minute, current
+
+    # --- durability -----------------------------------------------------------------------------
+
+    def flush(self, store: MetricStore) -> int:
+        """Write every minute recorded into since the last flush; returns how many points."""
+        with self._lock:
+            since = self._flushed
+            changed = [
+                (endpoint, variant, minute, _copy(m))
+                for (endpoint, variant), series in self._series.items()
+                for minute, m in series.minutes.items()
+                if minute >= since
+            ]
+            self._flushed = max((c[2] for c in changed), default=since)
+        points = [
+            Point(
+                (NAMESPACE, metric, dimensions([("EndpointName", endpoint), ("VariantName", variant)])),
+                minute,
+                UNITS[metric],
+                _stats(m.bucket(metric)),
+            )
+            for endpoint, variant, minute, m in changed
+            for metric in METRICS
+        ]
+        store.replace(points)
+        return len(points)
+
+    def restore(self, store: MetricStore, now: float | None = None) -> None:
+        """Load the stored minutes of the retention window (at start-up, before any invocation)."""
+        now = time.time() if now is None else now
+        loaded: dict[tuple[str, str, int], dict[str, Stats]] = {}
+        for point in store.points(now - self.retention, now + 60, namespace=NAMESPACE):
+            dims = dict(point.key[2])
+            if set(dims) == {"EndpointName", "VariantName"} and point.key[1] in METRICS:
+                loaded.setdefault((dims["EndpointName"], dims["VariantName"], point.minute), {})[point.key[1]] = (
+                    point.stats
+                )
+        with self._lock:
+            for (endpoint, variant, minute), stats in loaded.items():
+                series = self._series.setdefault((endpoint, variant), _Series())
+                m = series.minutes[minute] = _minute_from(stats)
+                _merge_into(series.totals, m)
+            self._flushed = max((k[2] for k in loaded), default=-1)
 
     def series(self) -> list[Key]:
         with self._lock:
@@ -203,3 +254,51 @@ class InvocationMetrics:
                 for (endpoint, variant), totals in items:
                     lines.append(f'{name}_total{{endpoint="{endpoint}",variant="{variant}"}} {totals[metric].total}')
         return "\n".join(lines) + "\n"
+
+
+def _stats(b: Bucket) -> Stats:
+    return Stats(float(b.count), b.total, b.low, b.high)
+
+
+def _copy(m: _Minute) -> _Minute:
+    return _Minute(
+        m.count,
+        m.client_errors,
+        m.server_errors,
+        m.model_sum,
+        m.model_low,
+        m.model_high,
+        m.overhead_sum,
+        m.overhead_low,
+        m.overhead_high,
+    )
+
+
+def _minute_from(stats: dict[str, Stats]) -> _Minute:
+    """A minute back from its five stored statistic sets."""
+    calls = stats.get("Invocations", Stats(0, 0, 0, 0))
+    model = stats.get("ModelLatency", Stats(0, 0.0, float("inf"), float("-inf")))
+    overhead = stats.get("OverheadLatency", Stats(0, 0.0, float("inf"), float("-inf")))
+    return _Minute(
+        int(calls.count),
+        int(stats.get("Invocation4XXErrors", Stats(0, 0, 0, 0)).total),
+        int(stats.get("Invocation5XXErrors", Stats(0, 0, 0, 0)).total),
+        model.total,
+        model.low,
+        model.high,
+        overhead.total,
+        overhead.low,
+        overhead.high,
+    )
+
+
+def _merge_into(total: _Minute, m: _Minute) -> None:
+    total.count += m.count
+    total.client_errors += m.client_errors
+    total.server_errors += m.server_errors
+    total.model_sum += m.model_sum
+    total.model_low = min(total.model_low, m.model_low)
+    total.model_high = max(total.model_high, m.model_high)
+    total.overhead_sum += m.overhead_sum
+    total.overhead_low = min(total.overhead_low, m.overhead_low)
+    total.overhead_high = max(total.overhead_high, m.overhead_high)

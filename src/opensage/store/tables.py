@@ -4,7 +4,18 @@ from __future__ import annotations
 
 import datetime as dt
 
-from sqlalchemy import DateTime, Index, Integer, LargeBinary, MetaData, String, Text, UniqueConstraint
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 
@@ -52,3 +63,19 @@ class ResourceRow(Base):
     data: Mapped[str] = mapped_column(Text)
     version: Mapped[int] = mapped_column(Integer, default=1)  # +1 on every write: compare-and-set on the document
     parent_arn: Mapped[str | None] = mapped_column(String(2048), nullable=True)  # tuning job -> its training jobs
+
+
+class MetricRow(Base):
+    """One minute of one metric series (namespace, name, dimensions as sorted JSON): a statistic set."""
+
+    __tablename__ = "metric_data"
+    __table_args__ = (Index("ix_metric_data_minute", "minute"),)
+    namespace: Mapped[str] = mapped_column(String(256), primary_key=True)
+    name: Mapped[str] = mapped_column(String(256), primary_key=True)
+    dimensions: Mapped[str] = mapped_column(String(2048), primary_key=True)
+    minute: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    unit: Mapped[str] = mapped_column(String(32))
+    sample_count: Mapped[float] = mapped_column(Float)
+    total: Mapped[float] = mapped_column(Float)
+    minimum: Mapped[float] = mapped_column(Float)
+    maximum: Mapped[float] = mapped_column(Float)
