@@ -186,6 +186,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
         metrics = InvocationMetrics()
         metric_store = MetricStore(store)
+        training.metric_store = metric_store
         transforms = TransformEngine(store, s3, endpoints, settings.home / "jobs" / "transform", clock)
         processing = ProcessingEngine(
             store, s3, backend, logs, settings.home / "jobs" / "processing", clock, envs_dir=settings.home / "envs"

@@ -156,6 +156,26 @@ def test_xgboost_job_completes_with_model_metrics_and_logs(platform: RunningPlat
     assert "Downloaded 1 file(s)" in text and "validation-auc" in text
     listed = platform.session().client("sagemaker").list_training_jobs(NameContains=name)["TrainingJobSummaries"]
     assert [(j["TrainingJobName"], j["TrainingJobStatus"]) for j in listed] == [(name, "Completed")]
+    # every round's metrics, in CloudWatch as SageMaker publishes them
+    import datetime as dt
+
+    cw = platform.session().client("cloudwatch")
+    host = [{"Name": "Host", "Value": f"{name}/algo-1"}]
+    names = {
+        m["MetricName"] for m in cw.list_metrics(Namespace="/aws/sagemaker/TrainingJobs", Dimensions=host)["Metrics"]
+    }
+    assert {"train:logloss", "validation:logloss", "validation:auc"} <= names
+    now = dt.datetime.now(dt.UTC)
+    points = cw.get_metric_statistics(
+        Namespace="/aws/sagemaker/TrainingJobs",
+        MetricName="validation:auc",
+        Dimensions=host,
+        StartTime=now - dt.timedelta(minutes=10),
+        EndTime=now + dt.timedelta(minutes=1),
+        Period=60,
+        Statistics=["SampleCount", "Maximum"],
+    )["Datapoints"]
+    assert sum(p["SampleCount"] for p in points) == 30 and max(p["Maximum"] for p in points) > 0.95
 
 
 def test_two_instances_with_sharded_data(platform: RunningPlatform) -> None:

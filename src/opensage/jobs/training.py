@@ -50,11 +50,13 @@ from opensage.jobs.engine import (
     last_lines,
     tail_lines,
 )
+from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 from opensage.timestamps import epoch as _epoch
 
 log = logging.getLogger(__name__)
 KIND = "training-job"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
+METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
 _STATUS_MESSAGES = {
     "Starting": "Preparing the instances for training",
     "Downloading": "Downloading input data",
@@ -78,6 +80,7 @@ class TrainingEngine(JobEngine):
     """Runs training jobs on a compute backend; the provider calls :meth:`launch` and :meth:`request_stop`."""
 
     KIND = KIND
+    metric_store: MetricStore | None = None  # where the job's metrics go as it logs them (set by the platform)
 
     async def _end(self, name: str, status: str, reason: str | None) -> None:
         await self._finish(name, status, status, reason)
@@ -329,14 +332,25 @@ class TrainingEngine(JobEngine):
             lines = tail.read(final)
             if not lines:
                 continue
-            now_ms = int(self.clock().timestamp() * 1000)
-            self.logs.put_events(LOG_GROUP, streams[host], [(now_ms, line) for line in lines])
+            now = self.clock().timestamp()
+            self.logs.put_events(LOG_GROUP, streams[host], [(int(now * 1000), line) for line in lines])
+            samples: dict[str, list[float]] = {}
             for line in lines:
                 for metric, regex in patterns:
                     m = regex.search(line)
                     if m and m.groups():
                         with contextlib.suppress(ValueError):
-                            metrics[metric] = float(m.group(1))
+                            metrics[metric] = value = float(m.group(1))
+                            samples.setdefault(metric, []).append(value)
+            if samples and self.metric_store is not None:
+                # As SageMaker publishes them: namespace /aws/sagemaker/TrainingJobs, dimension Host=<job>/<host>
+                job = streams[host].split("/", 1)[0]
+                dims = dimensions([("Host", f"{job}/{host}")])
+                minute = int(now // 60) * 60
+                self.metric_store.add(
+                    Point((METRIC_NAMESPACE, name, dims), minute, "None", Stats.of(values))
+                    for name, values in samples.items()
+                )
 
     async def _conclude(
         self,
