@@ -145,7 +145,7 @@ def test_readme_v2_snippet(platform: RunningPlatform, workdir: Path) -> None:
     assert scores[0] > 0.5 > scores[1]
 
 
-def test_model_trainer_builtin_xgboost(platform: RunningPlatform, v3_python: str, workdir: Path) -> None:
+def test_model_trainer_builtin_xgboost(v3_python: str, platform: RunningPlatform, workdir: Path) -> None:
     """The README's v3 snippet: ModelTrainer with the built-in XGBoost image, then TrainingJob.get."""
     out = _run(platform, v3_python, workdir, README_SNIPPET)
     model = _values(out, "MODEL")[0]
@@ -171,7 +171,7 @@ def test_model_trainer_builtin_xgboost(platform: RunningPlatform, v3_python: str
     assert _values(out, "TIMES") == ["datetime True"]
 
 
-def test_model_trainer_script_mode_then_model_builder(platform: RunningPlatform, v3_python: str, workdir: Path) -> None:
+def test_model_trainer_script_mode_then_model_builder(v3_python: str, platform: RunningPlatform, workdir: Path) -> None:
     """ModelTrainer(source_code=SourceCode(requirements=...)) -> ModelBuilder.deploy() -> Endpoint.invoke()."""
     src = workdir / "src"
     src.mkdir(exist_ok=True)
@@ -238,7 +238,7 @@ def test_model_trainer_script_mode_then_model_builder(platform: RunningPlatform,
     assert subprocess.run([sys.executable, "-c", "import tabulate"], capture_output=True).returncode != 0
 
 
-def test_script_failure_names_the_error(platform: RunningPlatform, v3_python: str, workdir: Path) -> None:
+def test_script_failure_names_the_error(v3_python: str, platform: RunningPlatform, workdir: Path) -> None:
     """A failing v3 script: FailureReason carries the script's own error line, not only the driver's traceback."""
     bad = workdir / "bad"
     bad.mkdir(exist_ok=True)
@@ -286,7 +286,7 @@ dist.destroy_process_group()
 """
 
 
-def test_torchrun_distributed(platform: RunningPlatform, v3_python: str, workdir: Path) -> None:
+def test_torchrun_distributed(v3_python: str, platform: RunningPlatform, workdir: Path) -> None:
     """ModelTrainer(distributed=Torchrun(process_count_per_node=2)): v3's torchrun driver, two ranks on gloo."""
     pytest.importorskip("torch")
     src = workdir / "ddp"
@@ -325,3 +325,29 @@ def test_torchrun_distributed(platform: RunningPlatform, v3_python: str, workdir
     lines = [e["message"] for e in events["events"]]
     assert any("torchrun --nnodes=1 --nproc_per_node=2" in line for line in lines), lines[-30:]
     assert "rank 0 of 2: sum 3.0" in lines and "rank 1 of 2: sum 3.0" in lines
+
+
+def test_without_a_mount_namespace_opt_ml_is_rewritten(tmp_path: Path) -> None:
+    """Where /opt/ml cannot be mounted: the entrypoint, its arguments, the environment and the drivers' text files."""
+    from opensage.contract import SDK_DRIVERS_CHANNEL, Layout, entrypoint_command, rewrite_tree
+
+    layout = Layout(tmp_path / "algo-1")
+    drivers = layout.channel_dir(SDK_DRIVERS_CHANNEL)
+    (drivers / "scripts").mkdir(parents=True)
+    (drivers / "sm_train.sh").write_text("cat /opt/ml/input/config/resourceconfig.json\n")
+    (drivers / "scripts" / "environment.py").write_text('SM_MODEL_DIR = "/opt/ml/model"\n')
+    (drivers / "blob.bin").write_bytes(b"\xff\xfe/opt/ml/\x00")
+    argv, env = entrypoint_command(
+        ["/bin/bash"],
+        ["-c", "/opt/ml/input/data/sm_drivers/sm_train.sh"],
+        {"A": "/opt/ml/model", "B": "x"},
+        layout.base,
+        mounted=False,
+    )
+    assert argv == ("/bin/bash", "-c", f"{layout.base}/input/data/sm_drivers/sm_train.sh")
+    assert env == {"A": f"{layout.base}/model", "B": "x"}
+    assert rewrite_tree(drivers, layout.base) == 2
+    assert (drivers / "scripts" / "environment.py").read_text() == f'SM_MODEL_DIR = "{layout.base}/model"\n'
+    assert (drivers / "blob.bin").read_bytes() == b"\xff\xfe/opt/ml/\x00"
+    mounted = entrypoint_command(["/bin/bash"], ["-c", "/opt/ml/x"], {"A": "/opt/ml/model"}, layout.base, mounted=True)
+    assert mounted == (("/bin/bash", "-c", "/opt/ml/x"), {"A": "/opt/ml/model"})
