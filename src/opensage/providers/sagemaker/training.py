@@ -10,7 +10,8 @@ uploads do not happen). Accepted, recorded, and without effect on one machine: `
 pools: every job starts in well under a second anyway), ``EnableInterContainerTrafficEncryption``
 (instances talk over loopback), ``EnableManagedSpotTraining`` and ``MaxWaitTimeInSeconds`` (jobs
 run at once, never interrupted), ``RetryStrategy`` (a job is not retried), ``ExperimentConfig``,
-``SessionChainingConfig``, ``InfraCheckConfig``. Refused with a ValidationException, because the
+``SessionChainingConfig``, ``InfraCheckConfig``, ``EnableSageMakerMetricsTimeSeries`` (the metrics are
+in CloudWatch either way). Refused with a ValidationException, because the
 job would not do what they ask: the members in :data:`UNSUPPORTED`.
 """
 
@@ -40,11 +41,6 @@ UNSUPPORTED = (
     Unsupported(
         "AlgorithmSpecification.TrainingImageConfig",
         "images from private registries are not supported; use an image URI of an OpenSage built-in image.",
-    ),
-    Unsupported(
-        "AlgorithmSpecification.EnableSageMakerMetricsTimeSeries",
-        "metric time series are not supported; the job's metrics are in FinalMetricDataList and its log.",
-        lambda v: v is True,
     ),
     Unsupported(
         "TensorBoardOutputConfig",
