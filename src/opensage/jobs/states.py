@@ -69,7 +69,7 @@ SECONDARY_MESSAGES: Mapping[str, str] = {
 _J = JobStatus
 _JOB: Mapping[str, frozenset[str]] = {
     _J.IN_PROGRESS: frozenset({_J.IN_PROGRESS, _J.COMPLETED, _J.FAILED, _J.STOPPING, _J.STOPPED}),
-    _J.STOPPING: frozenset({_J.STOPPING, _J.STOPPED, _J.FAILED}),
+    _J.STOPPING: frozenset({_J.STOPPING, _J.STOPPED, _J.FAILED, _J.COMPLETED}),  # it may end before the stop
     _J.COMPLETED: frozenset(),
     _J.FAILED: frozenset(),
     _J.STOPPED: frozenset(),

@@ -33,16 +33,15 @@ from opensage.contract import (
     rewrite_tree,
     training_env,
 )
-from opensage.errors import Conflict, NotFound
+from opensage.errors import Conflict
 from opensage.images import registry
-from opensage.jobs import artifacts, channels, rules
+from opensage.jobs import artifacts, channels, rules, states
 from opensage.jobs.engine import (
     COMPLETED,
     FAILED,
     IN_PROGRESS,
     SHUTDOWN_REASON,
     STOPPED,
-    STOPPING,
     JobEngine,
     JobFailed,
     LogTail,
@@ -57,17 +56,6 @@ log = logging.getLogger(__name__)
 KIND = "training-job"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
-_STATUS_MESSAGES = {
-    "Starting": "Preparing the instances for training",
-    "Downloading": "Downloading input data",
-    "Training": "Training image download completed. Training in progress.",
-    "Uploading": "Uploading generated training model",
-    "Completed": "Training job completed",
-    "Failed": "Training job failed",
-    "Stopping": "Stopping the training job",
-    "Stopped": "Training job stopped",
-    "MaxRuntimeExceeded": "Training job stopped because it exceeded MaxRuntimeInSeconds",
-}
 
 
 def _free_port() -> int:
@@ -426,49 +414,39 @@ class TrainingEngine(JobEngine):
 
     async def _secondary(self, name: str, secondary: str, **fields: Any) -> None:
         """Move to ``secondary`` (still InProgress); raises when the job was stopped meanwhile."""
-
-        def update() -> None:
-            row = self.store.get_resource(KIND, name)
-            if row is None:
-                raise NotFound(name)
-            data = _with_transition(row.data, secondary, self.clock())
-            data.update(fields)
-            self.store.update_resource(KIND, name, data=data, expect_status=IN_PROGRESS, now=self.clock())
-
+        change = states.transition(
+            KIND, None, self.clock(), fields=fields, secondary=secondary, only_from=frozenset({IN_PROGRESS})
+        )
         try:
-            await asyncio.to_thread(update)
+            await asyncio.to_thread(self.store.modify_resource, KIND, name, change, now=self.clock())
         except Conflict as exc:
             raise _Stopped() from exc
 
     async def _finish(self, name: str, status: str, secondary: str, reason: str | None, **fields: Any) -> None:
-        def update() -> None:
+        def finish() -> None:
             row = self.store.get_resource(KIND, name)
-            if row is None or row.status in (COMPLETED, FAILED, STOPPED):
+            if row is None or row.status in states.TERMINAL_JOB_STATUSES:
                 return
             now = self.clock()
-            data = _with_transition(row.data, secondary, now)
-            data.update(fields)
-            data.update(self._rule_statuses(data, status, now))
-            data.update(
-                TrainingJobStatus=status,
-                SecondaryStatus=secondary,
-                TrainingEndTime=_epoch(now),
-                LastModifiedTime=_epoch(now),
-            )
-            data.pop("_Handle", None)
-            if reason:
-                data["FailureReason"] = reason
-            start = data.get("TrainingStartTime")
-            if start:
-                seconds = max(1, int(round(_epoch(now) - start)))
-                data["TrainingTimeInSeconds"] = seconds
-                data["BillableTimeInSeconds"] = seconds * data["ResourceConfig"].get("InstanceCount", 1)
-            with contextlib.suppress(Conflict):  # another transition (a stop) won
-                self.store.update_resource(
-                    KIND, name, data=data, status=status, expect_status=(IN_PROGRESS, STOPPING), now=now
-                )
+            rules_fields = self._rule_statuses(row.data, status, now)
 
-        await asyncio.to_thread(update)
+            def edit(data: dict[str, Any]) -> None:
+                data.update(rules_fields, TrainingEndTime=_epoch(now))
+                if reason:
+                    data["FailureReason"] = reason
+                start = data.get("TrainingStartTime")
+                if start:
+                    seconds = max(1, int(round(_epoch(now) - start)))
+                    data["TrainingTimeInSeconds"] = seconds
+                    data["BillableTimeInSeconds"] = seconds * data["ResourceConfig"].get("InstanceCount", 1)
+
+            change = states.transition(
+                KIND, status, now, fields=fields, drop=("_Handle",), secondary=secondary, edit=edit
+            )
+            with contextlib.suppress(Conflict):  # it ended meanwhile (a stop won)
+                self.store.modify_resource(KIND, name, change, now=now)
+
+        await asyncio.to_thread(finish)
 
     def _rule_statuses(self, data: dict, status: str, now: dt.datetime) -> dict[str, Any]:
         """Debugger and Profiler rules, evaluated over the metrics in the job's log (:mod:`opensage.jobs.rules`)."""
@@ -498,23 +476,6 @@ class _Stopped(JobFailed):
 
     def __init__(self) -> None:
         super().__init__("Stopped")
-
-
-def _with_transition(data: dict, secondary: str, now: dt.datetime) -> dict:
-    data = dict(data)
-    transitions = [dict(t) for t in data.get("SecondaryStatusTransitions", [])]
-    if transitions and transitions[-1]["Status"] == secondary:
-        return data
-    if transitions and "EndTime" not in transitions[-1]:
-        transitions[-1]["EndTime"] = _epoch(now)
-    entry = {"Status": secondary, "StartTime": _epoch(now), "StatusMessage": _STATUS_MESSAGES.get(secondary, secondary)}
-    if secondary in ("Completed", "Failed", "Stopped", "MaxRuntimeExceeded"):
-        entry["EndTime"] = _epoch(now)
-    transitions.append(entry)
-    data["SecondaryStatusTransitions"] = transitions
-    data["SecondaryStatus"] = secondary
-    data["LastModifiedTime"] = _epoch(now)
-    return data
 
 
 def _interpreter(target: Path) -> Path:

@@ -22,8 +22,8 @@ from collections.abc import Callable
 from typing import Any
 
 from opensage.aws.context import RequestContext
-from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
-from opensage.jobs import rules, training
+from opensage.errors import AlreadyExists, NotFound, ServiceError, not_found, resource_in_use, validation_error
+from opensage.jobs import rules, states, training
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
 from opensage.store.entities import Resource
@@ -145,23 +145,17 @@ class TrainingOperations:
 
     def stop_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["TrainingJobName"]
-        row = self.store.get_resource(training.KIND, name)
-        if row is None:
-            raise not_found(f'Could not find training job "{name}". Requested resource not found.')
-        data = training._with_transition(row.data, "Stopping", self.clock())
-        data["TrainingJobStatus"] = training.STOPPING
+        now = self.clock()
+        change = states.transition(
+            training.KIND, states.JobStatus.STOPPING, now, secondary="Stopping", only_from=frozenset({"InProgress"})
+        )
         try:
-            self.store.update_resource(
-                training.KIND,
-                name,
-                data=data,
-                status=training.STOPPING,
-                expect_status=training.IN_PROGRESS,
-                now=self.clock(),
-            )
-        except Conflict as exc:
+            self.store.modify_resource(training.KIND, name, change, now=now)
+        except NotFound as exc:
+            raise not_found(f'Could not find training job "{name}". Requested resource not found.') from exc
+        except states.IllegalTransition as exc:
             raise ServiceError(
-                "ValidationException", f"The request was rejected because the training job is in status {row.status}."
+                "ValidationException", f"The request was rejected because the training job is in status {exc.current}."
             ) from exc
         self.training.request_stop(name)
         return {}
