@@ -19,12 +19,29 @@ from typing import Any
 
 from opensage.compute.base import ComputeBackend, Handle, JobStatus
 from opensage.errors import NotFound, OpenSageError
+from opensage.jobs import states
 from opensage.logstore import LogStore
 from opensage.store.sql import SqlStore
 
 IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = "InProgress", "Completed", "Failed", "Stopping", "Stopped"
 SHUTDOWN_REASON = "InternalServerError: OpenSage was shut down while this job was running; start the job again."
 RESTART_REASON = "InternalServerError: OpenSage restarted while this job was running; start the job again."
+
+
+def call_on_loop(loop: asyncio.AbstractEventLoop | None, fn: Callable[[], object]) -> None:
+    """Run ``fn`` on ``loop``: at once when called from that loop, else scheduled thread-safely.
+
+    Stop requests come from provider methods that run in a worker thread; asyncio objects (events,
+    tasks) may only be touched from their own loop.
+    """
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if loop is None or running is loop:
+        fn()
+    else:
+        loop.call_soon_threadsafe(fn)
 
 
 class JobFailed(OpenSageError):
@@ -71,6 +88,7 @@ class JobEngine(ABC):
         self.poll_interval_s = poll_interval_s
         self.envs_dir = envs_dir or work_dir / "_envs"
         self._runs: dict[str, Run] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the jobs' tasks run on
         self._tasks: set[asyncio.Task[None]] = set()
 
     @abstractmethod
@@ -85,7 +103,8 @@ class JobEngine(ABC):
         """Start running a job whose record exists (status InProgress)."""
         run = Run(name)
         self._runs[name] = run
-        task = asyncio.get_running_loop().create_task(self._run(run), name=f"{self.KIND}:{name}")
+        self._loop = asyncio.get_running_loop()
+        task = self._loop.create_task(self._run(run), name=f"{self.KIND}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -94,7 +113,7 @@ class JobEngine(ABC):
         run = self._runs.get(name)
         if run is None:
             return False
-        run.stop_requested.set()
+        call_on_loop(self._loop, run.stop_requested.set)
         return True
 
     async def recover(self) -> None:
@@ -127,12 +146,10 @@ class JobEngine(ABC):
         return row.data
 
     async def _save(self, name: str, **fields: Any) -> None:
-        def update() -> None:
-            row = self.store.get_resource(self.KIND, name)
-            if row is not None:
-                self.store.update_resource(self.KIND, name, data={**row.data, **fields}, now=self.clock())
-
-        await asyncio.to_thread(update)
+        """Merge ``fields`` into the job's document (compare-and-set: a concurrent stop is kept)."""
+        change = states.transition(self.KIND, None, self.clock(), fields=fields)
+        with contextlib.suppress(NotFound):
+            await asyncio.to_thread(self.store.modify_resource, self.KIND, name, change, now=self.clock())
 
     async def _await_containers(self, run: Run, desc: dict, pump: Callable[[bool], None]) -> tuple[str, JobStatus]:
         """Poll the containers (``pump`` moves their logs) until all have ended; stops them on request or

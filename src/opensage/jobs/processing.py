@@ -28,14 +28,12 @@ from opensage.compute.base import ContainerSpec, JobSpec, JobStatus
 from opensage.contract import CONTAINER_ROOT, entrypoint_command, error_message
 from opensage.errors import Conflict
 from opensage.images import registry
-from opensage.jobs import channels
+from opensage.jobs import channels, states
 from opensage.jobs.engine import (
     COMPLETED,
     FAILED,
-    IN_PROGRESS,
     SHUTDOWN_REASON,
     STOPPED,
-    STOPPING,
     JobEngine,
     JobFailed,
     LogTail,
@@ -263,23 +261,11 @@ class ProcessingEngine(JobEngine):
     # --- persistence -------------------------------------------------------------------------------
 
     async def _finish(self, name: str, status: str, reason: str | None, **fields: Any) -> None:
-        def update() -> None:
-            row = self.store.get_resource(KIND, name)
-            if row is None or row.status in (COMPLETED, FAILED, STOPPED):
-                return
-            now = self.clock()
-            data = dict(row.data)
-            data.update(fields)
-            data.update(ProcessingJobStatus=status, ProcessingEndTime=_epoch(now), LastModifiedTime=_epoch(now))
-            data.pop("_Handle", None)
-            if reason:
-                data["FailureReason"] = reason
-            with contextlib.suppress(Conflict):
-                self.store.update_resource(
-                    KIND, name, data=data, status=status, expect_status=(IN_PROGRESS, STOPPING), now=now
-                )
-
-        await asyncio.to_thread(update)
+        now = self.clock()
+        extra = {**fields, "ProcessingEndTime": _epoch(now), **({"FailureReason": reason} if reason else {})}
+        change = states.transition(KIND, status, now, fields=extra, drop=("_Handle",))
+        with contextlib.suppress(Conflict):  # it ended meanwhile
+            await asyncio.to_thread(self.store.modify_resource, KIND, name, change, now=now)
 
     async def _fail(self, run: Run, reason: str) -> None:
         if run.shutting_down:

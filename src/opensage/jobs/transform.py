@@ -22,9 +22,10 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-from opensage.errors import OpenSageError
-from opensage.jobs import channels
+from opensage.errors import Conflict, NotFound, OpenSageError
+from opensage.jobs import channels, states
 from opensage.jobs.channels import split_s3_uri
+from opensage.jobs.engine import call_on_loop
 from opensage.serving.endpoints import EndpointEngine, Fleet, FleetError
 from opensage.serving.upstream import UpstreamError
 from opensage.store.sql import SqlStore
@@ -145,9 +146,11 @@ class TransformEngine:
         self.work_dir = work_dir
         self.clock = clock
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the jobs' tasks run on
 
     def launch(self, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._run(name), name=f"transform:{name}")
+        self._loop = asyncio.get_running_loop()
+        task = self._loop.create_task(self._run(name), name=f"transform:{name}")
         self._tasks[name] = task
         task.add_done_callback(lambda _: self._tasks.pop(name, None))
 
@@ -155,7 +158,7 @@ class TransformEngine:
         task = self._tasks.get(name)
         if task is None:
             return False
-        task.cancel()
+        call_on_loop(self._loop, task.cancel)
         return True
 
     async def recover(self) -> None:
@@ -360,25 +363,17 @@ class TransformEngine:
         return out
 
     async def _save(self, name: str, **fields: Any) -> None:
-        def update() -> None:
-            row = self.store.get_resource(KIND, name)
-            if row is not None:
-                self.store.update_resource(KIND, name, data={**row.data, **fields}, now=self.clock())
-
-        await asyncio.to_thread(update)
+        change = states.transition(KIND, None, self.clock(), fields=fields)
+        with contextlib.suppress(NotFound):
+            await asyncio.to_thread(self.store.modify_resource, KIND, name, change, now=self.clock())
 
     async def _finish(self, name: str, status: str, reason: str | None) -> None:
-        def update() -> None:
-            row = self.store.get_resource(KIND, name)
-            if row is None or row.status in ("Completed", "Failed", "Stopped"):
-                return
-            now = _epoch(self.clock())
-            data = {**row.data, "TransformJobStatus": status, "TransformEndTime": now, "LastModifiedTime": now}
-            if reason:
-                data["FailureReason"] = reason
-            with contextlib.suppress(Exception):
-                self.store.update_resource(
-                    KIND, name, data=data, status=status, expect_status=("InProgress", "Stopping"), now=self.clock()
-                )
-
-        await asyncio.to_thread(update)
+        now = self.clock()
+        extra = {"TransformEndTime": _epoch(now), **({"FailureReason": reason} if reason else {})}
+        change = states.transition(KIND, status, now, fields=extra)
+        try:
+            await asyncio.to_thread(self.store.modify_resource, KIND, name, change, now=now)
+        except (Conflict, NotFound):  # it ended meanwhile, or was never recorded
+            pass
+        except Exception:
+            log.exception("transform job %s: its end (%s) could not be saved", name, status)

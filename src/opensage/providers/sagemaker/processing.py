@@ -13,9 +13,11 @@ from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.compute import instances
-from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
+from opensage.errors import AlreadyExists, not_found, resource_in_use, validation_error
 from opensage.jobs import processing
+from opensage.jobs.states import JobStatus
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.training import _jsonable
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
@@ -39,14 +41,14 @@ class ProcessingOperations:
         data = _jsonable({k: v for k, v in request.items() if k != "Tags"})
         data.update(
             ProcessingJobArn=arn,
-            ProcessingJobStatus=processing.IN_PROGRESS,
+            ProcessingJobStatus=JobStatus.IN_PROGRESS,
             CreationTime=_epoch(now),
             LastModifiedTime=_epoch(now),
         )
         try:
             await asyncio.to_thread(
                 self.store.create_resource,
-                Resource(processing.KIND, name, arn, processing.IN_PROGRESS, now, now, data),
+                Resource(processing.KIND, name, arn, JobStatus.IN_PROGRESS, now, now, data),
             )
         except AlreadyExists as exc:
             raise resource_in_use(
@@ -64,23 +66,14 @@ class ProcessingOperations:
 
     def stop_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["ProcessingJobName"]
-        row = self.store.get_resource(processing.KIND, name)
-        if row is None:
-            raise not_found(f"Processing job {name} does not exist.")
-        data = {**row.data, "ProcessingJobStatus": processing.STOPPING, "LastModifiedTime": _epoch(self.clock())}
-        try:
-            self.store.update_resource(
-                processing.KIND,
-                name,
-                data=data,
-                status=processing.STOPPING,
-                expect_status=processing.IN_PROGRESS,
-                now=self.clock(),
-            )
-        except Conflict as exc:
-            raise ServiceError(
-                "ValidationException", f"The processing job {name} is in status {row.status} and cannot be stopped."
-            ) from exc
+        to_stopping(
+            self.store,
+            self.clock,
+            processing.KIND,
+            name,
+            missing=f"Processing job {name} does not exist.",
+            refused=f"The processing job {name} is in status {{status}} and cannot be stopped.",
+        )
         self.processing.request_stop(name)
         return {}
 

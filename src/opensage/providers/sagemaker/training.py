@@ -22,9 +22,11 @@ from collections.abc import Callable
 from typing import Any
 
 from opensage.aws.context import RequestContext
-from opensage.errors import AlreadyExists, NotFound, ServiceError, not_found, resource_in_use, validation_error
-from opensage.jobs import rules, states, training
+from opensage.errors import AlreadyExists, not_found, resource_in_use, validation_error
+from opensage.jobs import rules, training
+from opensage.jobs.states import JobStatus
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
@@ -71,7 +73,7 @@ class TrainingOperations:
         data = self._initial_description(request, arn, now)
         try:
             await asyncio.to_thread(
-                self.store.create_resource, Resource(training.KIND, name, arn, training.IN_PROGRESS, now, now, data)
+                self.store.create_resource, Resource(training.KIND, name, arn, JobStatus.IN_PROGRESS, now, now, data)
             )
         except AlreadyExists as exc:
             raise resource_in_use(
@@ -110,7 +112,7 @@ class TrainingOperations:
         data.update(
             {
                 "TrainingJobArn": arn,
-                "TrainingJobStatus": training.IN_PROGRESS,
+                "TrainingJobStatus": JobStatus.IN_PROGRESS,
                 "SecondaryStatus": "Starting",
                 "CreationTime": _epoch(now),
                 "LastModifiedTime": _epoch(now),
@@ -145,18 +147,14 @@ class TrainingOperations:
 
     def stop_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["TrainingJobName"]
-        now = self.clock()
-        change = states.transition(
-            training.KIND, states.JobStatus.STOPPING, now, secondary="Stopping", only_from=frozenset({"InProgress"})
+        to_stopping(
+            self.store,
+            self.clock,
+            training.KIND,
+            name,
+            missing=f'Could not find training job "{name}". Requested resource not found.',
+            refused="The request was rejected because the training job is in status {status}.",
         )
-        try:
-            self.store.modify_resource(training.KIND, name, change, now=now)
-        except NotFound as exc:
-            raise not_found(f'Could not find training job "{name}". Requested resource not found.') from exc
-        except states.IllegalTransition as exc:
-            raise ServiceError(
-                "ValidationException", f"The request was rejected because the training job is in status {exc.current}."
-            ) from exc
         self.training.request_stop(name)
         return {}
 

@@ -10,14 +10,17 @@ on CSV records; JoinSource Input joins CSV records. Accepted and recorded: ``Exp
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
 from opensage.aws.context import RequestContext
-from opensage.errors import AlreadyExists, Conflict, ServiceError, not_found, resource_in_use, validation_error
+from opensage.errors import AlreadyExists, Conflict, not_found, resource_in_use, validation_error
+from opensage.jobs import states
 from opensage.jobs.transform import KIND, TransformEngine
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.training import _jsonable
 from opensage.providers.sagemaker.unsupported import Unsupported, refuse
 from opensage.serving.endpoints import MODEL
@@ -86,24 +89,16 @@ class TransformOperations:
 
     def stop_transform_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["TransformJobName"]
-        row = self.store.get_resource(KIND, name)
-        if row is None:
-            raise not_found(f'Could not find transform job "{name}".')
-        try:
-            self.store.update_resource(
-                KIND,
-                name,
-                status="Stopping",
-                expect_status="InProgress",
-                now=self.clock(),
-                data={**row.data, "TransformJobStatus": "Stopping"},
-            )
-        except Conflict as exc:
-            raise ServiceError(
-                "ValidationException", f"The request was rejected because the transform job is in status {row.status}."
-            ) from exc
-        if not self.transforms.request_stop(name):
-            self.store.update_resource(
-                KIND, name, status="Stopped", now=self.clock(), data={**row.data, "TransformJobStatus": "Stopped"}
-            )
+        to_stopping(
+            self.store,
+            self.clock,
+            KIND,
+            name,
+            missing=f'Could not find transform job "{name}".',
+            refused="The request was rejected because the transform job is in status {status}.",
+        )
+        if not self.transforms.request_stop(name):  # no task of this server runs it: nothing to wait for
+            now = self.clock()
+            with contextlib.suppress(Conflict):
+                self.store.modify_resource(KIND, name, states.transition(KIND, states.JobStatus.STOPPED, now), now=now)
         return {}
