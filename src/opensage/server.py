@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import uvicorn
 
@@ -256,14 +256,14 @@ async def _run_servers(
     settings: Settings, platform: Platform, cert: Path, key: Path, ready_message: bool, store: object | None
 ) -> None:
     log_level = settings.log_level.lower()
-    common = {
+    common: dict[str, Any] = {
         "host": settings.host,
         "log_level": log_level,
         "access_log": log_level == "debug",
         "timeout_graceful_shutdown": 10,
         "lifespan": "on",
     }
-    http = _Server(uvicorn.Config(platform, port=settings.ports.api, **common))  # type: ignore[arg-type]
+    http = _Server(uvicorn.Config(platform, port=settings.ports.api, **common))
     https = _Server(
         uvicorn.Config(
             platform,

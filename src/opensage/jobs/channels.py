@@ -40,7 +40,7 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
-    found = []
+    found: list[tuple[str, int]] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
             found.extend((o["Key"], o["Size"]) for o in page.get("Contents", []) if not o["Key"].endswith("/"))

@@ -223,6 +223,7 @@ def conclude(
     for configs, statuses in wanted:
         results = []
         for rule in desc[configs]:
+            details: str | None
             if job_status == STOPPED:
                 status, details = STOPPED, "The training job was stopped."
             else:

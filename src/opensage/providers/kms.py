@@ -212,7 +212,7 @@ class KmsProvider:
         spec, size = request.get("KeySpec"), request.get("NumberOfBytes")
         if (spec is None) == (size is None):
             raise ServiceError("ValidationException", "Specify either KeySpec or NumberOfBytes, not both or neither.")
-        return _DATA_KEY_BYTES[spec] if spec else int(size)
+        return _DATA_KEY_BYTES[spec] if spec else int(size or 0)
 
     def _new_key(self, ctx: RequestContext, description: str, manager: str) -> Resource:
         key_id = str(uuid.uuid4())
@@ -240,7 +240,7 @@ class KmsProvider:
 
     def _add_alias(self, ctx: RequestContext, name: str, key_id: str) -> None:
         now = self.clock()
-        alias = {
+        alias: dict[str, Any] = {
             "AliasName": name,
             "AliasArn": ctx.arn("kms", name),
             "TargetKeyId": key_id,

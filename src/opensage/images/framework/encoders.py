@@ -54,11 +54,11 @@ def encode(data: Any, accept: str) -> bytes:
         return json.dumps(data.tolist() if isinstance(data, np.ndarray | np.generic) else data).encode()
     if kind == CSV:
         array = np.asarray(data)
-        buffer = io.StringIO()
-        np.savetxt(buffer, array if array.ndim else array.reshape(1), delimiter=",", fmt="%s")
-        return buffer.getvalue().encode()
+        text = io.StringIO()
+        np.savetxt(text, array if array.ndim else array.reshape(1), delimiter=",", fmt="%s")
+        return text.getvalue().encode()
     if kind == NPY:
-        buffer = io.BytesIO()
-        np.save(buffer, np.asarray(data), allow_pickle=False)
-        return buffer.getvalue()
+        binary = io.BytesIO()
+        np.save(binary, np.asarray(data), allow_pickle=False)
+        return binary.getvalue()
     raise UnsupportedFormatError(accept)
