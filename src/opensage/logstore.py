@@ -22,7 +22,6 @@ returning (no fsync per batch): a machine crash can lose the last events.
 from __future__ import annotations
 
 import base64
-import binascii
 import datetime as dt
 import hashlib
 import heapq
@@ -41,85 +40,29 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from opensage.errors import AlreadyExists, NotFound, OpenSageError
+from opensage import logfiles
+from opensage.errors import AlreadyExists
+from opensage.logfiles import (
+    INVALID_TOKEN,
+    EventPage,
+    FilteredEvent,
+    FilterPage,
+    GroupInfo,
+    GroupNotFound,
+    InvalidRequest,
+    LogEvent,
+    StreamInfo,
+    StreamNotFound,
+)
 
 log = logging.getLogger(__name__)
 
 MAX_EVENTS = 10_000  # GetLogEvents / FilterLogEvents page size (default and maximum)
 MAX_RESPONSE_BYTES = 1_048_576  # ... and response size: message bytes + 26 per event, as AWS counts
-EVENT_OVERHEAD = 26
 _CHECKPOINT_BYTES = 64 * 1024  # a sparse index entry per this many event bytes
-_CHUNK = 64 * 1024
 _MAX_KEY = 180
 _LINE_HEAD = re.compile(rb"\[(-?\d+),(-?\d+),")
 _TOKEN = re.compile(r"([fb])/(\d{1,20})")
-_TERM = re.compile(r'([?-]?)(?:"((?:[^"\\]|\\.)*)"|(\S+))')
-INVALID_TOKEN = "The specified nextToken is invalid."
-
-
-class GroupNotFound(NotFound):
-    """The log group does not exist."""
-
-
-class StreamNotFound(NotFound):
-    """The log stream does not exist (its group does)."""
-
-
-class InvalidRequest(OpenSageError):
-    """A token or filter pattern the store cannot use; the message says why."""
-
-
-@dataclass(frozen=True, slots=True)
-class GroupInfo:
-    name: str
-    creation_time: int
-    stored_bytes: int
-    log_group_class: str
-    tags: dict[str, str]
-
-
-@dataclass(frozen=True, slots=True)
-class StreamInfo:
-    name: str
-    creation_time: int
-    first_event_timestamp: int | None
-    last_event_timestamp: int | None
-    last_ingestion_time: int | None
-    stored_bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class LogEvent:
-    timestamp: int
-    message: str
-    ingestion_time: int
-
-
-@dataclass(frozen=True, slots=True)
-class EventPage:
-    """One GetLogEvents answer: events oldest first and the two tokens to read on from."""
-
-    events: list[LogEvent]
-    next_forward_token: str
-    next_backward_token: str
-
-
-@dataclass(frozen=True, slots=True)
-class FilteredEvent:
-    stream: str
-    timestamp: int
-    message: str
-    ingestion_time: int
-    event_id: str
-
-
-@dataclass(frozen=True, slots=True)
-class FilterPage:
-    """One FilterLogEvents answer; ``searched`` is (stream, searched completely) per stream."""
-
-    events: list[FilteredEvent]
-    searched: list[tuple[str, bool]]
-    next_token: str | None
 
 
 @dataclass(eq=False, slots=True)
@@ -182,121 +125,6 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data))
     os.replace(tmp, path)
-
-
-def _encode(ts: int, ingest: int, message: str) -> bytes:
-    text = json.dumps([ts, ingest, message], ensure_ascii=False, separators=(",", ":"))
-    return text.encode("utf-8", "surrogatepass") + b"\n"
-
-
-def _decode(line: bytes) -> tuple[int, int, str] | None:
-    try:
-        ts, ingest, message = json.loads(line.decode("utf-8", "surrogatepass"))
-    except (ValueError, TypeError):
-        return None
-    return int(ts), int(ingest), str(message)
-
-
-def _cost(message: str) -> int:
-    return len(message.encode("utf-8", "surrogatepass")) + EVENT_OVERHEAD
-
-
-def _lines_forward(path: Path, start: int, stop: int) -> Iterator[tuple[int, int, bytes]]:
-    """(offset, end, line) for every whole line in [start, stop); the file is open only per chunk."""
-    pos = start
-    while pos < stop:
-        try:
-            with open(path, "rb") as f:
-                f.seek(pos)
-                data = f.read(min(_CHUNK, stop - pos))
-                while data and data.find(b"\n") < 0 and pos + len(data) < stop:  # a line longer than a chunk
-                    data += f.read(min(len(data), stop - pos - len(data)))
-        except FileNotFoundError:  # deleted while read
-            return
-        cut = data.rfind(b"\n") + 1
-        if cut == 0:
-            return
-        i = 0
-        while i < cut:
-            j = data.index(b"\n", i)
-            yield pos + i, pos + j + 1, data[i:j]
-            i = j + 1
-        pos += cut
-
-
-def _lines_backward(path: Path, stop: int) -> Iterator[tuple[int, int, bytes]]:
-    """(offset, end, line) for every whole line before ``stop``, newest first."""
-    pos, chunk = stop, _CHUNK
-    while pos > 0:
-        begin = max(0, pos - chunk)
-        try:
-            with open(path, "rb") as f:
-                f.seek(begin)
-                data = f.read(pos - begin)
-        except FileNotFoundError:
-            return
-        cut = 0
-        if begin > 0:  # the first piece may be the tail of an earlier line
-            first = data.find(b"\n")
-            if first < 0 or first == len(data) - 1:
-                chunk *= 2
-                continue
-            cut = first + 1
-        lines = data[cut:].split(b"\n")[:-1]
-        end = pos
-        for line in reversed(lines):
-            offset = end - len(line) - 1
-            yield offset, end, line
-            end = offset
-        pos, chunk = begin + cut, _CHUNK
-
-
-def _window(start_time: int | None, end_time: int | None) -> Callable[[int], bool]:
-    lo = start_time if start_time is not None else -(2**63)
-    hi = end_time if end_time is not None else 2**63
-    return lambda ts: lo <= ts < hi
-
-
-def compile_filter_pattern(pattern: str | None) -> Callable[[str], bool]:
-    """A predicate for a CloudWatch Logs filter pattern.
-
-    Supported: empty (every event); space-separated terms and ``"quoted phrases"``, all of which must
-    occur (case-sensitive substrings); ``?term`` (at least one of the ``?`` terms must occur); ``-term``
-    (must not occur); ``%regex%`` (Python ``re`` search). Raises :class:`InvalidRequest` for JSON
-    (``{ $.x = 1 }``) and space-delimited (``[ip, user, ...]``) patterns, which are not supported.
-    """
-    text = (pattern or "").strip()
-    if not text:
-        return lambda message: True
-    if text[0] in "{[":
-        raise InvalidRequest(
-            'Invalid filter pattern: OpenSage supports terms, "quoted phrases", ?term, -term and %regex% '
-            "patterns; JSON ({ ... }) and space-delimited ([ ... ]) patterns are not supported."
-        )
-    if len(text) >= 2 and text[0] == text[-1] == "%":
-        try:
-            regex = re.compile(text[1:-1])
-        except re.error as exc:
-            raise InvalidRequest(f"Invalid filter pattern: bad regular expression: {exc}.") from exc
-        return lambda message: regex.search(message) is not None
-    required: list[str] = []
-    optional: list[str] = []
-    excluded: list[str] = []
-    for m in _TERM.finditer(text):
-        sign, phrase, word = m.group(1), m.group(2), m.group(3) or ""
-        if '"' in word:
-            raise InvalidRequest("Invalid filter pattern: unbalanced double quote.")
-        term = re.sub(r"\\(.)", r"\1", phrase) if phrase is not None else word
-        {"": required, "?": optional, "-": excluded}[sign].append(term)
-
-    def match(message: str) -> bool:
-        return (
-            all(t in message for t in required)
-            and (not optional or any(t in message for t in optional))
-            and not any(t in message for t in excluded)
-        )
-
-    return match
 
 
 def _last_event_or_creation(info: StreamInfo) -> int:
@@ -508,7 +336,7 @@ class LogStore:
         """
         ingest = self._now_ms()
         rows = [(int(ts), str(message)) for ts, message in events]
-        lines = [_encode(ts, ingest, message) for ts, message in rows]
+        lines = [logfiles.encode(ts, ingest, message) for ts, message in rows]
         data = b"".join(lines)
         while True:
             if create:
@@ -576,7 +404,7 @@ class LogStore:
         if direction:
             self._check_offset(s, offset, size)
         limit = min(limit or MAX_EVENTS, MAX_EVENTS)
-        window = _window(start_time, end_time)
+        window = logfiles.window(start_time, end_time)
         if direction == "f" or (not direction and start_from_head):
             return self._read_forward(s, offset if direction else seek, size, window, limit)
         return self._read_backward(s, offset if direction else size, window, limit)
@@ -585,10 +413,10 @@ class LogStore:
     def _read_forward(s: _Stream, begin: int, size: int, window: Callable[[int], bool], limit: int) -> EventPage:
         events: list[LogEvent] = []
         first, scanned, used = begin, begin, 0
-        for offset, end, line in _lines_forward(s.path, begin, size):
-            rec = _decode(line)
+        for offset, end, line in logfiles.lines_forward(s.path, begin, size):
+            rec = logfiles.decode(line)
             if rec is not None and window(rec[0]):
-                cost = _cost(rec[2])
+                cost = logfiles.cost(rec[2])
                 if len(events) >= limit or (events and used + cost > MAX_RESPONSE_BYTES):
                     break
                 if not events:
@@ -602,10 +430,10 @@ class LogStore:
     def _read_backward(s: _Stream, stop: int, window: Callable[[int], bool], limit: int) -> EventPage:
         events: list[LogEvent] = []
         scanned, last_end, used = stop, stop, 0
-        for offset, end, line in _lines_backward(s.path, stop):
-            rec = _decode(line)
+        for offset, end, line in logfiles.lines_backward(s.path, stop):
+            rec = logfiles.decode(line)
             if rec is not None and window(rec[0]):
-                cost = _cost(rec[2])
+                cost = logfiles.cost(rec[2])
                 if len(events) >= limit or (events and used + cost > MAX_RESPONSE_BYTES):
                     break
                 if not events:
@@ -632,7 +460,7 @@ class LogStore:
         interleaved by timestamp (ties: stream name, then stored order). ``next_token`` is set only when
         more matching events remain; names of streams that do not exist are ignored.
         """
-        match = compile_filter_pattern(pattern)
+        match = logfiles.compile_filter_pattern(pattern)
         with self._lock:
             chosen = self._group(group).streams
             if stream_names is not None:
@@ -641,8 +469,8 @@ class LogStore:
                 streams = sorted((s for s in chosen.values() if s.name.startswith(prefix or "")), key=lambda s: s.name)
         query = [group, sorted(stream_names) if stream_names is not None else prefix, start_time, end_time, pattern]
         fingerprint = hashlib.sha256(json.dumps(query).encode()).hexdigest()[:16]
-        positions = _decode_filter_token(token, fingerprint) if token else {}
-        window = _window(start_time, end_time)
+        positions = logfiles.decode_filter_token(token, fingerprint) if token else {}
+        window = logfiles.window(start_time, end_time)
         sizes, starts = [], []
         for s in streams:
             with s.lock:
@@ -657,7 +485,7 @@ class LogStore:
         used, more = 0, False
         consumed = dict(enumerate(starts))
         for ts, i, offset, end, ingest, message in merged:
-            cost = _cost(message)
+            cost = logfiles.cost(message)
             if len(events) >= limit or (events and used + cost > MAX_RESPONSE_BYTES):
                 more = True
                 break
@@ -686,19 +514,7 @@ def _matching(
     s: _Stream, index: int, begin: int, size: int, window: Callable[[int], bool], match: Callable[[str], bool]
 ) -> Iterator[tuple[int, int, int, int, int, str]]:
     """(timestamp, stream index, offset, end, ingestion time, message) of one stream's matching events."""
-    for offset, end, line in _lines_forward(s.path, begin, size):
-        rec = _decode(line)
+    for offset, end, line in logfiles.lines_forward(s.path, begin, size):
+        rec = logfiles.decode(line)
         if rec is not None and window(rec[0]) and match(rec[2]):
             yield rec[0], index, offset, end, rec[1], rec[2]
-
-
-def _decode_filter_token(token: str, fingerprint: str) -> dict[str, int]:
-    try:
-        state = json.loads(zlib.decompress(base64.urlsafe_b64decode(token.encode())))
-        positions = state["p"]
-        ok = state["q"] == fingerprint and all(isinstance(v, int) and v >= 0 for v in positions.values())
-    except (binascii.Error, zlib.error, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise InvalidRequest(INVALID_TOKEN) from exc
-    if not ok:
-        raise InvalidRequest(INVALID_TOKEN)
-    return {str(k): v for k, v in positions.items()}

@@ -9,13 +9,8 @@ from pathlib import Path
 import pytest
 
 from opensage.errors import AlreadyExists
-from opensage.logstore import (
-    GroupNotFound,
-    InvalidRequest,
-    LogStore,
-    StreamNotFound,
-    compile_filter_pattern,
-)
+from opensage.logfiles import GroupNotFound, InvalidRequest, StreamNotFound, compile_filter_pattern
+from opensage.logstore import LogStore
 
 T0 = 1_700_000_000_000
 G = "/aws/sagemaker/TrainingJobs"

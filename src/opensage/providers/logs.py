@@ -9,15 +9,8 @@ from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, ServiceError
-from opensage.logstore import (
-    EVENT_OVERHEAD,
-    GroupInfo,
-    GroupNotFound,
-    InvalidRequest,
-    LogStore,
-    StreamInfo,
-    StreamNotFound,
-)
+from opensage.logfiles import EVENT_OVERHEAD, GroupInfo, GroupNotFound, InvalidRequest, StreamInfo, StreamNotFound
+from opensage.logstore import LogStore
 
 _DAY_MS = 86_400_000
 _TOO_NEW_MS = 2 * 3_600_000  # AWS rejects events more than 2 hours in the future ...
