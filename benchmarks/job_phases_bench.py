@@ -10,7 +10,9 @@ benchmark starts:
 * ``iris``: iris in script mode (SKLearn estimator, a LogisticRegression), no requirements.txt;
 * ``iris-req``: the same with a requirements.txt whose environment is already cached (built once
   before the measured runs);
-* ``processing``: a small SKLearnProcessor job (read iris, split it, write train/test).
+* ``processing``: a small SKLearnProcessor job (read iris, split it, write train/test);
+* ``bank-nthread4`` (not run unless asked for): the bank job with ``nthread`` set to the instance's
+  4 vCPUs, which the image used by default before it capped threads at the usable cores.
 
 For each: fit()/run() wall time, and from the job's record (CreationTime, SecondaryStatusTransitions,
 TrainingEndTime / ProcessingStartTime, ProcessingEndTime) and its log: queue (Create -> Downloading),
@@ -50,7 +52,8 @@ sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests"))
 
 BUCKET = "bench-phases"
-CASES = ("bank", "digits", "iris", "iris-req", "processing")
+CASES = ("bank", "digits", "iris", "iris-req", "processing", "bank-nthread4")
+DEFAULT_CASES = CASES[:5]
 SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
 TRAINING_GROUP, PROCESSING_GROUP = "/aws/sagemaker/TrainingJobs", "/aws/sagemaker/ProcessingJobs"
 # The bank tutorial's hyperparameters (no tree_method: the image's default applies).
@@ -64,6 +67,7 @@ BANK_HPS = {
     "num_round": 100,
 }
 DIGITS_HPS = {"max_depth": 5, "eta": 0.3, "objective": "multi:softmax", "num_class": 10, "num_round": 50}
+XGBOOST_CASES = ("bank", "digits", "bank-nthread4")
 # Lines of the built-in XGBoost's log that bound its phases.
 XGB_FIRST, XGB_ALGORITHM, XGB_STORED = "Single node training.", "File path ", "Stored trained model"
 
@@ -140,7 +144,7 @@ def sdk_case(case: str, spec: dict) -> dict:
             ],
         )
         return {"wall": time.perf_counter() - wall_start, "started": started, "job": processor.latest_job.job_name}
-    if case in ("bank", "digits"):
+    if case in XGBOOST_CASES:
         from sagemaker import image_uris
         from sagemaker.estimator import Estimator
         from sagemaker.inputs import TrainingInput
@@ -273,10 +277,12 @@ def raw_run(argv: list[str], env: dict[str, str] | None = None, cwd: Path | None
 def raw_case(case: str, data: dict[str, Path], work: Path) -> dict[str, float]:
     from opensage.compute import cores
 
-    if case in ("bank", "digits"):
-        params = dict(BANK_HPS if case == "bank" else DIGITS_HPS)
-        params.update(tree_method="exact", nthread=min(4, cores.usable_cores()))  # what the 1.7-1 job runs
-        argv = [sys.executable, "-c", RAW_XGB, str(data[case]), str(work / f"{case}.ubj"), json.dumps(params)]
+    if case in XGBOOST_CASES:
+        # what the 1.7-1 job runs: exact; the instance's 4 vCPUs up to the usable cores, or the nthread given
+        threads = 4 if case == "bank-nthread4" else min(4, cores.usable_cores())
+        params = {**(DIGITS_HPS if case == "digits" else BANK_HPS), "tree_method": "exact", "nthread": threads}
+        source = data["digits" if case == "digits" else "bank"]
+        argv = [sys.executable, "-c", RAW_XGB, str(source), str(work / f"{case}.ubj"), json.dumps(params)]
         return raw_run(argv)
     if case == "processing":
         out = work / "raw-processing"
@@ -365,7 +371,7 @@ def measure(platform: Any, case: str, spec: dict, data: dict[str, Path], work: P
     if case == "processing":
         phases = processing_phases(session, sdk["job"])
     else:
-        phases = training_phases(session, sdk["job"], "xgboost" if case in ("bank", "digits") else "script")
+        phases = training_phases(session, sdk["job"], "xgboost" if case in XGBOOST_CASES else "script")
     row = {"wall": sdk["wall"], "sdk_pre": phases.pop("created") - sdk["started"], **phases}
     row.update(raw_case(case, data, work))
     row["platform"] = row["job"] - row["algorithm"]
@@ -404,7 +410,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=1)
-    ap.add_argument("--cases", nargs="+", choices=CASES, default=list(CASES))
+    ap.add_argument("--cases", nargs="+", choices=CASES, default=list(DEFAULT_CASES))
     ap.add_argument("--label", default="OpenSage")
     ap.add_argument("--out", default=os.environ.get("PERF_ROOT", "/tmp/opensage-bench"))
     ap.add_argument("--sdk", nargs=2, metavar=("CASE", "SPEC"), help=argparse.SUPPRESS)
@@ -434,6 +440,7 @@ def main() -> None:
             warm_environment(session, work / "iris-req")
         specs = {
             "bank": {"hyperparameters": BANK_HPS, "train": f"s3://{BUCKET}/data/bank/"},
+            "bank-nthread4": {"hyperparameters": {**BANK_HPS, "nthread": 4}, "train": f"s3://{BUCKET}/data/bank/"},
             "digits": {"hyperparameters": DIGITS_HPS, "train": f"s3://{BUCKET}/data/digits/"},
             "iris": {"source_dir": str(work / "iris"), "train": f"s3://{BUCKET}/data/iris/"},
             "iris-req": {"source_dir": str(work / "iris-req"), "train": f"s3://{BUCKET}/data/iris/"},

@@ -95,15 +95,21 @@ def test_thread_caps_keep_what_the_job_sets() -> None:
     assert cores.thread_cap(2, 8) == 2
     assert cores.thread_cap(None, 3) == 3
     capped = cores.thread_env(4, 2, {})
-    assert capped == {"OMP_NUM_THREADS": "2", "OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
-    assert cores.thread_env(4, 2, {"OMP_NUM_THREADS": "8"}) == {"OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
+    assert capped == {
+        "OMP_NUM_THREADS": "2",
+        "OPENBLAS_NUM_THREADS": "2",
+        "MKL_NUM_THREADS": "2",
+        "OMP_WAIT_POLICY": "PASSIVE",
+    }
+    own = cores.thread_env(4, 2, {"OMP_NUM_THREADS": "8", "GOMP_SPINCOUNT": "100000"})
+    assert own == {"OPENBLAS_NUM_THREADS": "2", "MKL_NUM_THREADS": "2"}
 
 
 _SHOW_ENV = "import json, os; print(json.dumps({k: os.environ.get(k) for k in %r}))"
 
 
 def _container_env(tmp_path: Path, vcpus: int, env: dict[str, str]) -> dict[str, str | None]:
-    names = [*cores.THREAD_VARIABLES, "SM_NUM_CPUS"]
+    names = [*cores.THREAD_VARIABLES, "SM_NUM_CPUS", "OMP_WAIT_POLICY"]
     spec = JobSpec(
         "test/threads",
         (
@@ -132,6 +138,7 @@ def test_a_container_sees_the_capped_thread_variables(tmp_path: Path) -> None:
     seen = _container_env(tmp_path, 64, {"SM_NUM_CPUS": "64"})
     assert seen["SM_NUM_CPUS"] == "64"  # the instance type's figure: the contract
     assert {seen[name] for name in cores.THREAD_VARIABLES} == {str(min(64, usable))}
+    assert seen["OMP_WAIT_POLICY"] == "PASSIVE"
 
 
 def test_a_container_keeps_the_thread_variables_its_job_sets(tmp_path: Path) -> None:

@@ -8,6 +8,12 @@ the process's affinity mask and its cgroup CPU quota (v2 ``cpu.max`` or v1 ``cpu
 on the process's own cgroup and each of its ancestors). When several containers of one job share
 the machine, the platform also gives each its share in ``OPENSAGE_CPU_SHARE``, a further bound.
 
+OpenMP threads also wait passively (``OMP_WAIT_POLICY=PASSIVE``) unless the job says otherwise:
+the machine is shared with the platform, other jobs and endpoints, and threads that spin at each
+barrier take the core from the thread with the work. Measured on two cores with one other busy
+process, the bank tutorial's 100 exact rounds took a median of 16.9 s (12.9 to 29.6) spinning
+and 9.1 s (7.6 to 9.6) waiting passively; on an idle machine, 3.7 s and 4.0 s.
+
 :func:`count_usable` and :func:`thread_env` are pure; :func:`usable_cores` reads the machine.
 This module imports nothing beyond the standard library: the built-in images use it inside the
 container process.
@@ -23,6 +29,8 @@ CGROUP_ROOT = "/sys/fs/cgroup"
 # Where cgroup v1's cpu controller is mounted, by the names distributions give its directory.
 _V1_CPU_DIRS = ("cpu,cpuacct", "cpuacct,cpu", "cpu")
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+WAIT_POLICY = ("OMP_WAIT_POLICY", "PASSIVE")
+SPIN_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "KMP_BLOCKTIME")  # a job that sets one keeps its own
 SHARE_ENV = "OPENSAGE_CPU_SHARE"  # the cores the platform gives one container of a job (see :func:`share`)
 
 Quota = tuple[int, int]  # (quota, period) in microseconds: quota / period cores
@@ -128,6 +136,10 @@ def thread_cap(vcpus: int | None, usable: int) -> int:
 
 def thread_env(vcpus: int | None, usable: int, env: Mapping[str, str]) -> dict[str, str]:
     """``OMP_NUM_THREADS``, ``OPENBLAS_NUM_THREADS`` and ``MKL_NUM_THREADS`` for a container whose own
-    variables are ``env``: the thread cap, except for those ``env`` sets itself."""
+    variables are ``env``: the thread cap, except for those ``env`` sets itself; and the passive
+    OpenMP wait policy unless ``env`` sets how threads wait."""
     n = str(thread_cap(vcpus, usable))
-    return {name: n for name in THREAD_VARIABLES if name not in env}
+    out = {name: n for name in THREAD_VARIABLES if name not in env}
+    if not any(name in env for name in SPIN_VARIABLES):
+        out[WAIT_POLICY[0]] = WAIT_POLICY[1]
+    return out

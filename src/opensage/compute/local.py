@@ -9,7 +9,8 @@ container's process tree on every poll and kills it past the limit. CPU: a cgrou
 available, and always ``OMP_NUM_THREADS`` and friends (unless the container's own variables set
 them) capped at the lesser of the instance's vCPUs and the container's share of the cores this
 machine really gives (:mod:`opensage.compute.cores`): an ``ml.m4.xlarge`` job on two cores runs two
-compute threads, not four. ``SM_NUM_CPUS`` stays the instance type's figure.
+compute threads, not four; OpenMP threads wait passively. ``SM_NUM_CPUS`` stays the instance
+type's figure.
 """
 
 from __future__ import annotations
