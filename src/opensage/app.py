@@ -18,7 +18,7 @@ from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
 from opensage.compute.local import LocalBackend
 from opensage.config import Settings
-from opensage.console import create_console
+from opensage.console import ConsoleDeps, create_console
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
@@ -42,6 +42,18 @@ METRIC_FLUSH_S = 5.0  # how often the endpoint invocation counters are written t
 
 INTERNAL_PREFIX = "/_opensage/"
 CONSOLE_PREFIX = "/console"
+
+# The provider class of each service create_app serves (one instance each); `opensage api-coverage`
+# reads these classes without building the platform.
+PROVIDER_CLASSES: dict[str, type] = {
+    "sagemaker": SageMakerProvider,
+    "sagemaker-runtime": RuntimeProvider,
+    "cloudwatch": CloudWatchProvider,
+    "sts": StsProvider,
+    "iam": IamProvider,
+    "logs": LogsProvider,
+    "kms": KmsProvider,
+}
 
 
 def utc_now() -> dt.datetime:
@@ -218,5 +230,18 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         processing,
         metric_store=metric_store,
     )
-    platform.console = create_console(platform)
+    platform.console = create_console(
+        ConsoleDeps(
+            dispatch=gateway.table,  # the console calls the very handlers the API serves
+            store=store,
+            logs=logs,
+            metrics=metrics,
+            endpoints=endpoints,
+            s3=s3,
+            account_id=identity.account_id,
+            default_role_arn=identity.default_role_arn,
+            region=settings.region,
+            home=settings.home,
+        )
+    )
     return platform

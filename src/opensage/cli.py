@@ -1,4 +1,4 @@
-"""The ``opensage`` command: up, down, status, env, version, keys, console-password."""
+"""The ``opensage`` command: up, down, status, env, version, keys, console-password, api-coverage."""
 
 from __future__ import annotations
 
@@ -189,6 +189,27 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_api_coverage(args: argparse.Namespace) -> int:
+    """Per served service, the operations OpenSage implements, read from the provider classes the
+    platform serves (no platform is built or started, nothing is read from the home)."""
+    from opensage.app import PROVIDER_CLASSES
+    from opensage.aws.dispatch import coverage
+    from opensage.aws.specs import load_specs
+
+    services = coverage(load_specs(), PROVIDER_CLASSES)
+    if args.json:
+        out = {
+            s.service: {"service_id": s.service_id, "operations": s.total, "served": list(s.served)} for s in services
+        }
+        print(json.dumps(out, indent=2))
+        return 0
+    for s in services:
+        print(f"{s.service}: {len(s.served)} of {s.total}")
+        for name in s.served:
+            print(f"  {name}")
+    return 0
+
+
 def cmd_console_password(args: argparse.Namespace) -> int:
     import getpass
 
@@ -272,6 +293,10 @@ def _parser() -> argparse.ArgumentParser:
     home_args(console)
     console.add_argument("--password-stdin", action="store_true", help="read the password from stdin")
     console.set_defaults(func=cmd_console_password)
+
+    coverage = sub.add_parser("api-coverage", help="list the operations OpenSage serves, per AWS service")
+    coverage.add_argument("--json", action="store_true", help="print JSON: service -> served operations and count")
+    coverage.set_defaults(func=cmd_api_coverage)
     return p
 
 

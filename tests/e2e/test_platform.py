@@ -233,6 +233,37 @@ def test_object_store_is_restarted_when_it_dies(platform: RunningPlatform) -> No
             time.sleep(0.5)
 
 
+def test_api_coverage_lists_served_operations_without_a_platform(tmp_path: Path) -> None:
+    """`opensage api-coverage` reads the provider classes: no platform runs, the home is not created."""
+    import json
+
+    from helpers import platform_env
+
+    env = platform_env(tmp_path / "home", tmp_path / "aws")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        argv = [sys.executable, "-m", "opensage", "api-coverage", *args]
+        return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+
+    text = cli()
+    assert text.returncode == 0, text.stderr
+    lines = text.stdout.splitlines()
+    sagemaker = next(line for line in lines if line.startswith("sagemaker: "))
+    served, _, total = sagemaker.removeprefix("sagemaker: ").partition(" of ")
+    assert 0 < int(served) < int(total)
+    assert "  CreateTrainingJob" in lines and "  InvokeEndpoint" in lines
+    assert lines.index("  InvokeEndpoint") > lines.index(next(x for x in lines if x.startswith("sagemaker-runtime: ")))
+    assert any(line.startswith("ecr: 0 of ") for line in lines)  # routed, not served yet
+
+    machine = cli("--json")
+    assert machine.returncode == 0, machine.stderr
+    data = json.loads(machine.stdout)
+    assert "CreateTrainingJob" in data["sagemaker"]["served"] and len(data["sagemaker"]["served"]) == int(served)
+    assert data["sagemaker"]["operations"] == int(total)
+    assert "InvokeEndpoint" in data["sagemaker-runtime"]["served"]
+    assert not (tmp_path / "home").exists()
+
+
 def test_detach_status_down(tmp_path: Path) -> None:
     from helpers import free_base_port, platform_env
 

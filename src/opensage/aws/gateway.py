@@ -1,10 +1,10 @@
 """The AWS front door: route a request to its service and operation, authenticate, parse, validate,
-dispatch to the provider, paginate, serialize. The only place where exceptions become HTTP.
+dispatch to the provider (through the :class:`~opensage.aws.dispatch.DispatchTable` built at start-up),
+paginate, serialize. The only place where exceptions become HTTP.
 """
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 import uuid
@@ -13,14 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qs, parse_qsl, unquote
 
-from botocore import xform_name
 from botocore.model import OperationModel
-from starlette.concurrency import run_in_threadpool
 from starlette.types import Receive, Scope, Send
 
 from opensage.aws import parser, serializer, sigv4
 from opensage.aws.auth import Authenticator, Caller
 from opensage.aws.context import RequestContext
+from opensage.aws.dispatch import DispatchTable, Method
 from opensage.aws.pagination import paginate
 from opensage.aws.specs import ServiceSpec, Specs
 from opensage.aws.validate import validate
@@ -63,7 +62,11 @@ class Routed:
 
 
 class Gateway:
-    """ASGI app serving every AWS service in ``providers`` (botocore name -> provider object)."""
+    """ASGI app serving every AWS service in ``providers`` (botocore name -> provider object).
+
+    The providers' :class:`DispatchTable` is built here, once (``table``, which the console shares); a
+    provider method that names no operation fails the construction (``DispatchError``).
+    """
 
     def __init__(
         self,
@@ -74,11 +77,11 @@ class Gateway:
         max_body_bytes: int,
     ) -> None:
         self.specs = specs
-        self.providers = providers
+        self.table = DispatchTable.build(specs, providers)
         self.auth = authenticator
         self.account_id = account_id
         self.max_body = max_body_bytes
-        self._invoke = _InvokeRoute.build(specs, providers)
+        self._invoke = _InvokeRoute.build(self.table)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         request_id = str(uuid.uuid4())
@@ -250,7 +253,7 @@ class Gateway:
             caller.user_id,
             received,
         )
-        output = await self._dispatch(spec, op, ctx, params)
+        output = await self.table.require(spec.name, op.name)(ctx, params)
         output = paginate(op, params, output)
         if routed.protocol == "query":
             return serializer.serialize_query(op, output, request_id)
@@ -313,22 +316,6 @@ class Gateway:
             return parser.parse_cbor(routed.operation, body)
         return parser.parse_json(routed.operation, body)
 
-    async def _dispatch(
-        self, spec: ServiceSpec, op: OperationModel, ctx: RequestContext, params: dict[str, Any]
-    ) -> Any:
-        provider = self.providers.get(spec.name)
-        method = getattr(provider, xform_name(op.name), None) if provider is not None else None
-        if method is None:
-            raise ServiceError(
-                "NotImplemented",
-                f"OpenSage does not implement {spec.model.service_id} {op.name} yet.",
-                501,
-                sender_fault=False,
-            )
-        if inspect.iscoroutinefunction(method):
-            return await method(ctx, params)
-        return await run_in_threadpool(method, ctx, params)
-
     @staticmethod
     def _error(err: ServiceError, protocol: str, routed: Routed | None, request_id: str) -> serializer.Response:
         renamed = _CODE_OVERRIDES.get(routed.spec.name, {}).get(err.code) if routed else None
@@ -354,7 +341,7 @@ class _InvokeRoute:
     Anything unusual (a query string, a target header, a form body) goes the generic way instead.
     """
 
-    def __init__(self, routed: Routed, method: Any) -> None:
+    def __init__(self, routed: Routed, method: Method) -> None:
         self.routed = routed
         self.method = method
         shape = routed.operation.input_shape
@@ -374,11 +361,11 @@ class _InvokeRoute:
         self._valid: set[tuple[tuple[str, Any], ...]] = set()
 
     @classmethod
-    def build(cls, specs: Specs, providers: Mapping[str, object]) -> _InvokeRoute | None:
-        spec = specs.get("sagemaker-runtime")
-        method = getattr(providers.get("sagemaker-runtime"), "invoke_endpoint", None)
+    def build(cls, table: DispatchTable) -> _InvokeRoute | None:
+        spec = table.specs.services.get("sagemaker-runtime")
+        handler = table.get("sagemaker-runtime", "InvokeEndpoint")
         op = spec.operation("InvokeEndpoint") if spec is not None else None
-        if spec is None or op is None or method is None or not inspect.iscoroutinefunction(method):
+        if spec is None or op is None or handler is None or not handler.is_async:
             return None
         others = [
             name
@@ -388,7 +375,7 @@ class _InvokeRoute:
         ]
         if op.http.get("requestUri") != "/endpoints/{EndpointName}/invocations" or others:
             return None  # a model this fast path does not know: the generic layer serves it
-        return cls(Routed(spec, "rest-json", op, {}, {}), method)
+        return cls(Routed(spec, "rest-json", op, {}, {}), handler.method)
 
     @staticmethod
     def matches(scope: Scope, headers: Mapping[str, str]) -> bool:

@@ -1,35 +1,37 @@
 """What the console reads and does, apart from HTTP: provider calls (validated against the service model,
 exactly as the gateway does), log and metric reads, endpoint health, S3 browsing.
 
-Every change goes through the same provider method the API serves, with a request dict in the API's
-shape, so a form gets the same validation and the same error as boto3 would.
+Every change goes through the same provider method the API serves (the gateway's own dispatch
+table), with a request dict in the API's shape, so a form gets the same validation and the same
+error as boto3 would. The console sees only :class:`ConsoleDeps`, not the whole platform.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import re
 import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from botocore import xform_name
-from starlette.concurrency import run_in_threadpool
-
 from opensage.aws.context import RequestContext
+from opensage.aws.dispatch import DispatchTable
 from opensage.aws.validate import validate
 from opensage.errors import NotFound as LogNotFound
 from opensage.errors import ServiceError
 from opensage.identity import platform_key
 from opensage.images import registry
 from opensage.jobs import processing, training, transform
+from opensage.logstore import LogStore
+from opensage.serving.endpoints import EndpointEngine
+from opensage.serving.metrics import InvocationMetrics
+from opensage.store.sql import SqlStore
 
 if TYPE_CHECKING:
-    from opensage.app import Platform
     from opensage.console.auth import Session
 
 log = logging.getLogger(__name__)
@@ -64,25 +66,44 @@ class Listing:
     truncated: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ConsoleDeps:
+    """What the console needs of the platform, and nothing more."""
+
+    dispatch: DispatchTable  # the gateway's table: the console calls the very methods the API serves
+    store: SqlStore  # reads: resources for pages, access keys for sign-in and the calls' identity
+    logs: LogStore  # the jobs' CloudWatch log streams
+    metrics: InvocationMetrics  # endpoint invocation counters and latencies
+    endpoints: EndpointEngine  # model-server health of running endpoints
+    s3: Any  # the platform's boto3 S3 client, for the storage browser
+    account_id: str
+    default_role_arn: str  # suggested in the new-training-job form
+    region: str
+    home: Path  # the console's session key and password live here
+
+
 class ConsoleApi:
-    def __init__(self, platform: Platform) -> None:
-        self.platform = platform
-        self.settings = platform.settings
-        self.account_id = platform.identity.account_id
-        self.s3 = platform.training.s3
-        self.logs = platform.training.logs
+    def __init__(self, deps: ConsoleDeps) -> None:
+        self.deps = deps
+        self.dispatch = deps.dispatch
+        self.store = deps.store
+        self.region = deps.region
+        self.account_id = deps.account_id
+        self.default_role_arn = deps.default_role_arn
+        self.s3 = deps.s3
+        self.logs = deps.logs
 
     # --- provider calls ---------------------------------------------------------------------------
 
     def _context(self, session: Session, service: str, operation: str) -> RequestContext:
-        store = self.platform.store
+        store = self.store
         key = store.get_access_key(session.access_key_id) if session.access_key_id else None
         if key is None:
             key = platform_key(store, self.account_id)
         return RequestContext(
             service,
             operation,
-            self.settings.region,
+            self.region,
             self.account_id,
             str(uuid.uuid4()),
             key.access_key_id,
@@ -91,17 +112,13 @@ class ConsoleApi:
             time.perf_counter(),
         )
 
-    def _method(self, service: str, operation: str) -> Any:
-        provider = self.platform.gateway.providers.get(service)
-        return getattr(provider, xform_name(operation), None) if provider is not None else None
-
     def serves(self, service: str, operation: str) -> bool:
         """Does the platform implement ``operation`` (e.g. processing jobs, still being built)?"""
-        return self._method(service, operation) is not None
+        return self.dispatch.serves(service, operation)
 
     def check(self, service: str, operation: str, request: dict[str, Any]) -> None:
         """The gateway's validation of ``request`` against the service model (``ValidationException``)."""
-        op = self.platform.gateway.specs.get(service).operation(operation)
+        op = self.dispatch.specs.get(service).operation(operation)
         if op is None:
             raise ServiceError("UnknownOperationException", f"Operation {operation} is not part of {service}.")
         validate(op.input_shape, request)
@@ -113,13 +130,8 @@ class ConsoleApi:
             ServiceError: the API's error (``ValidationException`` with its message, ...).
         """
         self.check(service, operation, request)
-        method = self._method(service, operation)
-        if method is None:
-            raise ServiceError("NotImplemented", f"OpenSage does not implement {operation} yet.", 501)
-        ctx = self._context(session, service, operation)
-        if inspect.iscoroutinefunction(method):
-            return await method(ctx, request)
-        return await run_in_threadpool(method, ctx, request)
+        handler = self.dispatch.require(service, operation)
+        return await handler(self._context(session, service, operation), request)
 
     async def sagemaker(self, session: Session, operation: str, **request: Any) -> Any:
         return await self.call(session, "sagemaker", operation, request)
@@ -132,7 +144,7 @@ class ConsoleApi:
         except ServiceError as exc:
             # SageMaker answers a missing resource with a ValidationException; tell it from a real one.
             kind = _KINDS.get(operation)
-            if kind and await asyncio.to_thread(self.platform.store.get_resource, kind, name) is None:
+            if kind and await asyncio.to_thread(self.store.get_resource, kind, name) is None:
                 raise Missing(f"There is no {what} named “{name}”.") from exc
             raise
 
@@ -206,7 +218,7 @@ class ConsoleApi:
 
     def endpoint_health(self, name: str) -> dict[str, list[dict[str, Any]]]:
         """Per variant, each model server: its port, health and requests in flight."""
-        fleet = self.platform.endpoints.fleets.get(name)
+        fleet = self.deps.endpoints.fleets.get(name)
         if fleet is None:
             return {}
         return {
@@ -219,7 +231,7 @@ class ConsoleApi:
 
     def endpoint_documents(self, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """The stored config of endpoint ``name`` and its variants' models by name (empty when gone)."""
-        store = self.platform.store
+        store = self.store
         row = store.get_resource("endpoint", name)
         config_row = store.get_resource("endpoint-config", row.data.get("EndpointConfigName", "")) if row else None
         config = config_row.data if config_row is not None else {}
@@ -237,7 +249,7 @@ class ConsoleApi:
 
         A minute without invocations is ``None`` in every series (a gap in the charts, not a zero).
         """
-        metrics = self.platform.metrics
+        metrics = self.deps.metrics
         now = int(time.time() // 60) * 60
         start = now - (minutes - 1) * 60
         keys = [k for k in metrics.series() if k[0] == name]

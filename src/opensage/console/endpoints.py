@@ -151,7 +151,7 @@ async def _metric_events(console: Console, request: Request, name: str) -> Async
     api = console.api
     yield "retry: 3000\n\n"
     while True:
-        row = await asyncio.to_thread(api.platform.store.get_resource, "endpoint", name)
+        row = await asyncio.to_thread(api.store.get_resource, "endpoint", name)
         if row is None:
             yield f"event: gone\ndata: {json.dumps({'name': name})}\n\n"
             return

@@ -55,7 +55,7 @@ async def signin(request: Request) -> Response:
     password = str(form.get("password") or "")
     user = ""
     if key_id and secret:
-        key = await asyncio.to_thread(console.api.platform.store.get_access_key, key_id)
+        key = await asyncio.to_thread(console.api.store.get_access_key, key_id)
         if key is not None and key.status == "Active" and hmac.compare_digest(key.secret_access_key, secret):
             user = key_id
     if not user and password and await asyncio.to_thread(check_password, console.home, password):

@@ -66,7 +66,7 @@ async def log_events(console: Console, request: Request, job: JobLog, name: str)
     quiet = 0
     yield "retry: 2000\n" + _event("reset", {})
     while True:
-        row = await asyncio.to_thread(api.platform.store.get_resource, job.kind, name)
+        row = await asyncio.to_thread(api.store.get_resource, job.kind, name)
         streams = await asyncio.to_thread(api.log_streams, job.group, name)
         sent = 0
         for stream in streams:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -13,12 +12,9 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from opensage.console import endpoints, home, lists, logs, storage, training
-from opensage.console.api import ConsoleApi, Missing
+from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
 from opensage.console.auth import SessionSigner, session_key
 from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
-
-if TYPE_CHECKING:
-    from opensage.app import Platform
 
 STATIC = Path(__file__).parent / "static"
 
@@ -63,15 +59,13 @@ def _routes() -> list[Route | Mount]:
     ]
 
 
-def create_console(platform: Platform) -> Starlette:
-    """The console's ASGI app for ``platform``; it answers every path under ``/console``."""
+def create_console(deps: ConsoleDeps) -> Starlette:
+    """The console's ASGI app over ``deps``; it answers every path under ``/console``."""
     app = Starlette(
         routes=[Route(BASE, _to_home, methods=["GET"]), Mount(BASE, routes=_routes())],
         exception_handlers={HTTPException: http_error, Missing: not_found, Exception: server_error},
     )
-    app.state.console = Console(
-        ConsoleApi(platform), templates(), SessionSigner(session_key(platform.settings.home)), platform.settings.home
-    )
+    app.state.console = Console(ConsoleApi(deps), templates(), SessionSigner(session_key(deps.home)), deps.home)
     return app
 
 

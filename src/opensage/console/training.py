@@ -17,7 +17,7 @@ from opensage.errors import ServiceError
 
 
 def _form_defaults(p: Page, algorithm: forms.Algorithm) -> dict[str, str]:
-    region = p.api.settings.region
+    region = p.api.region
     return {
         "algorithm": algorithm.key,
         "name": f"{algorithm.key}-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}",
@@ -28,7 +28,7 @@ def _form_defaults(p: Page, algorithm: forms.Algorithm) -> dict[str, str]:
         "instance_count": "1",
         "max_runtime": "3600",
         "output_path": f"s3://sagemaker-{region}-{p.api.account_id}/training-output",
-        "role": p.api.platform.identity.default_role_arn,
+        "role": p.api.default_role_arn,
         **{f"hp_{h.name}": h.default for h in algorithm.hyperparameters},
     }
 
@@ -61,7 +61,7 @@ async def create_training_job(p: Page) -> Response:
     algorithm = forms.ALGORITHMS.get(values.get("algorithm", ""))
     if algorithm is None:
         return _render_form(p, values, {"algorithm": ["Choose one of the built-in algorithms."]}, 400)
-    request = forms.training_request(values, algorithm, p.api.settings.region)
+    request = forms.training_request(values, algorithm, p.api.region)
     errors: dict[str, list[str]] = {}
     # The API takes any hyperparameters (the container checks them when the job starts): check them here
     # too, so a bad value is shown beside its field instead of failing the job a few seconds later.

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import datetime as dt
 import json
 import logging
@@ -49,6 +50,8 @@ from opensage.jobs.engine import (
     last_lines,
     tail_lines,
 )
+from opensage.jobs.specs import TrainingJobSpec
+from opensage.store.entities import Resource
 from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 from opensage.timestamps import epoch as _epoch
 
@@ -69,6 +72,19 @@ class TrainingEngine(JobEngine):
 
     KIND = KIND
     metric_store: MetricStore | None = None  # where the job's metrics go as it logs them (set by the platform)
+
+    async def create(self, spec: TrainingJobSpec, arn: str, *, parent_arn: str | None = None) -> Resource:
+        """Record a new training job (InProgress) and start it: the one way every creator starts a job.
+
+        Raises:
+            AlreadyExists: a training job of that name exists.
+        """
+        now = self.clock()
+        data = initial_description(spec, arn, now)
+        row = Resource(KIND, spec.name, arn, states.JobStatus.IN_PROGRESS, now, now, data, parent_arn=parent_arn)
+        created = await asyncio.to_thread(self.store.create_resource, row)
+        self.launch(spec.name)
+        return created
 
     async def _end(self, name: str, status: str, reason: str | None) -> None:
         await self._finish(name, status, status, reason)
@@ -502,3 +518,33 @@ def _json_string(value: str) -> str:
     except ValueError:
         return value
     return decoded if isinstance(decoded, str) else value
+
+
+def initial_description(spec: TrainingJobSpec, arn: str, now: dt.datetime) -> dict[str, Any]:
+    """DescribeTrainingJob right after CreateTrainingJob: the request plus what the platform computes."""
+    data = copy.deepcopy(dict(spec.document))
+    started = _epoch(now)
+    data.update(
+        {
+            "TrainingJobArn": arn,
+            "TrainingJobStatus": states.JobStatus.IN_PROGRESS,
+            "SecondaryStatus": states.SecondaryStatus.STARTING,
+            "CreationTime": started,
+            "LastModifiedTime": started,
+            "SecondaryStatusTransitions": [
+                {
+                    "Status": states.SecondaryStatus.STARTING,
+                    "StartTime": started,
+                    "StatusMessage": states.SECONDARY_MESSAGES[states.SecondaryStatus.STARTING],
+                }
+            ],
+            "ModelArtifacts": {"S3ModelArtifacts": ""},
+            "EnableNetworkIsolation": spec.network_isolation,
+            "EnableInterContainerTrafficEncryption": data.get("EnableInterContainerTrafficEncryption", False),
+            "EnableManagedSpotTraining": data.get("EnableManagedSpotTraining", False),
+            **rules.initial_statuses(data, started),
+        }
+    )
+    data.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": spec.max_runtime_s})
+    data["AlgorithmSpecification"].setdefault("TrainingInputMode", spec.input_mode)
+    return data

@@ -87,7 +87,7 @@ class InferenceOperations:
     store: SqlStore
     clock: Callable[[], dt.datetime]
     endpoints: EndpointEngine
-    require_role: Callable[[RequestContext, str], None]
+    _require_role: Callable[[RequestContext, str], None]
 
     def _create(self, kind: str, name: str, arn: str, status: str, data: dict[str, Any], exists: str) -> None:
         now = self.clock()
@@ -109,7 +109,7 @@ class InferenceOperations:
             raise validation_error("A model needs a PrimaryContainer (or Containers).")
         refuse(request, MODEL_UNSUPPORTED)
         if request.get("ExecutionRoleArn"):
-            self.require_role(ctx, request["ExecutionRoleArn"])
+            self._require_role(ctx, request["ExecutionRoleArn"])
         name = request["ModelName"]
         arn = ctx.arn("sagemaker", f"model/{name.lower()}")
         data = {**_jsonable(_public(request)), "ModelArn": arn, "CreationTime": _epoch(self.clock())}

@@ -30,11 +30,11 @@ class ProcessingOperations:
     store: SqlStore
     clock: Callable[[], dt.datetime]
     processing: processing.ProcessingEngine
-    require_role: Callable[[RequestContext, str], None]
+    _require_role: Callable[[RequestContext, str], None]
 
     async def create_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         _check_processing_request(request)
-        await asyncio.to_thread(self.require_role, ctx, request["RoleArn"])
+        await asyncio.to_thread(self._require_role, ctx, request["RoleArn"])
         name = request["ProcessingJobName"]
         arn = ctx.arn("sagemaker", f"processing-job/{name.lower()}")
         now = self.clock()

@@ -41,7 +41,7 @@ class SageMakerProvider(TrainingOperations, InferenceOperations, TransformOperat
         self.training = training
         self.endpoints = endpoints
 
-    def require_role(self, ctx: RequestContext, role_arn: str) -> None:
+    def _require_role(self, ctx: RequestContext, role_arn: str) -> None:
         """Reject a ``RoleArn`` that names no role of this account, as SageMaker does."""
         name = role_arn.rsplit("/", 1)[-1]
         role = self.store.get_resource(ROLE_KIND, name)

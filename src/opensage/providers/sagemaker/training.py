@@ -23,14 +23,12 @@ from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, not_found, resource_in_use, validation_error
-from opensage.jobs import rules, training
-from opensage.jobs.states import JobStatus
+from opensage.jobs import training
+from opensage.jobs.specs import TrainingJobSpec, jsonable
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
-from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
-from opensage.timestamps import epoch as _epoch
 
 _DESCRIBE_DROP = ("_Handle", "Tags")
 UNSUPPORTED = (
@@ -60,27 +58,22 @@ class TrainingOperations:
     store: SqlStore
     clock: Callable[[], dt.datetime]
     training: training.TrainingEngine
-    require_role: Callable[[RequestContext, str], None]
+    _require_role: Callable[[RequestContext, str], None]
 
     async def create_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         import asyncio
 
         self._check_training_request(request)
-        await asyncio.to_thread(self.require_role, ctx, request["RoleArn"])
-        name = request["TrainingJobName"]
-        arn = ctx.arn("sagemaker", f"training-job/{name.lower()}")
-        now = self.clock()
-        data = self._initial_description(request, arn, now)
+        await asyncio.to_thread(self._require_role, ctx, request["RoleArn"])
+        spec = TrainingJobSpec.from_request(request)
+        arn = ctx.arn("sagemaker", f"training-job/{spec.name.lower()}")
         try:
-            await asyncio.to_thread(
-                self.store.create_resource, Resource(training.KIND, name, arn, JobStatus.IN_PROGRESS, now, now, data)
-            )
+            await self.training.create(spec, arn)
         except AlreadyExists as exc:
             raise resource_in_use(
                 f"Training job names must be unique within an AWS account and region, and a training job with this "
                 f"name already exists ({arn})"
             ) from exc
-        self.training.launch(name)
         return {"TrainingJobArn": arn}
 
     @staticmethod
@@ -104,35 +97,6 @@ class TrainingOperations:
                 raise validation_error(
                     f"Channel '{channel['ChannelName']}' needs an S3DataSource; OpenSage reads training data from S3."
                 )
-
-    @staticmethod
-    def _initial_description(request: dict[str, Any], arn: str, now: dt.datetime) -> dict[str, Any]:
-        data = {k: v for k, v in request.items() if k != "Tags"}
-        data = _jsonable(data)
-        data.update(
-            {
-                "TrainingJobArn": arn,
-                "TrainingJobStatus": JobStatus.IN_PROGRESS,
-                "SecondaryStatus": "Starting",
-                "CreationTime": _epoch(now),
-                "LastModifiedTime": _epoch(now),
-                "SecondaryStatusTransitions": [
-                    {
-                        "Status": "Starting",
-                        "StartTime": _epoch(now),
-                        "StatusMessage": "Preparing the instances for training",
-                    }
-                ],
-                "ModelArtifacts": {"S3ModelArtifacts": ""},
-                "EnableNetworkIsolation": request.get("EnableNetworkIsolation", False),
-                "EnableInterContainerTrafficEncryption": request.get("EnableInterContainerTrafficEncryption", False),
-                "EnableManagedSpotTraining": request.get("EnableManagedSpotTraining", False),
-                **rules.initial_statuses(request, _epoch(now)),
-            }
-        )
-        data.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": 86400})
-        data["AlgorithmSpecification"].setdefault("TrainingInputMode", "File")
-        return data
 
     def describe_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         row = self.store.get_resource(training.KIND, request["TrainingJobName"])
@@ -169,14 +133,4 @@ class TrainingOperations:
 
 
 def _jsonable(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_jsonable(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return _epoch(value)
-    if isinstance(value, bytes | bytearray):
-        import base64
-
-        return base64.b64encode(value).decode()
-    return value
+    return jsonable(value)

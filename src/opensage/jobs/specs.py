@@ -1,0 +1,119 @@
+"""Typed job specs: what a job is asked to do, built once from a validated Create* request.
+
+A spec is what every creator of a job hands the job's engine: the API provider (from the wire
+request), and the platform's own controllers (a tuning job's trials, a pipeline's steps), which
+derive specs from other specs (:meth:`TrainingJobSpec.with_hyperparameters`) instead of editing
+wire dictionaries. ``document`` keeps the request exactly as given (minus ``Tags``), because
+``Describe*`` answers what ``Create*`` was given plus what the platform computed.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from opensage.timestamps import epoch
+
+DEFAULT_MAX_RUNTIME_S = 86400
+
+
+def jsonable(value: Any) -> Any:
+    """A parsed request as JSON: datetimes as epoch seconds, blobs as base64 (as the wire carries them)."""
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return epoch(value)
+    if isinstance(value, bytes | bytearray):
+        return base64.b64encode(value).decode()
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class ChannelSpec:
+    """One input channel of a training job (its S3 source and how the container reads it)."""
+
+    name: str
+    s3_uri: str
+    s3_data_type: str  # S3Prefix | ManifestFile | AugmentedManifestFile
+    distribution: str  # FullyReplicated | ShardedByS3Key
+    content_type: str
+    compression: str  # None | Gzip
+    record_wrapper: str  # None | RecordIO
+    input_mode: str  # File | Pipe | FastFile
+
+    @classmethod
+    def from_request(cls, channel: Mapping[str, Any], default_mode: str) -> ChannelSpec:
+        source = channel["DataSource"]["S3DataSource"]
+        return cls(
+            channel["ChannelName"],
+            source["S3Uri"],
+            source.get("S3DataType", "S3Prefix"),
+            source.get("S3DataDistributionType", "FullyReplicated"),
+            channel.get("ContentType", ""),
+            channel.get("CompressionType", "None"),
+            channel.get("RecordWrapperType", "None"),
+            channel.get("InputMode") or default_mode,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class TrainingJobSpec:
+    """A training job as CreateTrainingJob asks for it."""
+
+    name: str
+    image: str
+    input_mode: str
+    hyperparameters: Mapping[str, str]
+    role_arn: str
+    channels: tuple[ChannelSpec, ...]
+    output_path: str
+    instance_type: str
+    instance_count: int
+    max_runtime_s: int
+    environment: Mapping[str, str]
+    entrypoint: tuple[str, ...]
+    arguments: tuple[str, ...]
+    network_isolation: bool
+    document: Mapping[str, Any]
+
+    @classmethod
+    def from_request(cls, request: Mapping[str, Any]) -> TrainingJobSpec:
+        """The spec of a CreateTrainingJob request that passed the model's validation."""
+        document = jsonable({k: v for k, v in request.items() if k != "Tags"})
+        algo = document["AlgorithmSpecification"]
+        mode = algo.get("TrainingInputMode") or "File"
+        resources = document["ResourceConfig"]
+        return cls(
+            name=document["TrainingJobName"],
+            image=algo.get("TrainingImage", ""),
+            input_mode=mode,
+            hyperparameters={k: str(v) for k, v in (document.get("HyperParameters") or {}).items()},
+            role_arn=document["RoleArn"],
+            channels=tuple(ChannelSpec.from_request(c, mode) for c in document.get("InputDataConfig") or []),
+            output_path=document["OutputDataConfig"]["S3OutputPath"],
+            instance_type=resources.get("InstanceType", "local"),
+            instance_count=int(resources.get("InstanceCount", 1)),
+            max_runtime_s=int(
+                (document.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds", DEFAULT_MAX_RUNTIME_S)
+            ),
+            environment={k: str(v) for k, v in (document.get("Environment") or {}).items()},
+            entrypoint=tuple(algo.get("ContainerEntrypoint") or ()),
+            arguments=tuple(algo.get("ContainerArguments") or ()),
+            network_isolation=bool(document.get("EnableNetworkIsolation", False)),
+            document=document,
+        )
+
+    def renamed(self, name: str) -> TrainingJobSpec:
+        """The same job under another name (a tuning job's trial, a pipeline step's job)."""
+        return dataclasses.replace(self, name=name, document={**self.document, "TrainingJobName": name})
+
+    def with_hyperparameters(self, hyperparameters: Mapping[str, str]) -> TrainingJobSpec:
+        """The same job with ``hyperparameters`` in place of its own."""
+        hps = {k: str(v) for k, v in hyperparameters.items()}
+        return dataclasses.replace(self, hyperparameters=hps, document={**self.document, "HyperParameters": hps})
