@@ -8,7 +8,7 @@ import time
 import types
 from collections.abc import Iterator
 from contextlib import redirect_stdout
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
@@ -24,14 +24,11 @@ JOBS = "/aws/sagemaker/TrainingJobs"
 def store(api: ApiServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LogStore]:
     """A fresh log store served as the ``logs`` service of the shared in-process API server."""
     store = LogStore(tmp_path_factory.mktemp("cloudwatch"))
-    providers = cast(dict[str, object], api.platform.gateway.providers)
-    previous = providers.get("logs")
-    providers["logs"] = LogsProvider(store)
+    gateway = api.platform.gateway
+    table = gateway.table
+    gateway.table = table.replaced("logs", LogsProvider(store))
     yield store
-    if previous is None:
-        providers.pop("logs", None)
-    else:
-        providers["logs"] = previous
+    gateway.table = table
 
 
 @pytest.fixture
