@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from opensage.jobs import states
+from opensage import states
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore, open_store
 

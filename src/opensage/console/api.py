@@ -9,6 +9,7 @@ error as boto3 would. The console sees only :class:`ConsoleDeps`, not the whole 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import re
 import time
@@ -218,16 +219,8 @@ class ConsoleApi:
 
     def endpoint_health(self, name: str) -> dict[str, list[dict[str, Any]]]:
         """Per variant, each model server: its port, health and requests in flight."""
-        fleet = self.deps.endpoints.fleets.get(name)
-        if fleet is None:
-            return {}
-        return {
-            v.name: [
-                {"n": i + 1, "port": inst.port, "healthy": inst.healthy, "outstanding": inst.outstanding}
-                for i, inst in enumerate(v.instances)
-            ]
-            for v in fleet.variants.values()
-        }
+        health = self.deps.endpoints.variant_health(name)
+        return {variant: [dataclasses.asdict(server) for server in servers] for variant, servers in health.items()}
 
     def endpoint_documents(self, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """The stored config of endpoint ``name`` and its variants' models by name (empty when gone)."""

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opensage.errors import OpenSageError
+from opensage.objects.transfer import S3LocationError, split_s3_uri
 
 
-class ChannelError(OpenSageError):
+class ChannelError(S3LocationError):
     """The channel's data cannot be had; the message is the job's FailureReason."""
 
 
@@ -28,15 +28,6 @@ class S3Object:
     key: str
     relpath: str
     size: int
-
-
-def split_s3_uri(uri: str) -> tuple[str, str]:
-    if not uri.startswith("s3://"):
-        raise ChannelError(f"ClientError: '{uri}' is not an S3 URI (s3://bucket/prefix).")
-    bucket, _, key = uri[5:].partition("/")
-    if not bucket:
-        raise ChannelError(f"ClientError: '{uri}' names no bucket.")
-    return bucket, key
 
 
 def _list(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:

@@ -17,9 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opensage import states
 from opensage.compute.base import ComputeBackend, Handle, JobStatus
 from opensage.errors import NotFound, OpenSageError
-from opensage.jobs import states
 from opensage.logstore import LogStore
 from opensage.store.sql import SqlStore
 

@@ -23,12 +23,13 @@ from typing import Any
 import botocore.exceptions
 from boto3.exceptions import S3UploadFailedError
 
+from opensage import states
 from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, JobSpec, JobStatus
 from opensage.contract import CONTAINER_ROOT, entrypoint_command, error_message
 from opensage.errors import Conflict
 from opensage.images import registry
-from opensage.jobs import channels, states
+from opensage.jobs import channels
 from opensage.jobs.engine import (
     COMPLETED,
     FAILED,
@@ -40,6 +41,7 @@ from opensage.jobs.engine import (
     Run,
     tail_lines,
 )
+from opensage.objects.transfer import S3LocationError, split_s3_uri
 from opensage.timestamps import epoch as _epoch
 
 log = logging.getLogger(__name__)
@@ -96,7 +98,7 @@ class ProcessingEngine(JobEngine):
             await self._conclude(run, desc, roots, outcome, status, job_dir, uploader)
         except JobFailed as exc:
             await self._fail(run, str(exc))
-        except channels.ChannelError as exc:
+        except S3LocationError as exc:
             await self._fail(run, str(exc))
         except Exception as exc:
             log.exception("processing job %s failed inside the platform", name)
@@ -310,7 +312,7 @@ class _Uploader:
     def _upload(self, outputs: list[dict]) -> None:
         for output in outputs:
             s3_output = output["S3Output"]
-            bucket, prefix = channels.split_s3_uri(s3_output["S3Uri"])
+            bucket, prefix = split_s3_uri(s3_output["S3Uri"])
             prefix = prefix.rstrip("/")
             for root in self.roots.values():
                 local = _host_path(root, s3_output["LocalPath"])

@@ -10,12 +10,15 @@ wire dictionaries. ``document`` keeps the request exactly as given (minus ``Tags
 from __future__ import annotations
 
 import base64
+import copy
 import dataclasses
 import datetime as dt
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from opensage import states
+from opensage.jobs import rules
 from opensage.timestamps import epoch
 
 DEFAULT_MAX_RUNTIME_S = 86400
@@ -117,3 +120,33 @@ class TrainingJobSpec:
         """The same job with ``hyperparameters`` in place of its own."""
         hps = {k: str(v) for k, v in hyperparameters.items()}
         return dataclasses.replace(self, hyperparameters=hps, document={**self.document, "HyperParameters": hps})
+
+
+def initial_description(spec: TrainingJobSpec, arn: str, now: dt.datetime) -> dict[str, Any]:
+    """DescribeTrainingJob right after CreateTrainingJob: the request plus what the platform computes."""
+    data = copy.deepcopy(dict(spec.document))
+    started = epoch(now)
+    data.update(
+        {
+            "TrainingJobArn": arn,
+            "TrainingJobStatus": states.JobStatus.IN_PROGRESS,
+            "SecondaryStatus": states.SecondaryStatus.STARTING,
+            "CreationTime": started,
+            "LastModifiedTime": started,
+            "SecondaryStatusTransitions": [
+                {
+                    "Status": states.SecondaryStatus.STARTING,
+                    "StartTime": started,
+                    "StatusMessage": states.SECONDARY_MESSAGES[states.SecondaryStatus.STARTING],
+                }
+            ],
+            "ModelArtifacts": {"S3ModelArtifacts": ""},
+            "EnableNetworkIsolation": spec.network_isolation,
+            "EnableInterContainerTrafficEncryption": data.get("EnableInterContainerTrafficEncryption", False),
+            "EnableManagedSpotTraining": data.get("EnableManagedSpotTraining", False),
+            **rules.initial_statuses(data, started),
+        }
+    )
+    data.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": spec.max_runtime_s})
+    data["AlgorithmSpecification"].setdefault("TrainingInputMode", spec.input_mode)
+    return data

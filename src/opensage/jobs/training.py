@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import copy
 import datetime as dt
 import json
 import logging
@@ -24,6 +23,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
+from opensage import states
 from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, Handle, JobSpec
 from opensage.contract import (
@@ -36,7 +36,7 @@ from opensage.contract import (
 )
 from opensage.errors import Conflict
 from opensage.images import registry
-from opensage.jobs import artifacts, channels, rules, states
+from opensage.jobs import channels, rules
 from opensage.jobs.engine import (
     COMPLETED,
     FAILED,
@@ -50,7 +50,9 @@ from opensage.jobs.engine import (
     last_lines,
     tail_lines,
 )
-from opensage.jobs.specs import TrainingJobSpec
+from opensage.jobs.specs import TrainingJobSpec, initial_description
+from opensage.objects import transfer
+from opensage.objects.transfer import S3LocationError
 from opensage.store.entities import Resource
 from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 from opensage.timestamps import epoch as _epoch
@@ -125,7 +127,7 @@ class TrainingEngine(JobEngine):
             await self._conclude(run, desc, layouts, hosts, outcome, streams[hosts[0]], job_dir)
         except JobFailed as exc:
             await self._fail(run, str(exc))
-        except channels.ChannelError as exc:
+        except S3LocationError as exc:
             await self._fail(run, str(exc))
         except Exception as exc:
             log.exception("training job %s failed inside the platform", name)
@@ -178,8 +180,8 @@ class TrainingEngine(JobEngine):
             return
         for layout in layouts.values():
             try:
-                artifacts.download_and_unpack(self.s3, uri, layout.code_dir)
-            except artifacts.ArtifactError as exc:
+                transfer.download_and_unpack(self.s3, uri, layout.code_dir)
+            except transfer.ArtifactError as exc:
                 raise JobFailed(f"ClientError: the source directory {uri} cannot be used: {exc}") from exc
 
     def _report_sandbox(self, desc: dict, handle: Handle, stream: str) -> None:
@@ -213,7 +215,7 @@ class TrainingEngine(JobEngine):
         if not config:
             return
         for layout in layouts.values():
-            n = artifacts.download_tree(self.s3, config["S3Uri"], layout.checkpoints_dir)
+            n = transfer.download_tree(self.s3, config["S3Uri"], layout.checkpoints_dir)
             if n:
                 self._platform_log(stream, f"Restored {n} checkpoint file(s) from {config['S3Uri']}")
 
@@ -407,20 +409,20 @@ class TrainingEngine(JobEngine):
 
     def _upload(self, desc: dict, main: Layout, layouts: dict[str, Layout], job_dir: Path, stream: str) -> dict:
         name, out = desc["TrainingJobName"], desc["OutputDataConfig"]["S3OutputPath"]
-        model_uri = artifacts.output_uri(out, name, "model.tar.gz")
-        artifacts.upload_tarball(self.s3, main.model_dir, job_dir / "model.tar.gz", model_uri)
+        model_uri = transfer.output_uri(out, name, "model.tar.gz")
+        transfer.upload_tarball(self.s3, main.model_dir, job_dir / "model.tar.gz", model_uri)
         extra: dict[str, Any] = {"ModelArtifacts": {"S3ModelArtifacts": model_uri}}
         if any(main.output_data_dir.iterdir()):
-            artifacts.upload_tarball(
+            transfer.upload_tarball(
                 self.s3,
                 main.output_data_dir,
                 job_dir / "output.tar.gz",
-                artifacts.output_uri(out, name, "output.tar.gz"),
+                transfer.output_uri(out, name, "output.tar.gz"),
             )
         config = desc.get("CheckpointConfig")
         if config:
             n = sum(
-                artifacts.upload_tree(self.s3, layout.checkpoints_dir, config["S3Uri"]) for layout in layouts.values()
+                transfer.upload_tree(self.s3, layout.checkpoints_dir, config["S3Uri"]) for layout in layouts.values()
             )
             self._platform_log(stream, f"Saved {n} checkpoint file(s) to {config['S3Uri']}")
         self._platform_log(stream, f"Uploaded the model to {model_uri}")
@@ -518,33 +520,3 @@ def _json_string(value: str) -> str:
     except ValueError:
         return value
     return decoded if isinstance(decoded, str) else value
-
-
-def initial_description(spec: TrainingJobSpec, arn: str, now: dt.datetime) -> dict[str, Any]:
-    """DescribeTrainingJob right after CreateTrainingJob: the request plus what the platform computes."""
-    data = copy.deepcopy(dict(spec.document))
-    started = _epoch(now)
-    data.update(
-        {
-            "TrainingJobArn": arn,
-            "TrainingJobStatus": states.JobStatus.IN_PROGRESS,
-            "SecondaryStatus": states.SecondaryStatus.STARTING,
-            "CreationTime": started,
-            "LastModifiedTime": started,
-            "SecondaryStatusTransitions": [
-                {
-                    "Status": states.SecondaryStatus.STARTING,
-                    "StartTime": started,
-                    "StatusMessage": states.SECONDARY_MESSAGES[states.SecondaryStatus.STARTING],
-                }
-            ],
-            "ModelArtifacts": {"S3ModelArtifacts": ""},
-            "EnableNetworkIsolation": spec.network_isolation,
-            "EnableInterContainerTrafficEncryption": data.get("EnableInterContainerTrafficEncryption", False),
-            "EnableManagedSpotTraining": data.get("EnableManagedSpotTraining", False),
-            **rules.initial_statuses(data, started),
-        }
-    )
-    data.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": spec.max_runtime_s})
-    data["AlgorithmSpecification"].setdefault("TrainingInputMode", spec.input_mode)
-    return data

@@ -22,10 +22,11 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+from opensage import states
 from opensage.errors import Conflict, NotFound, OpenSageError
-from opensage.jobs import channels, states
-from opensage.jobs.channels import split_s3_uri
+from opensage.jobs import channels
 from opensage.jobs.engine import call_on_loop
+from opensage.objects.transfer import S3LocationError, split_s3_uri
 from opensage.serving.endpoints import EndpointEngine, Fleet, FleetError
 from opensage.serving.upstream import UpstreamError
 from opensage.store.sql import SqlStore
@@ -195,7 +196,7 @@ class TransformEngine:
                 env,
                 scratch / "fleet",
             )
-            instances = [i for v in fleet.variants.values() for i in v.instances]
+            instances = fleet.instances()
             work = [objects[i::count] for i in range(count)]
             await asyncio.gather(
                 *(self._worker(desc, inst, files, scratch) for inst, files in zip(instances, work, strict=True))
@@ -203,7 +204,7 @@ class TransformEngine:
             await self._finish(name, "Completed", None)
         except asyncio.CancelledError:
             await self._finish(name, "Stopped", None)
-        except (TransformFailed, FleetError, channels.ChannelError) as exc:
+        except (TransformFailed, FleetError, S3LocationError) as exc:
             await self._finish(name, "Failed", str(exc))
         except Exception as exc:
             log.exception("transform job %s failed inside the platform", name)

@@ -18,11 +18,15 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from opensage import states
 from opensage.aws.context import RequestContext
+from opensage.compute import instances
 from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.training import _jsonable
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
+from opensage.serving.fleet import unknown_instance_type
+from opensage.states import EndpointStatus
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch as _epoch
@@ -152,6 +156,8 @@ class InferenceOperations:
                 raise not_found(f'Could not find model "{ctx.arn("sagemaker", "model/" + v["ModelName"].lower())}".')
             if v.get("ServerlessConfig") is None and not v.get("InstanceType"):
                 raise validation_error(f"Variant {v['VariantName']} needs an InstanceType.")
+            if v.get("InstanceType") and instances.lookup(v["InstanceType"]) is None:
+                raise validation_error(f"Variant {v['VariantName']}: {unknown_instance_type(v['InstanceType'])}")
         name = request["EndpointConfigName"]
         arn = ctx.arn("sagemaker", f"endpoint-config/{name.lower()}")
         data = {**_jsonable(_public(request)), "EndpointConfigArn": arn, "CreationTime": _epoch(self.clock())}
@@ -224,30 +230,28 @@ class InferenceOperations:
         name, config_name = request["EndpointName"], request["EndpointConfigName"]
         row = await asyncio.to_thread(self._get, ENDPOINT, name, "endpoint")
         await asyncio.to_thread(self._get, CONFIG, config_name, "endpoint configuration")
-        if row.status != "InService":
-            raise validation_error(f'Cannot update in-progress endpoint "{row.arn}" (it is {row.status}).')
-        await self._transition(name, row, "Updating")
+        await self._to_updating(row)
         self.endpoints.launch_update(name, config_name)
         return {"EndpointArn": row.arn}
 
-    async def _transition(self, name: str, row: Resource, status: str) -> None:
-        data = {**row.data, "EndpointStatus": status, "LastModifiedTime": _epoch(self.clock())}
-        await asyncio.to_thread(
-            self.store.update_resource,
-            ENDPOINT,
-            name,
-            data=data,
-            status=status,
-            expect_status=row.status,
-            now=self.clock(),
+    async def _to_updating(self, row: Resource) -> None:
+        """InService -> Updating with a compare-and-set: an endpoint in any other status refuses the update."""
+        change = states.transition(
+            ENDPOINT, EndpointStatus.UPDATING, self.clock(), only_from=frozenset({EndpointStatus.IN_SERVICE})
         )
+        try:
+            await asyncio.to_thread(self.store.modify_resource, ENDPOINT, row.name, change, now=self.clock())
+        except states.IllegalTransition as exc:
+            raise validation_error(f'Cannot update in-progress endpoint "{row.arn}" (it is {exc.current}).') from exc
+        except NotFound as exc:
+            raise not_found(f'Could not find endpoint "{row.name}".') from exc
 
     async def update_endpoint_weights_and_capacities(
         self, ctx: RequestContext, request: dict[str, Any]
     ) -> dict[str, Any]:
         name = request["EndpointName"]
         row = await asyncio.to_thread(self._get, ENDPOINT, name, "endpoint")
-        if row.status != "InService" or name not in self.endpoints.fleets:
+        if row.status != EndpointStatus.IN_SERVICE or not self.endpoints.is_serving(name):
             raise validation_error(f'Cannot update in-progress endpoint "{row.arn}" (it is {row.status}).')
         current = {v["VariantName"]: v for v in row.data.get("ProductionVariants", [])}
         weights, counts = {}, {}
@@ -258,22 +262,18 @@ class InferenceOperations:
                 weights[desired["VariantName"]] = float(desired["DesiredWeight"])
             if desired.get("DesiredInstanceCount") is not None:
                 counts[desired["VariantName"]] = int(desired["DesiredInstanceCount"])
+        await self._to_updating(row)
         self.endpoints.set_weights(name, weights)
-        await self._transition(name, row, "Updating")
         self.endpoints.launch_scale(name, counts)
         return {"EndpointArn": row.arn}
 
     async def delete_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["EndpointName"]
-        row = await asyncio.to_thread(self._get, ENDPOINT, name, "endpoint")
-        await asyncio.to_thread(
-            self.store.update_resource,
-            ENDPOINT,
-            name,
-            status="Deleting",
-            data={**row.data, "EndpointStatus": "Deleting"},
-            now=self.clock(),
-        )
+        change = states.transition(ENDPOINT, EndpointStatus.DELETING, self.clock())
+        try:
+            await asyncio.to_thread(self.store.modify_resource, ENDPOINT, name, change, now=self.clock())
+        except NotFound as exc:
+            raise not_found(f'Could not find endpoint "{name}".') from exc
         await self.endpoints.delete(name)
         return {}
 

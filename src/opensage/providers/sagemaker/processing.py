@@ -15,10 +15,10 @@ from opensage.aws.context import RequestContext
 from opensage.compute import instances
 from opensage.errors import AlreadyExists, not_found, resource_in_use, validation_error
 from opensage.jobs import processing
-from opensage.jobs.states import JobStatus
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.training import _jsonable
+from opensage.states import JobStatus
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch as _epoch

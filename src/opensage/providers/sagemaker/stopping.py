@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Callable
 
+from opensage import states
 from opensage.errors import NotFound, ServiceError, not_found
-from opensage.jobs import states
 from opensage.store.sql import SqlStore
 
 

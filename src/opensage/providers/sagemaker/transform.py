@@ -15,9 +15,9 @@ import datetime as dt
 from collections.abc import Callable
 from typing import Any
 
+from opensage import states
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, Conflict, not_found, resource_in_use, validation_error
-from opensage.jobs import states
 from opensage.jobs.transform import KIND, TransformEngine
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping

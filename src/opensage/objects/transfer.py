@@ -1,4 +1,8 @@
-"""Artifacts: ``model.tar.gz`` / ``output.tar.gz`` to S3, and checkpoint sync both ways."""
+"""S3 transfer for jobs and model servers: S3 URIs, tarballs up and down, directory trees both ways.
+
+What the engines move between the object store and an instance's directory: ``model.tar.gz`` and
+``output.tar.gz`` up, checkpoints both ways, a ``sourcedir.tar.gz`` or a model unpacked.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,20 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from opensage.jobs.channels import split_s3_uri
+from opensage.errors import OpenSageError
+
+
+class S3LocationError(OpenSageError):
+    """An S3 location cannot be used; the message (``ClientError: ...``) is the job's FailureReason."""
+
+
+def split_s3_uri(uri: str) -> tuple[str, str]:
+    if not uri.startswith("s3://"):
+        raise S3LocationError(f"ClientError: '{uri}' is not an S3 URI (s3://bucket/prefix).")
+    bucket, _, key = uri[5:].partition("/")
+    if not bucket:
+        raise S3LocationError(f"ClientError: '{uri}' names no bucket.")
+    return bucket, key
 
 
 def tar_directory(source: Path, target: Path) -> Path:

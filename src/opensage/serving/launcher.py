@@ -1,0 +1,197 @@
+"""Starting and stopping model servers on the compute backend, and copying their output to the log store.
+
+:meth:`Launcher.template` turns a production variant (and the model it names) into a
+:class:`~opensage.serving.fleet.ServerTemplate`: the image resolved, the instance type checked, the
+artifact unpacked and linked at ``<base>/model``, the container's variables built. Every model
+server of the variant (the first ones, replacements, scale-ups) starts from that template, so they
+all run the same thing. Each server is one container on the backend with ``<base>`` mounted at
+``/opt/ml``, bound to its own loopback port (or a Unix socket when it has no network).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from opensage.compute import sandbox
+from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobStatus
+from opensage.images import registry
+from opensage.logstore import LogStore
+from opensage.serving.artifacts import ModelCache
+from opensage.serving.fleet import FleetError, Instance, ServerTemplate, Variant, instance_type, new_instance
+from opensage.store.sql import SqlStore
+
+MODEL = "model"
+LOG_GROUP = "/aws/sagemaker/Endpoints"
+STOP_GRACE_S = 5.0
+
+
+def primary_container(model: Mapping[str, Any]) -> dict[str, Any]:
+    """The model's one container (PrimaryContainer, else the first of Containers)."""
+    return dict(model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0])
+
+
+class Launcher:
+    def __init__(
+        self,
+        store: SqlStore,
+        backend: ComputeBackend,
+        models: ModelCache,
+        logs: LogStore,
+        clock: Callable[[], dt.datetime],
+    ) -> None:
+        self.store = store
+        self.backend = backend
+        self.models = models
+        self.logs = logs
+        self.clock = clock
+
+    # --- templates ------------------------------------------------------------------------------------
+
+    async def template(
+        self, owner: str, pv: Mapping[str, Any], directory: Path, extra_env: Mapping[str, str] | None = None
+    ) -> ServerTemplate:
+        """What the model servers of variant ``pv`` run, its files prepared under ``directory/<variant>``.
+
+        Raises:
+            FleetError: a missing model, an image or instance type OpenSage does not serve, an
+                unreadable artifact or source directory.
+        """
+        variant, model_name = pv["VariantName"], pv["ModelName"]
+        model = await asyncio.to_thread(self.store.get_resource, MODEL, model_name)
+        if model is None:
+            raise FleetError(f'Could not find model "{model_name}" of variant {variant}.')
+        container = primary_container(model.data)
+        image = registry.resolve(container.get("Image", ""))
+        if image is None:
+            raise FleetError(
+                f"The image '{container.get('Image')}' of model {model_name} is not one OpenSage "
+                f"serves; use one of these repositories: {', '.join(registry.known_repositories())}."
+            )
+        itype = instance_type(pv.get("InstanceType", "local"), variant)
+        model_dir = await asyncio.to_thread(self.models.model_dir, container.get("ModelDataUrl", ""), model_name)
+        base = directory / variant
+        base.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            (base / "model").symlink_to(model_dir, target_is_directory=True)
+        env = await asyncio.to_thread(self._container_env, container, image, base, model_name)
+        env.update(extra_env or {})
+        return ServerTemplate(
+            owner,
+            variant,
+            model_name,
+            container.get("Image", ""),
+            itype,
+            image.serve_argv(env),
+            env,
+            base,
+            bool(model.data.get("EnableNetworkIsolation")),
+        )
+
+    def _container_env(
+        self, container: Mapping[str, Any], image: registry.BuiltinImage, base: Path, model_name: str
+    ) -> dict[str, str]:
+        """The model container's variables; a source directory in S3 is unpacked into ``<base>/code``."""
+        env = {**image.environment(), **{str(k): str(v) for k, v in (container.get("Environment") or {}).items()}}
+        submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        if submit.startswith("s3://"):
+            env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(self.models.source_dir(submit, base / "code", model_name))
+        return env
+
+    # --- servers --------------------------------------------------------------------------------------
+
+    async def start_variant(self, template: ServerTemplate, weight: float, count: int) -> Variant:
+        """Variant ``template.variant`` with ``count`` model servers started (not yet answering)."""
+        variant = Variant(template.variant, weight, template)
+        for n in range(1, count + 1):
+            variant.instances.append(await self.add(template, n))
+        return variant
+
+    async def add(self, template: ServerTemplate, n: int) -> Instance:
+        """A new, started ``n``-th model server of the template's variant."""
+        instance = new_instance(template, n)
+        if template.isolated and not sandbox.network_isolation_available():
+            with open(instance.log_path, "a") as out:
+                out.write(
+                    f"Model {template.model_name} asks for EnableNetworkIsolation, but this machine does not let "
+                    "OpenSage create a network namespace: the model server keeps the network.\n"
+                )
+        await self.start(template, instance)
+        return instance
+
+    async def start(self, template: ServerTemplate, instance: Instance) -> None:
+        """Start (or start again) ``instance``'s model server; it is unhealthy until it answers /ping."""
+        env = {
+            "OMP_NUM_THREADS": "1",  # requests are small: one thread each beats threads fighting over cores
+            **template.env,
+            "SAGEMAKER_BIND_TO_PORT": str(instance.port),
+            **({"OPENSAGE_BIND_TO_SOCKET": instance.socket} if instance.socket else {}),
+            "SAGEMAKER_BASE_DIR": str(template.base),
+            "PYTHONUNBUFFERED": "1",
+            "PATH": "/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(template.base),
+        }
+        container = ContainerSpec(
+            instance.host,
+            template.argv,
+            env,
+            template.base,
+            instance.log_path,
+            template.instance_type.vcpus,
+            template.instance_type.memory_bytes,
+            mounts=((template.base, "/opt/ml"),),
+            isolate_network=instance.socket is not None,
+        )
+        instance.handle = await asyncio.to_thread(
+            self.backend.submit, JobSpec(f"endpoint/{template.owner}", (container,))
+        )
+        instance.healthy = False
+
+    async def replace(self, template: ServerTemplate, instance: Instance) -> None:
+        """Start a server that has exited again, on the same port or socket."""
+        if instance.handle is not None:
+            await asyncio.to_thread(self.backend.cleanup, instance.handle)
+        await self.start(template, instance)
+
+    async def poll(self, instance: Instance) -> JobStatus:
+        assert instance.handle is not None
+        return await asyncio.to_thread(self.backend.poll, instance.handle)
+
+    async def stop(self, instances: Iterable[Instance]) -> None:
+        """End these model servers (their connections first); errors from the backend are ignored."""
+        stopping = list(instances)
+        for instance in stopping:
+            if instance.upstream is not None:
+                instance.upstream.close()
+        for instance in stopping:
+            if instance.handle is None:
+                continue
+            with contextlib.suppress(Exception):
+                await asyncio.to_thread(self.backend.stop, instance.handle, STOP_GRACE_S)
+                await asyncio.to_thread(self.backend.cleanup, instance.handle)
+
+    # --- logs -----------------------------------------------------------------------------------------
+
+    def pump_endpoint_logs(self, endpoint: str, variant: str, instance: Instance) -> None:
+        self.pump_logs(f"{LOG_GROUP}/{endpoint}", f"{variant}/{instance.host}", instance)
+
+    def pump_logs(self, group: str, stream: str, instance: Instance) -> None:
+        """Copy the server's new complete lines (up to 1 MiB) to the log stream."""
+        try:
+            with open(instance.log_path, "rb") as f:
+                f.seek(instance.log_offset)
+                chunk = f.read(1024 * 1024)
+        except FileNotFoundError:
+            return
+        end = chunk.rfind(b"\n") + 1
+        if end <= 0:
+            return
+        instance.log_offset += end
+        now = int(self.clock().timestamp() * 1000)
+        lines = [line.decode("utf-8", "replace") for line in chunk[:end].split(b"\n") if line.strip()]
+        if lines:
+            self.logs.put_events(group, stream, [(now, ln) for ln in lines])
