@@ -274,6 +274,18 @@ def test_config_with_a_missing_model_and_duplicates_are_rejected(platform: Runni
     assert "Could not find endpoint configuration" in str(exc.value)
 
 
+def test_an_instance_type_opensage_does_not_know_is_rejected_naming_it(platform: RunningPlatform) -> None:
+    sm, _ = _clients(platform)
+    with pytest.raises(ClientError) as exc:
+        sm.create_endpoint_config(
+            EndpointConfigName=f"config-{uuid.uuid4().hex[:8]}",
+            ProductionVariants=[{"VariantName": "V", "ModelName": _model(platform), "InstanceType": "ml.inf1.xlarge"}],
+        )
+    error = exc.value.response["Error"]
+    assert error["Code"] == "ValidationException"
+    assert "'ml.inf1.xlarge'" in error["Message"] and "ml.m5.large" in error["Message"]
+
+
 def _model_servers(platform: RunningPlatform, endpoint: str) -> list[psutil.Process]:
     found = []
     for proc in psutil.Process(platform.proc.pid).children(recursive=True):
@@ -419,3 +431,38 @@ def test_invocation_metrics_through_cloudwatch_and_prometheus(platform: RunningP
     assert sum(data["Values"]) == 6
     text = httpx.get(platform.api_url + "/_opensage/metrics").text
     assert f'opensage_endpoint_invocations_total{{endpoint="{name}",variant="AllTraffic"}} 6' in text
+
+
+def test_instance_counts_change_in_place(platform: RunningPlatform) -> None:
+    """Scaling up keeps the serving instance and adds others; scaling down drains the extra ones and keeps
+    serving from the same directory."""
+    sm, rt = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 1)]))
+    (first,) = _model_servers(platform, name)
+
+    def scale(count: int) -> dict[str, Any]:
+        sm.update_endpoint_weights_and_capacities(
+            EndpointName=name,
+            DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": count}],
+        )
+        desc = _wait(platform, name)
+        assert desc["EndpointStatus"] == "InService" and "FailureReason" not in desc, desc
+        return desc
+
+    desc = scale(3)
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 3
+    servers = _model_servers(platform, name)
+    assert len(servers) == 3 and first.pid in {p.pid for p in servers}
+    for _ in range(20):
+        assert _scores(rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY))[0] > 0.5
+    desc = scale(1)
+    assert desc["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    deadline = time.monotonic() + 30
+    while len(servers := _model_servers(platform, name)) > 1:
+        assert time.monotonic() < deadline, servers
+        time.sleep(0.1)
+    assert [p.pid for p in servers] == [first.pid]
+    for _ in range(10):  # the drained servers took nothing of the variant's files with them
+        assert _scores(rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY))[0] > 0.5
+    desc = scale(2)
+    assert len(_model_servers(platform, name)) == 2

@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 from typing import Any
 
-from opensage.objects import transfer as job_artifacts
+from opensage.objects import transfer
 from opensage.objects.transfer import split_s3_uri
 from opensage.serving.fleet import FleetError
 
@@ -73,8 +73,8 @@ class ModelCache:
         """
         if not (code / COMPLETE).exists():
             try:
-                job_artifacts.download_and_unpack(self.s3, url, code)
-            except job_artifacts.ArtifactError as exc:
+                transfer.download_and_unpack(self.s3, url, code)
+            except transfer.ArtifactError as exc:
                 raise FleetError(f"The source directory {url} of model {model_name} cannot be used: {exc}.") from exc
             (code / COMPLETE).write_text(url)
         return code
