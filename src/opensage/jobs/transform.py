@@ -153,7 +153,14 @@ class TransformEngine:
         self._loop = asyncio.get_running_loop()
         task = self._loop.create_task(self._run(name), name=f"transform:{name}")
         self._tasks[name] = task
-        task.add_done_callback(lambda _: self._tasks.pop(name, None))
+        task.add_done_callback(lambda done: self._ended(name, done))
+
+    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
+        self._tasks.pop(name, None)
+        if task.cancelled() and self._loop is not None:  # stopped before it ever ran: record the stop
+            stopped = self._loop.create_task(self._finish(name, "Stopped", None), name=f"transform-stopped:{name}")
+            self._tasks[f"{name}/stopped"] = stopped  # a strong reference until it has run
+            stopped.add_done_callback(lambda _: self._tasks.pop(f"{name}/stopped", None))
 
     def request_stop(self, name: str) -> bool:
         task = self._tasks.get(name)
