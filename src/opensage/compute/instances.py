@@ -21,6 +21,7 @@ class InstanceType:
 
 
 _SIZES = {
+    "medium": 2,  # ml.t2.medium / ml.t3.medium, the tutorials' notebook and endpoint size: 2 vCPUs, 4 GiB
     "large": 2,
     "xlarge": 4,
     "2xlarge": 8,
@@ -86,4 +87,4 @@ def lookup(name: str) -> InstanceType | None:
     if family not in _FAMILIES or size not in _SIZES:
         return None
     vcpus = _SIZES[size]
-    return InstanceType(name, vcpus, vcpus * _FAMILIES[family])
+    return InstanceType(name, vcpus, 4.0 if size == "medium" else vcpus * _FAMILIES[family])
