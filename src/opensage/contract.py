@@ -259,3 +259,13 @@ def rewrite_tree(directory: Path, base: Path) -> int:
             path.write_text(rewritten)
             changed += 1
     return changed
+
+
+# What a failure file says when the code that wrote it knew only that a command failed: the SDK v3
+# drivers write their own subprocess traceback, or a pointer to CloudWatch, there.
+_NO_ERROR_OF_ITS_OWN = re.compile(r"^Traceback \(most recent call last\)|CalledProcessError|see CloudWatch logs", re.M)
+
+
+def names_no_error(failure: str) -> bool:
+    """Whether a failure file holds no error of the user's code (the log's last error line is added)."""
+    return bool(_NO_ERROR_OF_ITS_OWN.search(failure))

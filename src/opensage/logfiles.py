@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
+import os
 import re
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 from opensage.errors import NotFound, OpenSageError
+
+MAX_KEY = 180  # the longest file-name key before names are hashed
 
 EVENT_OVERHEAD = 26
 _CHUNK = 64 * 1024
@@ -214,3 +220,27 @@ def decode_filter_token(token: str, fingerprint: str) -> dict[str, int]:
     if not ok:
         raise InvalidRequest(INVALID_TOKEN)
     return {str(k): v for k, v in positions.items()}
+
+
+def file_key(name: str) -> str:
+    """A file-name-safe key for ``name``: no '/', '.', '..', or '~' prefixes; hashed when too long."""
+    key = quote(name, safe="-_").replace(".", "%2E").replace("~", "%7E")
+    if len(key) > MAX_KEY:
+        key = "~" + hashlib.sha256(name.encode()).hexdigest()
+    return key
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def matching(
+    s: Any, index: int, begin: int, size: int, window: Callable[[int], bool], match: Callable[[str], bool]
+) -> Iterator[tuple[int, int, int, int, int, str]]:
+    """(timestamp, stream index, offset, end, ingestion time, message) of one stream's matching events."""
+    for offset, end, line in lines_forward(s.path, begin, size):
+        rec = decode(line)
+        if rec is not None and window(rec[0]) and match(rec[2]):
+            yield rec[0], index, offset, end, rec[1], rec[2]

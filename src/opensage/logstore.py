@@ -34,11 +34,9 @@ import threading
 import uuid
 import zlib
 from bisect import bisect_left
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
 
 from opensage import logfiles
 from opensage.errors import AlreadyExists
@@ -60,7 +58,6 @@ log = logging.getLogger(__name__)
 MAX_EVENTS = 10_000  # GetLogEvents / FilterLogEvents page size (default and maximum)
 MAX_RESPONSE_BYTES = 1_048_576  # ... and response size: message bytes + 26 per event, as AWS counts
 _CHECKPOINT_BYTES = 64 * 1024  # a sparse index entry per this many event bytes
-_MAX_KEY = 180
 _LINE_HEAD = re.compile(rb"\[(-?\d+),(-?\d+),")
 _TOKEN = re.compile(r"([fb])/(\d{1,20})")
 
@@ -111,20 +108,6 @@ class _Group:
     log_group_class: str
     tags: dict[str, str]
     streams: dict[str, _Stream] = field(default_factory=dict)
-
-
-def _key(name: str) -> str:
-    """A file-name-safe key for ``name``: no '/', '.', '..', or '~' prefixes; hashed when too long."""
-    key = quote(name, safe="-_").replace(".", "%2E").replace("~", "%7E")
-    if len(key) > _MAX_KEY:
-        key = "~" + hashlib.sha256(name.encode()).hexdigest()
-    return key
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data))
-    os.replace(tmp, path)
 
 
 def _last_event_or_creation(info: StreamInfo) -> int:
@@ -203,13 +186,13 @@ class LogStore:
                 if exist_ok:
                     return
                 raise AlreadyExists(name)
-            path = self.root / _key(name)
+            path = self.root / logfiles.file_key(name)
             if path.exists():  # debris of an interrupted create: not in the catalog, so not a group
                 shutil.rmtree(path)
             (path / "streams").mkdir(parents=True)
             now = self._now_ms()
             meta = {"name": name, "creationTime": now, "logGroupClass": log_group_class, "tags": tags or {}}
-            _write_json(path / "group.json", meta)
+            logfiles.write_json(path / "group.json", meta)
             self._groups[name] = _Group(name, path, now, log_group_class, dict(tags or {}))
 
     def delete_group(self, name: str) -> None:
@@ -263,10 +246,10 @@ class LogStore:
                 if exist_ok:
                     return
                 raise AlreadyExists(f"{group}:{stream}")
-            path = g.path / "streams" / (_key(stream) + ".jsonl")
+            path = g.path / "streams" / (logfiles.file_key(stream) + ".jsonl")
             now = self._now_ms()
             path.write_bytes(b"")  # events file first: a stream exists once its metadata does
-            _write_json(path.with_suffix(".json"), {"name": stream, "creationTime": now})
+            logfiles.write_json(path.with_suffix(".json"), {"name": stream, "creationTime": now})
             g.streams[stream] = _Stream(stream, path, now, loaded=True)
 
     def delete_stream(self, group: str, stream: str) -> None:
@@ -479,7 +462,9 @@ class LogStore:
                 starts.append(positions.get(s.name, s.seek(start_time)))
             if s.name in positions:
                 self._check_offset(s, starts[-1], sizes[-1])
-        merged = heapq.merge(*(_matching(s, i, starts[i], sizes[i], window, match) for i, s in enumerate(streams)))
+        merged = heapq.merge(
+            *(logfiles.matching(s, i, starts[i], sizes[i], window, match) for i, s in enumerate(streams))
+        )
         limit = min(limit or MAX_EVENTS, MAX_EVENTS)
         events: list[FilteredEvent] = []
         used, more = 0, False
@@ -508,13 +493,3 @@ class LogStore:
             }
             next_token = base64.urlsafe_b64encode(zlib.compress(json.dumps(state).encode())).decode()
         return FilterPage(events, searched, next_token)
-
-
-def _matching(
-    s: _Stream, index: int, begin: int, size: int, window: Callable[[int], bool], match: Callable[[str], bool]
-) -> Iterator[tuple[int, int, int, int, int, str]]:
-    """(timestamp, stream index, offset, end, ingestion time, message) of one stream's matching events."""
-    for offset, end, line in logfiles.lines_forward(s.path, begin, size):
-        rec = logfiles.decode(line)
-        if rec is not None and window(rec[0]) and match(rec[2]):
-            yield rec[0], index, offset, end, rec[1], rec[2]

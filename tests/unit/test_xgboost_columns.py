@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from opensage.images.xgboost.data import _columns
+from opensage.images.xgboost.arrow import columns as _columns
 
 
 def _reference(table: pa.Table) -> np.ndarray:

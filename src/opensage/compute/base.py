@@ -6,6 +6,7 @@ stored with the job, so a restarted server can find (and end) what an earlier on
 
 from __future__ import annotations
 
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -69,3 +70,10 @@ class ComputeBackend(Protocol):
 
     def cleanup(self, handle: Handle) -> None:
         """Release what ``submit`` set up (cgroups, ...) once every container has ended."""
+
+
+def free_port() -> int:
+    """A TCP port on loopback that nothing listens on now (for a model server or a job's tracker)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -19,6 +19,7 @@ from typing import Any
 
 from opensage import states
 from opensage.compute.base import ComputeBackend, Handle, JobStatus
+from opensage.compute.instances import GiB
 from opensage.errors import NotFound, OpenSageError
 from opensage.logstore import LogStore
 from opensage.store.sql import SqlStore
@@ -216,3 +217,12 @@ def tail_lines(path: Path, n: int) -> list[str]:
 
 def last_lines(path: Path, n: int) -> str:
     return " | ".join(tail_lines(path, n)) or "(no output)"
+
+
+def out_of_memory_reason(state: Any, what: str, instance_type: str, advice: str) -> str:
+    """The FailureReason of a container killed for passing its instance type's memory."""
+    gib = (state.memory_limit_bytes or 0) / GiB
+    return (
+        f"OutOfMemoryError: the {what} on {state.host} used more than the {gib:.1f} GiB of its instance type "
+        f"({instance_type}) and was killed. {advice}"
+    )

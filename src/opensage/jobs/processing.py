@@ -39,6 +39,7 @@ from opensage.jobs.engine import (
     JobFailed,
     LogTail,
     Run,
+    out_of_memory_reason,
     tail_lines,
 )
 from opensage.objects.transfer import S3LocationError, split_s3_uri
@@ -250,12 +251,9 @@ class ProcessingEngine(JobEngine):
     @staticmethod
     def _failure_reason(state: Any, desc: dict, job_dir: Path) -> str:
         if state.out_of_memory:
-            gib = (state.memory_limit_bytes or 0) / instances.GiB
             itype = desc["ProcessingResources"]["ClusterConfig"]["InstanceType"]
-            return (
-                f"OutOfMemoryError: the processing container on {state.host} used more than the {gib:.1f} GiB of "
-                f"its instance type ({itype}) and was killed. Use a larger instance type or more instances."
-            )
+            advice = "Use a larger instance type or more instances."
+            return out_of_memory_reason(state, "processing container", itype, advice)
         lines = tail_lines(job_dir / "logs" / f"{state.host}.log", 50)
         message = error_message(lines) or f"the container exited with code {state.exit_code}"
         return f"AlgorithmError: {message} (exit code {state.exit_code} on {state.host})"

@@ -62,9 +62,17 @@ def _status(name: str, status: str, details: str | None, now: float) -> dict[str
 # --- the series -------------------------------------------------------------------------------------
 
 
-def metric_series(lines: Iterable[str], definitions: Iterable[Mapping[str, str]]) -> dict[str, Series]:
-    """Every value each metric definition's regex matched, in log order."""
-    patterns = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
+Patterns = list[tuple[str, re.Pattern[str]]]
+
+
+def compile_definitions(definitions: Iterable[Mapping[str, str]]) -> Patterns:
+    """MetricDefinitions as (name, compiled regex) pairs."""
+    return [(d["Name"], re.compile(d["Regex"])) for d in definitions]
+
+
+def metric_series(lines: Iterable[str], definitions: Iterable[Mapping[str, str]] | Patterns) -> dict[str, Series]:
+    """Every value each metric definition's regex matched, in log order (metrics with none left out)."""
+    patterns = [d if isinstance(d, tuple) else (d["Name"], re.compile(d["Regex"])) for d in definitions]
     series: dict[str, Series] = {name: [] for name, _ in patterns}
     for line in lines:
         for name, regex in patterns:

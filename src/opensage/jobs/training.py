@@ -19,23 +19,24 @@ import json
 import logging
 import re
 import shutil
-import socket
 from pathlib import Path
 from typing import Any
 
 from opensage import states
 from opensage.compute import instances, sandbox
-from opensage.compute.base import ContainerSpec, Handle, JobSpec
+from opensage.compute.base import ContainerSpec, Handle, JobSpec, free_port
 from opensage.contract import (
     SDK_DRIVERS_CHANNEL,
     Layout,
     entrypoint_command,
     error_message,
+    names_no_error,
     rewrite_tree,
     training_env,
 )
 from opensage.errors import Conflict
 from opensage.images import registry
+from opensage.images.framework import toolkit
 from opensage.jobs import channels, rules
 from opensage.jobs.engine import (
     COMPLETED,
@@ -48,6 +49,7 @@ from opensage.jobs.engine import (
     LogTail,
     Run,
     last_lines,
+    out_of_memory_reason,
     tail_lines,
 )
 from opensage.jobs.specs import TrainingJobSpec, initial_description
@@ -61,12 +63,6 @@ log = logging.getLogger(__name__)
 KIND = "training-job"
 LOG_GROUP = "/aws/sagemaker/TrainingJobs"
 METRIC_NAMESPACE = "/aws/sagemaker/TrainingJobs"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class TrainingEngine(JobEngine):
@@ -114,7 +110,7 @@ class TrainingEngine(JobEngine):
                     f"{', '.join(registry.known_repositories())} (e.g. from sagemaker.image_uris.retrieve)."
                 )
             hps = desc.get("HyperParameters") or {}
-            definitions = desc["AlgorithmSpecification"].get("MetricDefinitions") or image.metric_definitions(hps)
+            definitions = metric_definitions(desc, image)
             if image.script_mode(hps):
                 await asyncio.to_thread(self._download_code, hps, layouts)
             bin_dir = await asyncio.to_thread(_interpreter, job_dir / "python")
@@ -175,7 +171,7 @@ class TrainingEngine(JobEngine):
 
     def _download_code(self, hps: dict, layouts: dict[str, Layout]) -> None:
         """The job's ``sourcedir.tar.gz`` (``sagemaker_submit_directory``) unpacked into each code dir."""
-        uri = _json_string(hps.get("sagemaker_submit_directory", ""))
+        uri = str(toolkit.decode(hps.get("sagemaker_submit_directory", "")))  # the SDK JSON-encodes it
         if not uri.startswith("s3://"):
             return
         for layout in layouts.values():
@@ -249,7 +245,7 @@ class TrainingEngine(JobEngine):
             }
             for c in desc.get("InputDataConfig") or []
         }
-        tracker_port = _free_port()
+        tracker_port = free_port()
         addresses = json.dumps({h: "127.0.0.1" for h in hosts})
         containers = []
         for host, layout in layouts.items():
@@ -320,7 +316,7 @@ class TrainingEngine(JobEngine):
     ) -> str:
         """Tail logs (and metrics) until every container has ended; returns 'done', 'stopped' or 'max-runtime'."""
         tails = {c.host: LogTail(c.log_path) for c in spec.containers}
-        patterns = [(d["Name"], re.compile(d["Regex"])) for d in definitions]
+        patterns = rules.compile_definitions(definitions)
         outcome, _ = await self._await_containers(
             run, desc, lambda final: self._pump_logs(tails, streams, patterns, run.metrics, final)
         )
@@ -340,14 +336,8 @@ class TrainingEngine(JobEngine):
                 continue
             now = self.clock().timestamp()
             self.logs.put_events(LOG_GROUP, streams[host], [(int(now * 1000), line) for line in lines])
-            samples: dict[str, list[float]] = {}
-            for line in lines:
-                for metric, regex in patterns:
-                    m = regex.search(line)
-                    if m and m.groups():
-                        with contextlib.suppress(ValueError):
-                            metrics[metric] = value = float(m.group(1))
-                            samples.setdefault(metric, []).append(value)
+            samples = rules.metric_series(lines, patterns)
+            metrics.update({name: values[-1] for name, values in samples.items()})
             if samples and self.metric_store is not None:
                 # As SageMaker publishes them: namespace /aws/sagemaker/TrainingJobs, dimension Host=<job>/<host>
                 job = streams[host].split("/", 1)[0]
@@ -386,17 +376,14 @@ class TrainingEngine(JobEngine):
 
     def _failure_reason(self, state: Any, layouts: dict[str, Layout], desc: dict, job_dir: Path) -> str:
         if state.out_of_memory:
-            gib = (state.memory_limit_bytes or 0) / instances.GiB
-            return (
-                f"OutOfMemoryError: the training process on {state.host} used more than the "
-                f"{gib:.1f} GiB of its instance type ({desc['ResourceConfig'].get('InstanceType')}) and was "
-                "killed. Use a larger instance type, more instances, or less data per instance."
-            )
+            itype = desc["ResourceConfig"].get("InstanceType", "")
+            advice = "Use a larger instance type, more instances, or less data per instance."
+            return out_of_memory_reason(state, "training process", itype, advice)
         log_path = job_dir / "logs" / f"{state.host}.log"
         for host in [state.host, *layouts]:
             failure = layouts[host].failure_file
             text = failure.read_text().strip() if failure.exists() else ""
-            if text and _names_no_error(text):
+            if text and names_no_error(text):
                 own = error_message([line for line in tail_lines(log_path, 200) if line.strip() not in text])
                 return f"AlgorithmError: {own}\n{text}"[:1000] if own else f"AlgorithmError: {text}"[:1000]
             if text:
@@ -469,12 +456,8 @@ class TrainingEngine(JobEngine):
     def _rule_statuses(self, data: dict, status: str, now: dt.datetime) -> dict[str, Any]:
         """Debugger and Profiler rules, evaluated over the metrics in the job's log (:mod:`opensage.jobs.rules`)."""
         image = registry.resolve(data["AlgorithmSpecification"].get("TrainingImage", ""))
-        hps = data.get("HyperParameters") or {}
-        definitions = data["AlgorithmSpecification"].get("MetricDefinitions") or (
-            image.metric_definitions(hps) if image is not None else []
-        )
         try:
-            return rules.finish_job(self.logs, LOG_GROUP, data, definitions, status, _epoch(now))
+            return rules.finish_job(self.logs, LOG_GROUP, data, metric_definitions(data, image), status, _epoch(now))
         except Exception:  # the job's own outcome matters more than its rules'
             log.exception("the rules of training job %s could not be evaluated", data["TrainingJobName"])
             return {}
@@ -503,20 +486,9 @@ def _interpreter(target: Path) -> Path:
         raise JobFailed(f"InternalServerError: {exc}") from exc
 
 
-# What a failure file says when the code that wrote it knew only that a command failed: the SDK v3
-# drivers write their own subprocess traceback, or a pointer to CloudWatch, there.
-_NO_ERROR_OF_ITS_OWN = re.compile(r"^Traceback \(most recent call last\)|CalledProcessError|see CloudWatch logs", re.M)
-
-
-def _names_no_error(failure: str) -> bool:
-    """Whether a failure file holds no error of the user's code (the log's last error line is added)."""
-    return bool(_NO_ERROR_OF_ITS_OWN.search(failure))
-
-
-def _json_string(value: str) -> str:
-    """A hyperparameter value the SDK JSON-encoded (``'"s3://b/k"'``), decoded."""
-    try:
-        decoded = json.loads(value)
-    except ValueError:
-        return value
-    return decoded if isinstance(decoded, str) else value
+def metric_definitions(desc: dict, image: registry.BuiltinImage | None) -> list[dict[str, str]]:
+    """The job's MetricDefinitions, else its image's standard ones (the built-in algorithm's)."""
+    given = desc["AlgorithmSpecification"].get("MetricDefinitions")
+    if given or image is None:
+        return list(given or [])
+    return image.metric_definitions(desc.get("HyperParameters") or {})

@@ -10,7 +10,6 @@ here too, so that the router, the launcher and the controller share them.
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from opensage.compute import instances
-from opensage.compute.base import Handle
+from opensage.compute.base import Handle, free_port
 from opensage.errors import OpenSageError
 from opensage.serving.upstream import Upstream
 
@@ -102,7 +101,7 @@ class Instance:
 def new_instance(template: ServerTemplate, n: int) -> Instance:
     """The ``n``-th instance of a variant (not started); an isolated one is reached over a Unix socket."""
     socket_path = f"/tmp/opensage-model-{uuid.uuid4().hex[:16]}.sock" if template.isolated else None
-    port = 0 if template.isolated else _free_port()
+    port = 0 if template.isolated else free_port()
     return Instance(f"{template.variant}-{n}", port, template.base / f"instance-{n}.log", socket=socket_path)
 
 
@@ -168,8 +167,3 @@ def fleet_fields(fleet: Fleet, now: float) -> dict[str, Any]:
         "_Handles": fleet.handles(),
     }
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

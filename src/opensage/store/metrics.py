@@ -24,6 +24,8 @@ from opensage.store.tables import MetricRow
 Dimensions = tuple[tuple[str, str], ...]  # sorted (name, value) pairs
 SeriesKey = tuple[str, str, Dimensions]  # namespace, metric name, dimensions
 RETENTION_S = 15 * 24 * 3600  # CloudWatch keeps one-minute data for 15 days
+_KEY_COLUMNS = ["namespace", "name", "dimensions", "minute"]
+_STATISTICS = ("unit", "sample_count", "total", "minimum", "maximum")
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,40 +89,32 @@ class MetricStore:
 
     def add(self, points: Iterable[Point]) -> None:
         """Merge samples into their minutes (counts and sums add up, the extremes widen)."""
-        rows = [self._values(p) for p in points]
-        if not rows:
-            return
         table = MetricRow.__table__
-        with self.store.session() as s:
-            for row in rows:
-                stmt = self._insert().values(**row)
-                new = stmt.excluded
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["namespace", "name", "dimensions", "minute"],
-                    set_={
-                        "sample_count": table.c.sample_count + new.sample_count,
-                        "total": table.c.total + new.total,
-                        "minimum": case((new.minimum < table.c.minimum, new.minimum), else_=table.c.minimum),
-                        "maximum": case((new.maximum > table.c.maximum, new.maximum), else_=table.c.maximum),
-                        "unit": case((new.unit == "None", table.c.unit), else_=new.unit),  # a datum without one
-                    },
-                )
-                s.execute(stmt)
+
+        def merged(new: Any) -> dict[str, Any]:
+            return {
+                "sample_count": table.c.sample_count + new.sample_count,
+                "total": table.c.total + new.total,
+                "minimum": case((new.minimum < table.c.minimum, new.minimum), else_=table.c.minimum),
+                "maximum": case((new.maximum > table.c.maximum, new.maximum), else_=table.c.maximum),
+                "unit": case((new.unit == "None", table.c.unit), else_=new.unit),  # a datum without one
+            }
+
+        self._upsert(points, merged)
 
     def replace(self, points: Iterable[Point]) -> None:
         """Write minutes whose whole aggregate the caller keeps (the last write of a minute wins)."""
+        self._upsert(points, lambda new: {c: getattr(new, c) for c in _STATISTICS})
+
+    def _upsert(self, points: Iterable[Point], on_conflict: Any) -> None:
+        """One INSERT ... ON CONFLICT statement, executed for every point in one round trip."""
         rows = [self._values(p) for p in points]
         if not rows:
             return
+        stmt = self._insert()
+        stmt = stmt.on_conflict_do_update(index_elements=_KEY_COLUMNS, set_=on_conflict(stmt.excluded))
         with self.store.session() as s:
-            for row in rows:
-                stmt = self._insert().values(**row)
-                new = stmt.excluded
-                stmt = stmt.on_conflict_do_update(
-                    index_elements=["namespace", "name", "dimensions", "minute"],
-                    set_={c: getattr(new, c) for c in ("unit", "sample_count", "total", "minimum", "maximum")},
-                )
-                s.execute(stmt)
+            s.execute(stmt, rows)
 
     def series(self, namespace: str | None = None, name: str | None = None) -> list[SeriesKey]:
         q = select(MetricRow.namespace, MetricRow.name, MetricRow.dimensions).distinct()
