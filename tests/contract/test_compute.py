@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Iterator
@@ -89,4 +90,22 @@ def test_memory_limit_kills_and_reports_out_of_memory(backend: ComputeBackend, t
     status = _wait(backend, handle)
     state = status.containers[0]
     assert state.exit_code != 0 and state.out_of_memory, state
+    backend.cleanup(handle)
+
+
+def test_a_jobs_hosts_resolve_by_name(backend: ComputeBackend, tmp_path: Path) -> None:
+    """Each container resolves the job's host names (algo-1, algo-2) as a SageMaker cluster's DNS does."""
+    from opensage.compute import sandbox
+
+    if not sandbox.mounts_available():
+        pytest.skip("this machine gives no mount namespace, so /etc/hosts cannot be bound")
+    code = "import socket; print(socket.gethostbyname('algo-1'), socket.gethostbyname('algo-2'))"
+    spec = _spec(tmp_path, code, hosts=2)
+    peers = (("algo-1", "127.0.0.1"), ("algo-2", "127.0.0.2"))
+    spec = JobSpec(spec.job_id, tuple(dataclasses.replace(c, peers=peers) for c in spec.containers))
+    handle = backend.submit(spec)
+    status = _wait(backend, handle)
+    assert [c.exit_code for c in status.containers] == [0, 0], (tmp_path / "algo-1.log").read_text()
+    assert (tmp_path / "algo-2.log").read_text().strip() == "127.0.0.1 127.0.0.2"
+    assert "algo-1" not in Path("/etc/hosts").read_text()  # the machine's own file is untouched
     backend.cleanup(handle)

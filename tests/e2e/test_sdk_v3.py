@@ -286,8 +286,14 @@ dist.destroy_process_group()
 """
 
 
-def test_torchrun_distributed(v3_python: str, platform: RunningPlatform, workdir: Path) -> None:
-    """ModelTrainer(distributed=Torchrun(process_count_per_node=2)): v3's torchrun driver, two ranks on gloo."""
+@pytest.mark.parametrize(("nodes", "per_node"), [(1, 2), (2, 1)], ids=["one-instance", "two-instances"])
+def test_torchrun_distributed(
+    v3_python: str, platform: RunningPlatform, workdir: Path, nodes: int, per_node: int
+) -> None:
+    """ModelTrainer(distributed=Torchrun(...)): v3's torchrun driver, two ranks on gloo, on one or two instances.
+
+    With two instances the driver runs ``torchrun --master_addr=algo-1``: the hosts resolve by name.
+    """
     pytest.importorskip("torch")
     src = workdir / "ddp"
     src.mkdir(exist_ok=True)
@@ -296,7 +302,7 @@ def test_torchrun_distributed(v3_python: str, platform: RunningPlatform, workdir
         platform,
         v3_python,
         workdir,
-        """
+        f"""
         from sagemaker.core import image_uris
         from sagemaker.core.helper.session_helper import Session, get_execution_role
         from sagemaker.train import ModelTrainer
@@ -309,8 +315,8 @@ def test_torchrun_distributed(v3_python: str, platform: RunningPlatform, workdir
                                                instance_type="ml.m5.large", image_scope="training"),
             role=get_execution_role(),
             source_code=SourceCode(source_dir="ddp", entry_script="ddp.py"),
-            distributed=Torchrun(process_count_per_node=2),
-            compute=Compute(instance_type="ml.m5.large", instance_count=1),
+            distributed=Torchrun(process_count_per_node={per_node}),
+            compute=Compute(instance_type="ml.m5.large", instance_count={nodes}),
         )
         trainer.train()
         print("STATUS", trainer._latest_training_job.training_job_status)
@@ -323,7 +329,7 @@ def test_torchrun_distributed(v3_python: str, platform: RunningPlatform, workdir
         logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=_values(out, "JOB")[0]
     )
     lines = [e["message"] for page in pages for e in page["events"]]
-    assert any("torchrun --nnodes=1 --nproc_per_node=2" in line for line in lines), lines[-30:]
+    assert any(f"torchrun --nnodes={nodes} --nproc_per_node={per_node}" in line for line in lines), lines[-30:]
     # the two ranks share one stdout, so their prints may interleave within a line
     text = "\n".join(lines)
     assert "rank 0 of 2: sum 3.0" in text and "rank 1 of 2: sum 3.0" in text, lines[-40:]

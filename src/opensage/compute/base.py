@@ -27,6 +27,8 @@ class ContainerSpec:
     mounts: tuple[tuple[Path, str], ...] = ()
     # EnableNetworkIsolation: no network but a loopback, where the backend can.
     isolate_network: bool = False
+    # (name, address) the container resolves: the job's hosts (``algo-1``...), as a cluster's DNS gives them.
+    peers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

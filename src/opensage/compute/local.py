@@ -134,7 +134,11 @@ class LocalBackend:
                     f.write(str(os.getpid()))
 
         c.log_path.parent.mkdir(parents=True, exist_ok=True)
-        argv, isolated = sandbox.wrap(c.argv, c.mounts, c.isolate_network)
+        mounts = c.mounts
+        if c.peers and sandbox.mounts_available():
+            hosts = sandbox.hosts_file(c.log_path.with_name(f"{c.host}.hosts"), c.peers)
+            mounts = (*mounts, (hosts, "/etc/hosts"))
+        argv, isolated = sandbox.wrap(c.argv, mounts, c.isolate_network)
         with open(c.log_path, "ab") as out:
             proc = subprocess.Popen(
                 argv,

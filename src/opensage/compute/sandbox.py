@@ -7,6 +7,10 @@ namespaces), each container runs in its own namespace with its directories bind-
 paths the container contract names, and, for ``EnableNetworkIsolation``, in a new network namespace
 that has only a loopback interface. Elsewhere the caller falls back to the ``SM_*`` variables, which
 always point to the real directories.
+
+A job's hosts resolve by name (``algo-1``, ``algo-2``...) as they do in a SageMaker cluster, where
+drivers such as the SDK v3's ``torchrun`` one connect to ``algo-1``: :func:`hosts_file` writes the
+machine's own ``/etc/hosts`` plus those names, and the namespace binds it over ``/etc/hosts``.
 """
 
 from __future__ import annotations
@@ -20,7 +24,10 @@ from pathlib import Path
 # The script run between unshare and the container's own command: mount, then exec the command.
 _SETUP = """set -e
 net=$1; shift
-while [ "$1" != "--" ]; do mkdir -p "$2"; mount --bind "$1" "$2"; shift 2; done
+while [ "$1" != "--" ]; do
+  if [ -d "$1" ]; then mkdir -p "$2"; elif [ ! -e "$2" ]; then : >"$2"; fi
+  mount --bind "$1" "$2"; shift 2
+done
 shift
 if [ "$net" = cut ] && command -v ip >/dev/null; then ip link set lo up; fi
 exec "$@"
@@ -47,6 +54,17 @@ def _probe(flags: list[str]) -> bool:
         return subprocess.run([unshare, *flags, "true"], capture_output=True, timeout=10).returncode == 0
     except (OSError, subprocess.SubprocessError):
         return False
+
+
+def hosts_file(path: Path, peers: Sequence[tuple[str, str]], system: Path = Path("/etc/hosts")) -> Path:
+    """Write ``system``'s entries followed by one line per (name, address) of ``peers`` to ``path``."""
+    try:
+        base = system.read_text()
+    except OSError:
+        base = "127.0.0.1 localhost\n::1 localhost\n"
+    lines = [base.rstrip("\n"), "# the job's hosts", *(f"{address} {name}" for name, address in peers)]
+    path.write_text("\n".join(lines) + "\n")
+    return path
 
 
 def wrap(argv: Sequence[str], mounts: Sequence[tuple[Path, str]], isolate_network: bool) -> tuple[list[str], bool]:

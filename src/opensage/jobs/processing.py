@@ -203,6 +203,7 @@ class ProcessingEngine(JobEngine):
                     itype.memory_bytes,
                     mounts=((root, CONTAINER_ROOT),),
                     isolate_network=isolated,
+                    peers=tuple((h, "127.0.0.1") for h in hosts),
                 )
             )
         return JobSpec(f"{KIND}/{desc['ProcessingJobName']}", tuple(containers))

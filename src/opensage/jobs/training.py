@@ -307,6 +307,7 @@ class TrainingEngine(JobEngine):
                     itype.memory_bytes,
                     mounts=((layout.base, "/opt/ml"),),
                     isolate_network=bool(desc.get("EnableNetworkIsolation")) and len(hosts) == 1,
+                    peers=tuple((h, "127.0.0.1") for h in hosts),
                 )
             )
         return JobSpec(f"{KIND}/{name}", tuple(containers))
