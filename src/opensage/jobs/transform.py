@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 from opensage import states
-from opensage.errors import Conflict, NotFound, OpenSageError
+from opensage.controller import SHUTDOWN_REASON, Run, RunController
+from opensage.errors import OpenSageError
 from opensage.jobs import channels
-from opensage.jobs.engine import call_on_loop
 from opensage.objects.transfer import S3LocationError, split_s3_uri
 from opensage.serving.endpoints import EndpointEngine, Fleet, FleetError
 from opensage.serving.upstream import UpstreamError
+from opensage.states import JobStatus as Status
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch as _epoch
 
@@ -137,54 +138,30 @@ def _is_json(media_type: str) -> bool:
     return media_type.split(";", 1)[0].strip().lower() in ("application/json", "application/jsonlines")
 
 
-class TransformEngine:
+class TransformEngine(RunController):
+    """Runs transform jobs on model servers started for the job; stopping one cancels its run."""
+
+    KIND = KIND
+
     def __init__(
         self, store: SqlStore, s3: Any, endpoints: EndpointEngine, work_dir: Path, clock: Callable[[], dt.datetime]
     ) -> None:
-        self.store = store
+        super().__init__(store, clock)
         self.s3 = s3
         self.endpoints = endpoints
         self.work_dir = work_dir
-        self.clock = clock
-        self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None  # the loop the jobs' tasks run on
 
-    def launch(self, name: str) -> None:
-        self._loop = asyncio.get_running_loop()
-        task = self._loop.create_task(self._run(name), name=f"transform:{name}")
-        self._tasks[name] = task
-        task.add_done_callback(lambda done: self._ended(name, done))
+    def _stop(self, run: Run) -> None:
+        super()._stop(run)
+        if run.task is not None:
+            run.task.cancel()
 
-    def _ended(self, name: str, task: asyncio.Task[None]) -> None:
-        self._tasks.pop(name, None)
-        if task.cancelled() and self._loop is not None:  # stopped before it ever ran: record the stop
-            stopped = self._loop.create_task(self._finish(name, "Stopped", None), name=f"transform-stopped:{name}")
-            self._tasks[f"{name}/stopped"] = stopped  # a strong reference until it has run
-            stopped.add_done_callback(lambda _: self._tasks.pop(f"{name}/stopped", None))
+    async def _end(self, name: str, status: str, reason: str | None) -> None:
+        await self._finish(name, status, reason)
 
-    def request_stop(self, name: str) -> bool:
-        task = self._tasks.get(name)
-        if task is None:
-            return False
-        call_on_loop(self._loop, task.cancel)
-        return True
-
-    async def recover(self) -> None:
-        for status in ("InProgress", "Stopping"):
-            for row in await asyncio.to_thread(self.store.list_resources, KIND, status=status):
-                reason = "InternalServerError: OpenSage restarted while this job was running; start it again."
-                await self._finish(
-                    row.name, "Stopped" if status == "Stopping" else "Failed", None if status == "Stopping" else reason
-                )
-
-    async def shutdown(self) -> None:
-        for task in list(self._tasks.values()):
-            task.cancel()
-
-    async def _run(self, name: str) -> None:
-        row = await asyncio.to_thread(self.store.get_resource, KIND, name)
-        assert row is not None
-        desc = row.data
+    async def _run(self, run: Run) -> None:
+        name = run.name
+        desc = await self._describe(name)
         fleet: Fleet | None = None
         scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._scratch_root()))
         try:
@@ -208,14 +185,17 @@ class TransformEngine:
             await asyncio.gather(
                 *(self._worker(desc, inst, files, scratch) for inst, files in zip(instances, work, strict=True))
             )
-            await self._finish(name, "Completed", None)
+            await self._finish(name, Status.COMPLETED, None)
         except asyncio.CancelledError:
-            await self._finish(name, "Stopped", None)
+            if run.shutting_down:
+                await self._finish(name, Status.FAILED, SHUTDOWN_REASON)
+            else:
+                await self._finish(name, Status.STOPPED, None)
         except (TransformFailed, FleetError, S3LocationError) as exc:
-            await self._finish(name, "Failed", str(exc))
+            await self._finish(name, Status.FAILED, str(exc))
         except Exception as exc:
             log.exception("transform job %s failed inside the platform", name)
-            await self._finish(name, "Failed", f"InternalServerError: {type(exc).__name__}: {exc}")
+            await self._finish(name, Status.FAILED, f"InternalServerError: {type(exc).__name__}: {exc}")
         finally:
             if fleet is not None:
                 with contextlib.suppress(Exception):
@@ -370,18 +350,7 @@ class TransformEngine:
             out.append(out_filter(result, processing.get("OutputFilter")).encode())
         return out
 
-    async def _save(self, name: str, **fields: Any) -> None:
-        change = states.transition(KIND, None, self.clock(), fields=fields)
-        with contextlib.suppress(NotFound):
-            await asyncio.to_thread(self.store.modify_resource, KIND, name, change, now=self.clock())
-
     async def _finish(self, name: str, status: str, reason: str | None) -> None:
-        now = self.clock()
-        extra = {"TransformEndTime": _epoch(now), **({"FailureReason": reason} if reason else {})}
-        change = states.transition(KIND, status, now, fields=extra)
-        try:
-            await asyncio.to_thread(self.store.modify_resource, KIND, name, change, now=now)
-        except (Conflict, NotFound):  # it ended meanwhile, or was never recorded
-            pass
-        except Exception:
-            log.exception("transform job %s: its end (%s) could not be saved", name, status)
+        """Record the job's end; nothing happens when it ended meanwhile or was never recorded."""
+        fields = {"TransformEndTime": _epoch(self.clock()), **({"FailureReason": reason} if reason else {})}
+        await self._move(name, status, fields=fields, quiet_from=states.TERMINAL_JOB_STATUSES)

@@ -22,14 +22,14 @@ import logging
 import random
 import shutil
 import time
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opensage import states
 from opensage.compute.base import ComputeBackend
-from opensage.errors import Conflict, NotFound
+from opensage.controller import Controller
+from opensage.errors import NotFound
 from opensage.logstore import LogStore
 from opensage.serving.artifacts import ModelCache
 from opensage.serving.fleet import (
@@ -80,7 +80,11 @@ def _reason(exc: Exception) -> str:
     return f"InternalServerError: {type(exc).__name__}: {exc}"
 
 
-class EndpointEngine:
+class EndpointEngine(Controller):
+    """The endpoints' controller: builds, updates, scales, routes to and deletes their fleets."""
+
+    KIND = ENDPOINT
+
     def __init__(
         self,
         store: SqlStore,
@@ -91,13 +95,11 @@ class EndpointEngine:
         clock: Callable[[], dt.datetime],
         rng: random.Random | None = None,
     ) -> None:
-        self.store = store
+        super().__init__(store, clock)
         self.work_dir = work_dir
-        self.clock = clock
         self.launcher = Launcher(store, backend, ModelCache(s3, work_dir / "_models"), logs, clock)
         self._rng = rng or random.Random()
         self._fleets: dict[str, Fleet] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
         self._health: asyncio.Task[None] | None = None
         self._starting: set[str] = set()
         self._restoring: dict[str, asyncio.Event] = {}  # endpoints coming back after a restart -> set when done
@@ -114,11 +116,6 @@ class EndpointEngine:
         return variant_health(fleet) if fleet is not None else {}
 
     # --- lifecycle ----------------------------------------------------------------------------------
-
-    def _spawn(self, coro: Coroutine[Any, Any, None], name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     async def recover(self) -> None:
         """At start-up: bring back every endpoint that was in service (its old servers are ended).
@@ -153,8 +150,7 @@ class EndpointEngine:
     async def shutdown(self) -> None:
         if self._health is not None:
             self._health.cancel()
-        for task in list(self._tasks):
-            task.cancel()
+        await super().shutdown()
         for fleet in list(self._fleets.values()):
             await self._retire(fleet)
         self._fleets.clear()
@@ -446,24 +442,7 @@ class EndpointEngine:
         if fleet is not None:
             fields.update(fleet_fields(fleet, _epoch(now)))  # read here, on the loop that changes fleets
         drop = ("FailureReason",) if not reason and not rollback else ()
-        change = states.transition(ENDPOINT, status, now, fields=fields, drop=drop)
-
-        def write() -> bool:
-            try:
-                self.store.modify_resource(ENDPOINT, name, change, now=now)
-            except NotFound:
-                return False
-            except states.IllegalTransition as exc:
-                if exc.current != _S.DELETING:
-                    log.warning("endpoint %s: %s", name, exc)
-                return False
-            except Conflict:
-                log.warning("endpoint %s kept changing; its status %s was not written", name, status)
-                return False
-            return True
-
-        return await asyncio.to_thread(write)
-
+        return await self._move(name, status, fields=fields, drop=drop, quiet_from=(_S.DELETING,))
 
 __all__ = [
     "CONFIG",
