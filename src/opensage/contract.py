@@ -46,14 +46,25 @@ CHANNEL_COMPRESSION = "CompressionType"
 RESOURCE_CURRENT_HOST = "current_host"
 RESOURCE_HOSTS = "hosts"
 RESOURCE_NETWORK_INTERFACE = "network_interface_name"
+RESOURCE_INSTANCE_TYPE = "current_instance_type"
+RESOURCE_GROUP = "current_group_name"
+RESOURCE_INSTANCE_GROUPS = "instance_groups"
+INSTANCE_GROUP = "homogeneousCluster"
+# A processing container's ``/opt/ml/config``: the CreateProcessingJob request and the resource config.
+PROCESSING_CONFIG_DIR = "config"
+PROCESSING_JOB_CONFIG_FILE = "processingjobconfig.json"
 CHECKPOINT_LOCAL_PATH = "LocalPath"
 CHECKPOINT_S3_URI = "S3Uri"
 
 # Environment variables of the training toolkit that built-in images read.
 NUM_CPUS_ENV = "SM_NUM_CPUS"
 NUM_GPUS_ENV = "SM_NUM_GPUS"
+CURRENT_INSTANCE_TYPE_ENV = "SM_CURRENT_INSTANCE_TYPE"
 # Serving-time variables of SageMaker's model containers.
 BATCH_ENV = "SAGEMAKER_BATCH"
+PROGRAM_ENV = "SAGEMAKER_PROGRAM"
+SUBMIT_DIRECTORY_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
+BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
 DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 
@@ -64,6 +75,11 @@ DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
 HOST_ADDRESSES_ENV = "OPENSAGE_HOST_ADDRESSES"
 TRACKER_PORT_ENV = "OPENSAGE_TRACKER_PORT"
 IMAGE_TAG_ENV = "OPENSAGE_IMAGE_TAG"
+IMAGE_ENV = "OPENSAGE_IMAGE"
+# A model server without a network listens on this Unix socket instead of SAGEMAKER_BIND_TO_PORT.
+BIND_TO_SOCKET_ENV = "OPENSAGE_BIND_TO_SOCKET"
+# Where jobs' requirements.txt environments are cached (``images/framework/environments.py``).
+ENV_CACHE_ENV = "OPENSAGE_ENV_CACHE"
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +162,34 @@ class Layout:
 
     def read_json(self, path: Path) -> Any:
         return json.loads(path.read_text()) if path.exists() else {}
+
+
+def resource_config(current_host: str, hosts: Sequence[str], instance_type: str) -> dict[str, Any]:
+    """``resourceconfig.json`` of one container of a job on ``hosts`` (training and processing alike)."""
+    return {
+        RESOURCE_CURRENT_HOST: current_host,
+        RESOURCE_HOSTS: list(hosts),
+        RESOURCE_NETWORK_INTERFACE: NETWORK_INTERFACE,
+        RESOURCE_INSTANCE_TYPE: instance_type,
+        RESOURCE_GROUP: INSTANCE_GROUP,
+        RESOURCE_INSTANCE_GROUPS: [
+            {"instance_group_name": INSTANCE_GROUP, "instance_type": instance_type, "hosts": list(hosts)}
+        ],
+    }
+
+
+def process_env(base: Path, search_path: str, envs_dir: Path) -> dict[str, str]:
+    """What every job's container process gets: unbuffered output, the image's PATH, a HOME and TMPDIR
+    of its own under ``base``, and the shared caches for requirements environments and pip downloads."""
+    return {
+        "PYTHONUNBUFFERED": "1",
+        "PATH": search_path,
+        "HOME": str(base),
+        "TMPDIR": str(base),
+        ENV_CACHE_ENV: str(envs_dir),
+        "PIP_CACHE_DIR": str(envs_dir / "pip-cache"),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
 
 
 def training_env(

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from opensage.contract import IMAGE_ENV, IMAGE_TAG_ENV, PROGRAM_ENV
+
 _URI = re.compile(r"^(?:(?P<registry>[^/]+\.[^/]+)/)?(?P<repo>[a-z0-9._/-]+?)(?::(?P<tag>[\w.-]+))?(?:@sha256:\w+)?$")
 PROGRAM_HYPERPARAMETER = "sagemaker_program"
-PROGRAM_ENV = "SAGEMAKER_PROGRAM"
 FRAMEWORK_TRAINER = "opensage.images.framework"
 SYSTEM_PATH = ("/usr/local/bin", "/usr/bin", "/bin")
 # Commands of a container's Python, as wrappers that run the job's interpreter (``$0``'s directory).
@@ -64,7 +65,7 @@ class BuiltinImage:
 
     def environment(self) -> dict[str, str]:
         """Variables every container of this image gets."""
-        return {"OPENSAGE_IMAGE": self.name, "OPENSAGE_IMAGE_TAG": self.tag}
+        return {IMAGE_ENV: self.name, IMAGE_TAG_ENV: self.tag}
 
     def metric_definitions(self, hyperparameters: Mapping[str, str] | None = None) -> list[dict[str, str]]:
         if self.script_mode(hyperparameters or {}):

@@ -26,7 +26,17 @@ from boto3.exceptions import S3UploadFailedError
 from opensage import states
 from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, JobSpec, JobStatus
-from opensage.contract import CONTAINER_ROOT, entrypoint_command, error_message
+from opensage.contract import (
+    BASE_DIR_ENV,
+    CONTAINER_ROOT,
+    PROCESSING_CONFIG_DIR,
+    PROCESSING_JOB_CONFIG_FILE,
+    RESOURCE_CONFIG_FILE,
+    entrypoint_command,
+    error_message,
+    process_env,
+    resource_config,
+)
 from opensage.errors import Conflict
 from opensage.images import registry
 from opensage.jobs import channels
@@ -162,34 +172,16 @@ class ProcessingEngine(JobEngine):
         isolated = bool((desc.get("NetworkConfig") or {}).get("EnableNetworkIsolation")) and len(hosts) == 1
         containers = []
         for host, root in roots.items():
-            (root / "config").mkdir(parents=True, exist_ok=True)
+            config_dir = root / PROCESSING_CONFIG_DIR
+            config_dir.mkdir(parents=True, exist_ok=True)
             (root / "output").mkdir(parents=True, exist_ok=True)
-            (root / "config" / "processingjobconfig.json").write_text(config)
-            (root / "config" / "resourceconfig.json").write_text(
-                json.dumps(
-                    {
-                        "current_host": host,
-                        "current_instance_type": itype.name,
-                        "current_group_name": "homogeneousCluster",
-                        "hosts": hosts,
-                        "instance_groups": [
-                            {"instance_group_name": "homogeneousCluster", "instance_type": itype.name, "hosts": hosts}
-                        ],
-                        "network_interface_name": "eth0",
-                    }
-                )
-            )
+            (config_dir / PROCESSING_JOB_CONFIG_FILE).write_text(config)
+            (config_dir / RESOURCE_CONFIG_FILE).write_text(json.dumps(resource_config(host, hosts, itype.name)))
             env = {
                 **image.environment(),
                 **{k: str(v) for k, v in (desc.get("Environment") or {}).items()},
-                "PYTHONUNBUFFERED": "1",
-                "PATH": registry.search_path(bin_dir),
-                "HOME": str(root),
-                "TMPDIR": str(root),
-                "OPENSAGE_ENV_CACHE": str(self.envs_dir),
-                "PIP_CACHE_DIR": str(self.envs_dir / "pip-cache"),
-                "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-                "SAGEMAKER_BASE_DIR": str(root),
+                **process_env(root, registry.search_path(bin_dir), self.envs_dir),
+                BASE_DIR_ENV: str(root),
             }
             argv, env = entrypoint_command(entrypoint, app.get("ContainerArguments") or [], env, root, mounted)
             containers.append(

@@ -26,11 +26,16 @@ from opensage import states
 from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, Handle, JobSpec, free_port
 from opensage.contract import (
+    CURRENT_INSTANCE_TYPE_ENV,
+    HOST_ADDRESSES_ENV,
     SDK_DRIVERS_CHANNEL,
+    TRACKER_PORT_ENV,
     Layout,
     entrypoint_command,
     error_message,
     names_no_error,
+    process_env,
+    resource_config,
     rewrite_tree,
     training_env,
 )
@@ -251,19 +256,7 @@ class TrainingEngine(JobEngine):
         for host, layout in layouts.items():
             layout.hyperparameters_file.write_text(json.dumps(hps))
             layout.input_data_config_file.write_text(json.dumps(channel_cfg))
-            layout.resource_config_file.write_text(
-                json.dumps(
-                    {
-                        "current_host": host,
-                        "hosts": hosts,
-                        "network_interface_name": "eth0",
-                        "current_instance_type": itype.name,
-                        "instance_groups": [
-                            {"instance_group_name": "homogeneousCluster", "instance_type": itype.name, "hosts": hosts}
-                        ],
-                    }
-                )
-            )
+            layout.resource_config_file.write_text(json.dumps(resource_config(host, hosts, itype.name)))
             env = training_env(
                 layout,
                 current_host=host,
@@ -278,16 +271,10 @@ class TrainingEngine(JobEngine):
             env.update({k: str(v) for k, v in (desc.get("Environment") or {}).items()})
             env.update(
                 {
-                    "SM_CURRENT_INSTANCE_TYPE": itype.name,
-                    "OPENSAGE_HOST_ADDRESSES": addresses,
-                    "OPENSAGE_TRACKER_PORT": str(tracker_port),
-                    "PYTHONUNBUFFERED": "1",
-                    "PATH": registry.search_path(bin_dir),
-                    "HOME": str(layout.base),
-                    "TMPDIR": str(layout.base),
-                    "OPENSAGE_ENV_CACHE": str(self.envs_dir),
-                    "PIP_CACHE_DIR": str(self.envs_dir / "pip-cache"),
-                    "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+                    CURRENT_INSTANCE_TYPE_ENV: itype.name,
+                    HOST_ADDRESSES_ENV: addresses,
+                    TRACKER_PORT_ENV: str(tracker_port),
+                    **process_env(layout.base, registry.search_path(bin_dir), self.envs_dir),
                 }
             )
             argv = image.train_argv(hps)

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from opensage import states
+from opensage.contract import BATCH_ENV
 from opensage.controller import SHUTDOWN_REASON, Run, RunController
 from opensage.errors import OpenSageError
 from opensage.jobs import channels
@@ -171,7 +172,7 @@ class TransformEngine(RunController):
                 channels.list_channel, self.s3, channel, desc["TransformJobArn"].split(":")[3]
             )
             count = desc["TransformResources"].get("InstanceCount", 1)
-            env = {"SAGEMAKER_BATCH": "true", **{k: str(v) for k, v in (desc.get("Environment") or {}).items()}}
+            env = {BATCH_ENV: "true", **{k: str(v) for k, v in (desc.get("Environment") or {}).items()}}
             fleet = await self.endpoints.start_servers(
                 f"transform-{name}",
                 desc["ModelName"],

@@ -19,6 +19,7 @@ from typing import Any
 
 from opensage.compute import sandbox
 from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobStatus
+from opensage.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV, BIND_TO_SOCKET_ENV, SUBMIT_DIRECTORY_ENV
 from opensage.images import registry
 from opensage.logstore import LogStore
 from opensage.serving.artifacts import ModelCache
@@ -97,9 +98,9 @@ class Launcher:
     ) -> dict[str, str]:
         """The model container's variables; a source directory in S3 is unpacked into ``<base>/code``."""
         env = {**image.environment(), **{str(k): str(v) for k, v in (container.get("Environment") or {}).items()}}
-        submit = env.get("SAGEMAKER_SUBMIT_DIRECTORY", "")
+        submit = env.get(SUBMIT_DIRECTORY_ENV, "")
         if submit.startswith("s3://"):
-            env["SAGEMAKER_SUBMIT_DIRECTORY"] = str(self.models.source_dir(submit, base / "code", model_name))
+            env[SUBMIT_DIRECTORY_ENV] = str(self.models.source_dir(submit, base / "code", model_name))
         return env
 
     # --- servers --------------------------------------------------------------------------------------
@@ -128,9 +129,9 @@ class Launcher:
         env = {
             "OMP_NUM_THREADS": "1",  # requests are small: one thread each beats threads fighting over cores
             **template.env,
-            "SAGEMAKER_BIND_TO_PORT": str(instance.port),
-            **({"OPENSAGE_BIND_TO_SOCKET": instance.socket} if instance.socket else {}),
-            "SAGEMAKER_BASE_DIR": str(template.base),
+            BIND_TO_PORT_ENV: str(instance.port),
+            **({BIND_TO_SOCKET_ENV: instance.socket} if instance.socket else {}),
+            BASE_DIR_ENV: str(template.base),
             "PYTHONUNBUFFERED": "1",
             "PATH": "/usr/local/bin:/usr/bin:/bin",
             "HOME": str(template.base),

@@ -29,7 +29,8 @@ import sys
 import time
 from pathlib import Path
 
-CACHE_ENV = "OPENSAGE_ENV_CACHE"
+from opensage.contract import ENV_CACHE_ENV as CACHE_ENV
+
 _COMPLETE = ".opensage-complete"
 _PLATFORM_PTH = "_opensage_platform.pth"
 
