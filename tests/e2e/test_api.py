@@ -11,6 +11,7 @@ import httpx
 import pytest
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
+from botocore.config import Config
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
@@ -351,6 +352,101 @@ def test_inference_options_that_cannot_be_applied_are_refused(api: ApiServer, ca
     with pytest.raises(ClientError) as exc:
         call(api.client("sagemaker"))
     assert _code(exc) == "ValidationException" and message in str(exc.value)
+
+
+def _pages(client: Any, operation: str, key: str, field: str, **request: Any) -> list[list[str]]:
+    """The ``field`` of every item, page by page, as the client's own paginator walks them at 10 a page."""
+    paginator = client.get_paginator(operation)
+    return [[i[field] for i in page[key]] for page in paginator.paginate(**request, PaginationConfig={"PageSize": 10})]
+
+
+def test_list_models_pages_in_sql_through_the_paginator(api: ApiServer) -> None:
+    """25 models at MaxResults 10: pages of 10, 10 and 5, in the order asked for, none twice and none missed."""
+    sm = api.client("sagemaker")
+    names = [f"paged-{i:02d}" for i in range(25)]
+    for name in names:
+        sm.create_model(ModelName=name, PrimaryContainer={"Image": IMAGE})
+    try:
+        pages = _pages(sm, "list_models", "Models", "ModelName")
+        walked = sum(pages, [])
+        assert len(walked) == len(set(walked)) and all(len(p) == 10 for p in pages[:-1]) and len(pages[-1]) <= 10
+        assert [n for n in walked if n.startswith("paged-")] == names[::-1]  # newest first by default
+        pages = _pages(sm, "list_models", "Models", "ModelName", NameContains="paged-", SortOrder="Ascending")
+        assert [len(p) for p in pages] == [10, 10, 5] and sum(pages, []) == names
+        pages = _pages(sm, "list_models", "Models", "ModelName", NameContains="paged-1", SortBy="Name")
+        assert pages == [names[19:9:-1]]  # exactly one full page: no token, no empty page after it
+        first = sm.list_models(NameContains="paged-", SortBy="Name", SortOrder="Ascending", MaxResults=7)
+        assert [m["ModelName"] for m in first["Models"]] == names[:7] and first["NextToken"]
+        with pytest.raises(ClientError) as exc:
+            sm.list_models(NameContains="paged-", SortBy="CreationTime", NextToken=first["NextToken"])
+        assert _code(exc) == "ValidationException" and "another SortBy or SortOrder" in str(exc.value)
+    finally:
+        for name in names:
+            sm.delete_model(ModelName=name)
+
+
+def test_models_created_while_paging_shift_no_page(api: ApiServer) -> None:
+    """Pages are taken by key, not by offset: a model created mid-walk (newest, so before the cursor)
+    neither repeats the last row of the page before nor pushes one out."""
+    sm = api.client("sagemaker")
+    names = [f"walk-{i:02d}" for i in range(12)]
+    for name in names:
+        sm.create_model(ModelName=name, PrimaryContainer={"Image": IMAGE})
+    try:
+        page = sm.list_models(NameContains="walk-", MaxResults=5)
+        seen = [m["ModelName"] for m in page["Models"]]
+        sm.create_model(ModelName="walk-late", PrimaryContainer={"Image": IMAGE})
+        while page.get("NextToken"):
+            page = sm.list_models(NameContains="walk-", MaxResults=5, NextToken=page["NextToken"])
+            seen += [m["ModelName"] for m in page["Models"]]
+        assert seen == names[::-1]
+    finally:
+        for name in [*names, "walk-late"]:
+            sm.delete_model(ModelName=name)
+
+
+def test_every_sagemaker_list_operation_pages(api: ApiServer) -> None:
+    sm = api.client("sagemaker")
+    sm.create_model(ModelName="configs-model", PrimaryContainer={"Image": IMAGE})
+    names = [f"config-{i:02d}" for i in range(12)]
+    variant = {"VariantName": "v", "ModelName": "configs-model", "InstanceType": "ml.m5.large"}
+    for name in names:
+        sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    try:
+        pages = _pages(sm, "list_endpoint_configs", "EndpointConfigs", "EndpointConfigName", NameContains="config-")
+        assert [len(p) for p in pages] == [10, 2] and sum(pages, []) == names[::-1]
+        hour_ago = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
+        since = sm.list_endpoint_configs(NameContains="config-", CreationTimeAfter=hour_ago, MaxResults=100)
+        assert len(since["EndpointConfigs"]) == 12
+        assert sm.list_endpoint_configs(NameContains="config-", CreationTimeBefore=hour_ago)["EndpointConfigs"] == []
+    finally:
+        for name in names:
+            sm.delete_endpoint_config(EndpointConfigName=name)
+        sm.delete_model(ModelName="configs-model")
+    for operation in ("list_endpoints", "list_training_jobs", "list_processing_jobs", "list_transform_jobs"):
+        answer = getattr(sm, operation)(MaxResults=1)
+        assert "NextToken" not in answer, operation
+        with pytest.raises(ClientError) as exc:
+            getattr(sm, operation)(NextToken="bm90IGEgdG9rZW4=")
+        assert _code(exc) == "ValidationException" and "pagination token" in str(exc.value), operation
+
+
+def test_list_page_sizes_outside_the_model_are_refused(api: ApiServer) -> None:
+    unchecked = api.client("sagemaker", config=Config(retries={"max_attempts": 1}, parameter_validation=False))
+    for size, words in ((0, "greater than or equal to 1"), (101, "less than or equal to 100")):
+        with pytest.raises(ClientError) as exc:
+            unchecked.list_models(MaxResults=size)
+        assert _code(exc) == "ValidationException" and words in str(exc.value), size
+
+
+def test_kms_lists_page_with_limit_and_marker(api: ApiServer) -> None:
+    kms = api.client("kms")
+    made = {kms.create_key(Description=f"paged {i}")["KeyMetadata"]["KeyId"] for i in range(3)}
+    first = kms.list_keys(Limit=1)
+    assert len(first["Keys"]) == 1 and first["Truncated"] is True and first["NextMarker"]
+    pages = list(kms.get_paginator("list_keys").paginate(PaginationConfig={"PageSize": 2}))
+    walked = [k["KeyId"] for page in pages for k in page["Keys"]]
+    assert made <= set(walked) and len(walked) == len(set(walked)) and pages[-1]["Truncated"] is False
 
 
 def test_put_metric_data_is_read_back_by_every_cloudwatch_call(api: ApiServer) -> None:

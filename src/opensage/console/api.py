@@ -150,10 +150,17 @@ class ConsoleApi:
             raise
 
     async def listing(self, session: Session, operation: str, key: str, **request: Any) -> list[dict[str, Any]]:
-        """A List* answer's items; empty when the platform does not serve the operation yet."""
+        """A List* answer's items, every page of them; empty when the platform does not serve the operation yet."""
         if not self.serves("sagemaker", operation):
             return []
-        return list((await self.sagemaker(session, operation, **request)).get(key, []))
+        items: list[dict[str, Any]] = []
+        request = {"MaxResults": 100, **request}
+        while True:
+            answer = await self.sagemaker(session, operation, **request)
+            items += answer.get(key, [])
+            if not answer.get("NextToken"):
+                return items
+            request["NextToken"] = answer["NextToken"]
 
     # --- job logs and training metrics -----------------------------------------------------------
 

@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Engine, create_engine, event, select, update
+from sqlalchemy import Engine, and_, create_engine, event, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -271,10 +271,16 @@ class SqlStore:
         parent_arn: str | None = None,
         sort_by: str = "created_at",
         descending: bool = True,
+        after: tuple[Any, str] | None = None,
         offset: int = 0,
         limit: int | None = None,
     ) -> list[Resource]:
-        """Resources of ``kind`` that match every filter given, sorted and paged in SQL."""
+        """Resources of ``kind`` that match every filter given, sorted and paged in SQL.
+
+        The order is ``sort_by`` (``created_at``, ``name`` or ``status``), then the name. ``after`` is
+        the (``sort_by`` value, name) of the last row a caller has seen: only rows past it in this order
+        are returned, so pages taken by key neither repeat nor skip rows when others are added meanwhile.
+        """
         q = select(ResourceRow).where(ResourceRow.kind == kind)
         if parent_arn is not None:
             q = q.where(ResourceRow.parent_arn == parent_arn)
@@ -291,6 +297,10 @@ class SqlStore:
         if modified_before:
             q = q.where(ResourceRow.updated_at < modified_before)
         column = {"name": ResourceRow.name, "status": ResourceRow.status}.get(sort_by, ResourceRow.created_at)
+        if after is not None:
+            value, name = after
+            past = column < value if descending else column > value
+            q = q.where(or_(past, and_(column == value, ResourceRow.name > name)))
         q = q.order_by(column.desc() if descending else column.asc(), ResourceRow.name)
         if offset:
             q = q.offset(offset)

@@ -22,6 +22,7 @@ from opensage import states
 from opensage.aws.context import RequestContext
 from opensage.compute import instances
 from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
+from opensage.providers.sagemaker.listing import list_page
 from opensage.providers.sagemaker.training import _jsonable
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
@@ -124,16 +125,17 @@ class InferenceOperations:
         return _public(self._get(MODEL, request["ModelName"], "model").data)
 
     def list_models(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows = self.store.list_resources(
+        rows, token = list_page(
+            self.store,
             MODEL,
+            request,
             name_contains=request.get("NameContains"),
             created_after=request.get("CreationTimeAfter"),
             created_before=request.get("CreationTimeBefore"),
-            sort_by="name" if request.get("SortBy") == "Name" else "created_at",
-            descending=request.get("SortOrder", "Descending") == "Descending",
         )
         return {
-            "Models": [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.data["CreationTime"]} for r in rows]
+            "Models": [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.data["CreationTime"]} for r in rows],
+            "NextToken": token,
         }
 
     def delete_model(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -171,17 +173,20 @@ class InferenceOperations:
         return _public(self._get(CONFIG, request["EndpointConfigName"], "endpoint configuration").data)
 
     def list_endpoint_configs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows = self.store.list_resources(
+        rows, token = list_page(
+            self.store,
             CONFIG,
+            request,
             name_contains=request.get("NameContains"),
-            sort_by="name" if request.get("SortBy") == "Name" else "created_at",
-            descending=request.get("SortOrder", "Descending") == "Descending",
+            created_after=request.get("CreationTimeAfter"),
+            created_before=request.get("CreationTimeBefore"),
         )
         return {
             "EndpointConfigs": [
                 {"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.data["CreationTime"]}
                 for r in rows
-            ]
+            ],
+            "NextToken": token,
         }
 
     def delete_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -216,15 +221,19 @@ class InferenceOperations:
         return _public(self._get(ENDPOINT, request["EndpointName"], "endpoint").data)
 
     def list_endpoints(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows = self.store.list_resources(
+        rows, token = list_page(
+            self.store,
             ENDPOINT,
+            request,
             name_contains=request.get("NameContains"),
             status=request.get("StatusEquals"),
-            sort_by={"Name": "name", "Status": "status"}.get(request.get("SortBy", ""), "created_at"),
-            descending=request.get("SortOrder", "Descending") == "Descending",
+            created_after=request.get("CreationTimeAfter"),
+            created_before=request.get("CreationTimeBefore"),
+            modified_after=request.get("LastModifiedTimeAfter"),
+            modified_before=request.get("LastModifiedTimeBefore"),
         )
         keys = ("EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus")
-        return {"Endpoints": [{k: r.data[k] for k in keys if k in r.data} for r in rows]}
+        return {"Endpoints": [{k: r.data[k] for k in keys if k in r.data} for r in rows], "NextToken": token}
 
     async def update_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name, config_name = request["EndpointName"], request["EndpointConfigName"]

@@ -1,30 +1,80 @@
-"""The List*Jobs operations' common shape: filters, sort and summaries over one resource kind."""
+"""The SageMaker List* operations' common shape: filters, sort and pages over one resource kind.
+
+Pages are taken by key in SQL: ``NextToken`` names the (sort column, name) of the last row a page
+returned, and the next page starts past it. Rows created while a client pages appear or not, but never
+shift the others, so a paginator sees no row twice and misses none that existed when it started.
+"""
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 from collections.abc import Sequence
 from typing import Any
 
+from opensage.aws.pagination import decode_token, encode_token, invalid_token
+from opensage.errors import validation_error
+from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 
 _SORT_COLUMNS = {"Name": "name", "CreationTime": "created_at", "Status": "status"}
+DEFAULT_PAGE_SIZE = 10  # SageMaker's List* MaxResults default (the service model allows 1-100)
+_TOKEN_KIND = "after"
+
+
+def list_page(store: SqlStore, kind: str, request: dict[str, Any], **filters: Any) -> tuple[list[Resource], str | None]:
+    """One page of ``kind`` for a List* ``request`` (SortBy, SortOrder, MaxResults, NextToken) whose
+    other members the caller maps to ``filters`` of :meth:`SqlStore.list_resources`; and the token of
+    the next page, None on the last.
+
+    Raises:
+        ServiceError: ``ValidationException`` for a token this listing did not hand out.
+    """
+    sort_by = _SORT_COLUMNS.get(request.get("SortBy", "CreationTime"), "created_at")
+    descending = request.get("SortOrder", "Descending") == "Descending"
+    size = request.get("MaxResults") or DEFAULT_PAGE_SIZE
+    after = _after(request["NextToken"], sort_by, descending) if request.get("NextToken") else None
+    rows = store.list_resources(kind, sort_by=sort_by, descending=descending, after=after, limit=size + 1, **filters)
+    if len(rows) <= size:
+        return rows, None
+    last = rows[size - 1]
+    key = {"name": last.name, "status": last.status}.get(sort_by, last.created_at.isoformat())
+    return rows[:size], encode_token(_TOKEN_KIND, json.dumps([sort_by, descending, key, last.name]))
+
+
+def _after(token: str, sort_by: str, descending: bool) -> tuple[Any, str]:
+    try:
+        by, desc, key, name = json.loads(decode_token(token, _TOKEN_KIND))
+        if by == "created_at":
+            key = dt.datetime.fromisoformat(key)
+    except (ValueError, TypeError) as exc:
+        raise invalid_token(token) from exc
+    if (by, desc) != (sort_by, descending):
+        raise validation_error(
+            "The pagination token was handed out for another SortBy or SortOrder; page with the same "
+            "SortBy and SortOrder as the request that returned it."
+        )
+    if not isinstance(name, str) or not isinstance(key, str | dt.datetime):
+        raise invalid_token(token)
+    return key, name
 
 
 def list_jobs(
     store: SqlStore, kind: str, request: dict[str, Any], noun: str, extra_keys: Sequence[str]
 ) -> dict[str, Any]:
-    """``{"<noun>Summaries": [...]}`` for ``List<noun>s``: NameContains, StatusEquals, the time filters,
-    SortBy and SortOrder; each summary has the name, ARN, status and ``extra_keys`` when set."""
-    rows = store.list_resources(
+    """``{"<noun>Summaries": [...], "NextToken": ...}`` for ``List<noun>s``: NameContains, StatusEquals,
+    the time filters, SortBy, SortOrder and the page; each summary has the name, ARN, status and
+    ``extra_keys`` when set."""
+    rows, token = list_page(
+        store,
         kind,
+        request,
         name_contains=request.get("NameContains"),
         status=request.get("StatusEquals"),
         created_after=request.get("CreationTimeAfter"),
         created_before=request.get("CreationTimeBefore"),
         modified_after=request.get("LastModifiedTimeAfter"),
         modified_before=request.get("LastModifiedTimeBefore"),
-        sort_by=_SORT_COLUMNS.get(request.get("SortBy", "CreationTime"), "created_at"),
-        descending=request.get("SortOrder", "Descending") == "Descending",
     )
     return {
         f"{noun}Summaries": [
@@ -35,5 +85,6 @@ def list_jobs(
                 **{k: r.data[k] for k in extra_keys if r.data.get(k) is not None},
             }
             for r in rows
-        ]
+        ],
+        "NextToken": token,
     }
