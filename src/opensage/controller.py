@@ -25,7 +25,7 @@ import logging
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from opensage import states
 from opensage.compute.base import Handle, JobStatus
@@ -143,6 +143,15 @@ class Controller:
             return False
 
 
+class Spec(Protocol):
+    """What a creator hands a controller: a typed spec of the resource (``opensage.jobs.specs``)."""
+
+    @property
+    def name(self) -> str: ...
+
+    def initial_description(self, arn: str, now: dt.datetime) -> dict[str, Any]: ...
+
+
 @dataclass(slots=True)
 class Run:
     """What a controller keeps in memory about one running resource."""
@@ -178,6 +187,20 @@ class RunController(Controller, ABC):
     def _stop(self, run: Run) -> None:
         """On the loop: tell ``run`` to stop (its task reads ``stop_requested``)."""
         run.stop_requested.set()
+
+    async def create(self, spec: Spec, arn: str, *, parent_arn: str | None = None) -> Resource:
+        """Record a new resource (InProgress) from ``spec`` and start it: the one way every creator
+        (the API, a tuning job, a pipeline) starts one; ``parent_arn`` links it to what made it.
+
+        Raises:
+            AlreadyExists: one of that name exists.
+        """
+        now = self.clock()
+        data = spec.initial_description(arn, now)
+        row = Resource(self.KIND, spec.name, arn, Status.IN_PROGRESS, now, now, data, parent_arn=parent_arn)
+        created = await asyncio.to_thread(self.store.create_resource, row)
+        self.launch(spec.name)
+        return created
 
     def launch(self, name: str) -> None:
         """Start running a resource whose record exists (status InProgress)."""

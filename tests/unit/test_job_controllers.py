@@ -19,7 +19,7 @@ from opensage.compute.base import ContainerState, Handle, JobSpec, JobStatus
 from opensage.controller import RESTART_REASON, SHUTDOWN_REASON
 from opensage.jobs.processing import KIND as PROCESSING
 from opensage.jobs.processing import ProcessingEngine
-from opensage.jobs.specs import TrainingJobSpec, initial_description
+from opensage.jobs.specs import ProcessingJobSpec, TrainingJobSpec, initial_description
 from opensage.jobs.training import KIND as TRAINING
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import KIND as TRANSFORM
@@ -296,18 +296,18 @@ def test_processing_runs_its_entrypoint_and_reports_a_nonzero_exit(
         engine = ProcessingEngine(
             store, RecordingS3(), backend, logs, tmp_path / "processing", clock, poll_interval_s=0.01
         )
-        now = clock()
         for name in ("ok", "bad"):
-            data = {
+            request = {
                 "ProcessingJobName": name,
-                "ProcessingJobArn": f"arn:aws:sagemaker:us-east-1:000000000000:processing-job/{name}",
-                "ProcessingJobStatus": "InProgress",
                 "AppSpecification": {"ImageUri": SKLEARN, "ContainerEntrypoint": ["python3", "-c", "pass"]},
-                "ProcessingResources": {"ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large"}},
+                "ProcessingResources": {
+                    "ClusterConfig": {"InstanceCount": 1, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}
+                },
                 "RoleArn": "arn:aws:iam::000000000000:role/R",
+                "Tags": [{"Key": "team", "Value": "a"}],
             }
-            store.create_resource(Resource(PROCESSING, name, data["ProcessingJobArn"], "InProgress", now, now, data))
-            engine.launch(name)
+            arn = f"arn:aws:sagemaker:us-east-1:000000000000:processing-job/{name}"
+            await engine.create(ProcessingJobSpec.from_request(request), arn, parent_arn="arn:parent")
         await _until(lambda: {"processing-job/ok", "processing-job/bad"} <= set(backend.states))
         backend.end("processing-job/ok", 0)
         backend.end("processing-job/bad", 2)
@@ -320,6 +320,9 @@ def test_processing_runs_its_entrypoint_and_reports_a_nonzero_exit(
     assert bad.status == "Failed" and "exit" in bad.data["FailureReason"].lower()
     spec = next(s for s in backend.specs if s.job_id == "processing-job/ok")
     assert spec.containers[0].argv[-3:] == ("python3", "-c", "pass")
+    ok = _row(store, PROCESSING, "ok")
+    assert ok.parent_arn == "arn:parent" and "Tags" not in ok.data and "ProcessingEndTime" in ok.data
+    assert sorted(r.name for r in store.list_resources(PROCESSING, parent_arn="arn:parent")) == ["bad", "ok"]
 
 
 class BlockingEndpoints:

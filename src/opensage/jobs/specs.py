@@ -121,6 +121,9 @@ class TrainingJobSpec:
         hps = {k: str(v) for k, v in hyperparameters.items()}
         return dataclasses.replace(self, hyperparameters=hps, document={**self.document, "HyperParameters": hps})
 
+    def initial_description(self, arn: str, now: dt.datetime) -> dict[str, Any]:
+        return initial_description(self, arn, now)
+
 
 def initial_description(spec: TrainingJobSpec, arn: str, now: dt.datetime) -> dict[str, Any]:
     """DescribeTrainingJob right after CreateTrainingJob: the request plus what the platform computes."""
@@ -150,3 +153,112 @@ def initial_description(spec: TrainingJobSpec, arn: str, now: dt.datetime) -> di
     data.setdefault("StoppingCondition", {"MaxRuntimeInSeconds": spec.max_runtime_s})
     data["AlgorithmSpecification"].setdefault("TrainingInputMode", spec.input_mode)
     return data
+
+
+def _started(document: Mapping[str, Any], status_field: str, arn_field: str, arn: str, now: dt.datetime) -> dict:
+    """A job's first description: its request, its ARN, InProgress, and the creation time."""
+    data = copy.deepcopy(dict(document))
+    data.update(
+        {
+            arn_field: arn,
+            status_field: states.JobStatus.IN_PROGRESS,
+            "CreationTime": epoch(now),
+            "LastModifiedTime": epoch(now),
+        }
+    )
+    return data
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessingJobSpec:
+    """A processing job as CreateProcessingJob asks for it."""
+
+    name: str
+    image: str
+    entrypoint: tuple[str, ...]
+    arguments: tuple[str, ...]
+    role_arn: str
+    instance_type: str
+    instance_count: int
+    max_runtime_s: int | None
+    environment: Mapping[str, str]
+    network_isolation: bool
+    document: Mapping[str, Any]
+
+    @classmethod
+    def from_request(cls, request: Mapping[str, Any]) -> ProcessingJobSpec:
+        """The spec of a CreateProcessingJob request that passed the model's validation."""
+        document = jsonable({k: v for k, v in request.items() if k != "Tags"})
+        app = document["AppSpecification"]
+        cluster = document["ProcessingResources"]["ClusterConfig"]
+        limit = (document.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+        return cls(
+            name=document["ProcessingJobName"],
+            image=app["ImageUri"],
+            entrypoint=tuple(app.get("ContainerEntrypoint") or ()),
+            arguments=tuple(app.get("ContainerArguments") or ()),
+            role_arn=document["RoleArn"],
+            instance_type=cluster["InstanceType"],
+            instance_count=int(cluster.get("InstanceCount", 1)),
+            max_runtime_s=int(limit) if limit else None,
+            environment={k: str(v) for k, v in (document.get("Environment") or {}).items()},
+            network_isolation=bool((document.get("NetworkConfig") or {}).get("EnableNetworkIsolation", False)),
+            document=document,
+        )
+
+    def renamed(self, name: str) -> ProcessingJobSpec:
+        """The same job under another name (a pipeline step's job, a monitoring schedule's run)."""
+        return dataclasses.replace(self, name=name, document={**self.document, "ProcessingJobName": name})
+
+    def initial_description(self, arn: str, now: dt.datetime) -> dict[str, Any]:
+        """DescribeProcessingJob right after CreateProcessingJob."""
+        return _started(self.document, "ProcessingJobStatus", "ProcessingJobArn", arn, now)
+
+
+@dataclass(frozen=True, slots=True)
+class TransformJobSpec:
+    """A batch transform job as CreateTransformJob asks for it, with AWS's defaults filled in."""
+
+    name: str
+    model_name: str
+    input_uri: str
+    split_type: str  # None | Line
+    batch_strategy: str  # MultiRecord | SingleRecord
+    max_payload_mb: int
+    max_concurrent: int
+    output_path: str
+    instance_type: str
+    instance_count: int
+    environment: Mapping[str, str]
+    document: Mapping[str, Any]
+
+    @classmethod
+    def from_request(cls, request: Mapping[str, Any]) -> TransformJobSpec:
+        """The spec of a CreateTransformJob request that passed the model's validation."""
+        document = jsonable({k: v for k, v in request.items() if k != "Tags"})
+        split = document["TransformInput"].get("SplitType", "None")
+        document.setdefault("BatchStrategy", "MultiRecord" if split == "Line" else "SingleRecord")
+        document.setdefault("MaxPayloadInMB", 6)
+        document.setdefault("MaxConcurrentTransforms", 1)
+        resources = document["TransformResources"]
+        return cls(
+            name=document["TransformJobName"],
+            model_name=document["ModelName"],
+            input_uri=document["TransformInput"]["DataSource"].get("S3DataSource", {}).get("S3Uri", ""),
+            split_type=split,
+            batch_strategy=document["BatchStrategy"],
+            max_payload_mb=int(document["MaxPayloadInMB"]),
+            max_concurrent=int(document["MaxConcurrentTransforms"]),
+            output_path=document["TransformOutput"]["S3OutputPath"],
+            instance_type=resources["InstanceType"],
+            instance_count=int(resources.get("InstanceCount", 1)),
+            environment={k: str(v) for k, v in (document.get("Environment") or {}).items()},
+            document=document,
+        )
+
+    def renamed(self, name: str) -> TransformJobSpec:
+        return dataclasses.replace(self, name=name, document={**self.document, "TransformJobName": name})
+
+    def initial_description(self, arn: str, now: dt.datetime) -> dict[str, Any]:
+        """DescribeTransformJob right after CreateTransformJob."""
+        return _started(self.document, "TransformJobStatus", "TransformJobArn", arn, now)

@@ -57,10 +57,8 @@ from opensage.jobs.engine import (
     out_of_memory_reason,
     tail_lines,
 )
-from opensage.jobs.specs import TrainingJobSpec, initial_description
 from opensage.objects import transfer
 from opensage.objects.transfer import S3LocationError
-from opensage.store.entities import Resource
 from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 from opensage.timestamps import epoch as _epoch
 
@@ -75,19 +73,6 @@ class TrainingEngine(JobEngine):
 
     KIND = KIND
     metric_store: MetricStore | None = None  # where the job's metrics go as it logs them (set by the platform)
-
-    async def create(self, spec: TrainingJobSpec, arn: str, *, parent_arn: str | None = None) -> Resource:
-        """Record a new training job (InProgress) and start it: the one way every creator starts a job.
-
-        Raises:
-            AlreadyExists: a training job of that name exists.
-        """
-        now = self.clock()
-        data = initial_description(spec, arn, now)
-        row = Resource(KIND, spec.name, arn, states.JobStatus.IN_PROGRESS, now, now, data, parent_arn=parent_arn)
-        created = await asyncio.to_thread(self.store.create_resource, row)
-        self.launch(spec.name)
-        return created
 
     async def _end(self, name: str, status: str, reason: str | None) -> None:
         await self._finish(name, status, status, reason)

@@ -15,13 +15,10 @@ from opensage.aws.context import RequestContext
 from opensage.compute import instances
 from opensage.errors import AlreadyExists, not_found, resource_in_use, validation_error
 from opensage.jobs import processing
+from opensage.jobs.specs import ProcessingJobSpec
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
-from opensage.providers.sagemaker.training import _jsonable
-from opensage.states import JobStatus
-from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
-from opensage.timestamps import epoch as _epoch
 
 _LOCAL_ROOT = "/opt/ml/processing/"
 
@@ -35,27 +32,15 @@ class ProcessingOperations:
     async def create_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         _check_processing_request(request)
         await asyncio.to_thread(self._require_role, ctx, request["RoleArn"])
-        name = request["ProcessingJobName"]
-        arn = ctx.arn("sagemaker", f"processing-job/{name.lower()}")
-        now = self.clock()
-        data = _jsonable({k: v for k, v in request.items() if k != "Tags"})
-        data.update(
-            ProcessingJobArn=arn,
-            ProcessingJobStatus=JobStatus.IN_PROGRESS,
-            CreationTime=_epoch(now),
-            LastModifiedTime=_epoch(now),
-        )
+        spec = ProcessingJobSpec.from_request(request)
+        arn = ctx.arn("sagemaker", f"processing-job/{spec.name.lower()}")
         try:
-            await asyncio.to_thread(
-                self.store.create_resource,
-                Resource(processing.KIND, name, arn, JobStatus.IN_PROGRESS, now, now, data),
-            )
+            await self.processing.create(spec, arn)
         except AlreadyExists as exc:
             raise resource_in_use(
                 f"Processing job names must be unique within an AWS account and region, and a processing job with "
                 f"this name already exists ({arn})"
             ) from exc
-        self.processing.launch(name)
         return {"ProcessingJobArn": arn}
 
     def describe_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:

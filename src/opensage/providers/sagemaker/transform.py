@@ -18,15 +18,13 @@ from typing import Any
 from opensage import states
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, Conflict, not_found, resource_in_use, validation_error
+from opensage.jobs.specs import TransformJobSpec
 from opensage.jobs.transform import KIND, TransformEngine
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
-from opensage.providers.sagemaker.training import _jsonable
 from opensage.providers.sagemaker.unsupported import Unsupported, refuse
 from opensage.serving.endpoints import MODEL
-from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
-from opensage.timestamps import epoch as _epoch
 
 UNSUPPORTED = (Unsupported("DataCaptureConfig", "data capture of transform jobs is not supported; leave it out."),)
 
@@ -48,28 +46,13 @@ class TransformOperations:
                 f"SplitType {request['TransformInput']['SplitType']} is not supported; use None or Line."
             )
         arn = ctx.arn("sagemaker", f"transform-job/{name.lower()}")
-        now = self.clock()
-        data = {
-            **_jsonable(request),
-            "TransformJobArn": arn,
-            "TransformJobStatus": "InProgress",
-            "CreationTime": _epoch(now),
-            "LastModifiedTime": _epoch(now),
-        }
-        data.pop("Tags", None)
-        data.setdefault(
-            "BatchStrategy", "MultiRecord" if request["TransformInput"].get("SplitType") == "Line" else "SingleRecord"
-        )
-        data.setdefault("MaxPayloadInMB", 6)
-        data.setdefault("MaxConcurrentTransforms", 1)
         try:
-            await asyncio.to_thread(self.store.create_resource, Resource(KIND, name, arn, "InProgress", now, now, data))
+            await self.transforms.create(TransformJobSpec.from_request(request), arn)
         except AlreadyExists as exc:
             raise resource_in_use(
                 f"Job name must be unique within an AWS account and region, and a job with this "
                 f"name already exists ({arn})"
             ) from exc
-        self.transforms.launch(name)
         return {"TransformJobArn": arn}
 
     def describe_transform_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
