@@ -36,6 +36,7 @@ from opensage.serving.endpoints import EndpointEngine
 from opensage.serving.metrics import InvocationMetrics
 from opensage.store.metrics import MetricStore
 from opensage.store.sql import SqlStore, open_store
+from opensage.tuning.controller import TuningController
 
 log = logging.getLogger(__name__)
 METRIC_FLUSH_S = 5.0  # how often the endpoint invocation counters are written to the metric store
@@ -76,6 +77,7 @@ class Platform:
     processing: ProcessingEngine | None = None
     console: ASGIApp | None = None  # the web console, set by create_app
     metric_store: MetricStore | None = None
+    tuning: TuningController | None = None
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -98,12 +100,16 @@ class Platform:
             if message["type"] == "lifespan.startup":
                 await self._start_metrics()
                 await self.training.recover()
+                if self.tuning is not None:  # after training: it retries the trials a restart failed
+                    await self.tuning.recover()
                 await self.endpoints.recover()
                 await self.transforms.recover()
                 if self.processing is not None:
                     await self.processing.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.tuning is not None:  # first: it would otherwise retry the trials shutdown fails
+                    await self.tuning.shutdown()
                 await self.training.shutdown()
                 if self.processing is not None:
                     await self.processing.shutdown()
@@ -203,9 +209,10 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         processing = ProcessingEngine(
             store, s3, backend, logs, settings.home / "jobs" / "processing", clock, envs_dir=settings.home / "envs"
         )
+        tuning = TuningController(store, clock, training, logs, settings.home / "tuning")
         authenticator = Authenticator(store.get_access_key)
         providers = {
-            "sagemaker": SageMakerProvider(store, clock, training, endpoints, transforms, processing),
+            "sagemaker": SageMakerProvider(store, clock, training, endpoints, transforms, processing, tuning),
             "sagemaker-runtime": RuntimeProvider(endpoints, metrics),
             "cloudwatch": CloudWatchProvider(metrics, metric_store, clock),
             "sts": StsProvider(),
@@ -229,6 +236,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         transforms,
         processing,
         metric_store=metric_store,
+        tuning=tuning,
     )
     platform.console = create_console(
         ConsoleDeps(

@@ -28,6 +28,18 @@ class JobStatus(StrEnum):
     STOPPED = "Stopped"
 
 
+class TuningJobStatus(StrEnum):
+    """HyperParameterTuningJobStatus."""
+
+    IN_PROGRESS = "InProgress"
+    COMPLETED = "Completed"
+    FAILED = "Failed"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    DELETING = "Deleting"
+    DELETE_FAILED = "DeleteFailed"
+
+
 class EndpointStatus(StrEnum):
     OUT_OF_SERVICE = "OutOfService"
     CREATING = "Creating"
@@ -88,18 +100,30 @@ _ENDPOINT: Mapping[str, frozenset[str]] = {
     _E.UPDATE_ROLLBACK_FAILED: frozenset({_E.DELETING, _E.UPDATING}),
     _E.DELETING: frozenset({_E.DELETING}),
 }
+_T = TuningJobStatus
+_TUNING: Mapping[str, frozenset[str]] = {
+    _T.IN_PROGRESS: frozenset({_T.IN_PROGRESS, _T.COMPLETED, _T.FAILED, _T.STOPPING, _T.STOPPED}),
+    _T.STOPPING: frozenset({_T.STOPPING, _T.STOPPED, _T.FAILED, _T.COMPLETED}),
+    _T.COMPLETED: frozenset({_T.DELETING}),
+    _T.FAILED: frozenset({_T.DELETING}),
+    _T.STOPPED: frozenset({_T.DELETING}),
+    _T.DELETING: frozenset({_T.DELETING, _T.DELETE_FAILED}),
+    _T.DELETE_FAILED: frozenset({_T.DELETING}),
+}
 # resource kind -> its transition table
 TRANSITIONS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "training-job": _JOB,
     "processing-job": _JOB,
     "transform-job": _JOB,
     "endpoint": _ENDPOINT,
+    "hyper-parameter-tuning-job": _TUNING,
 }
 STATUS_FIELD = {
     "training-job": "TrainingJobStatus",
     "processing-job": "ProcessingJobStatus",
     "transform-job": "TransformJobStatus",
     "endpoint": "EndpointStatus",
+    "hyper-parameter-tuning-job": "HyperParameterTuningJobStatus",
 }
 TERMINAL_JOB_STATUSES = frozenset({_J.COMPLETED, _J.FAILED, _J.STOPPED})
 

@@ -7,6 +7,6 @@ container's server does. Importing this package is cheap: it does not import XGB
 
 from __future__ import annotations
 
-from opensage.images.xgboost.metrics import metric_definitions
+from opensage.images.xgboost.metrics import metric_definitions, tuning_metric_names
 
-__all__ = ["metric_definitions"]
+__all__ = ["metric_definitions", "tuning_metric_names"]

@@ -20,11 +20,15 @@ from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.processing import ProcessingOperations
 from opensage.providers.sagemaker.training import TrainingOperations
 from opensage.providers.sagemaker.transform import TransformOperations
+from opensage.providers.sagemaker.tuning import TuningOperations
 from opensage.serving.endpoints import EndpointEngine
 from opensage.store.sql import SqlStore
+from opensage.tuning.controller import TuningController
 
 
-class SageMakerProvider(TrainingOperations, InferenceOperations, TransformOperations, ProcessingOperations):
+class SageMakerProvider(
+    TrainingOperations, InferenceOperations, TransformOperations, ProcessingOperations, TuningOperations
+):
     def __init__(
         self,
         store: SqlStore,
@@ -33,7 +37,10 @@ class SageMakerProvider(TrainingOperations, InferenceOperations, TransformOperat
         endpoints: EndpointEngine,
         transforms: TransformEngine,
         processing: ProcessingEngine,
+        tuning: TuningController | None = None,
     ) -> None:
+        if tuning is not None:
+            self.tuning = tuning
         self.transforms = transforms
         self.processing = processing
         self.store = store
