@@ -163,6 +163,7 @@ class Run:
     last_status: JobStatus | None = None
     shutting_down: bool = False
     task: asyncio.Task[None] | None = None
+    started: dt.datetime | None = None  # when this server launched it (MaxRuntimeInSeconds counts from here)
 
 
 class RunController(Controller, ABC):
@@ -204,7 +205,7 @@ class RunController(Controller, ABC):
 
     def launch(self, name: str) -> None:
         """Start running a resource whose record exists (status InProgress)."""
-        run = Run(name)
+        run = Run(name, started=self.clock())
         self._runs[name] = run
         run.task = self._spawn(self._run(run), f"{self.KIND}:{name}")
         run.task.add_done_callback(lambda task: self._ended(run, task))

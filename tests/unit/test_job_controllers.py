@@ -131,7 +131,7 @@ async def _create(engine: TrainingEngine, name: str, **extra: Any) -> None:
     await engine.create(spec, f"arn:aws:sagemaker:us-east-1:000000000000:training-job/{name}")
 
 
-async def _until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 20.0) -> None:
+async def _until(check: Callable[[], Awaitable[bool] | bool], timeout: float = 60.0) -> None:
     """Let the engine's task run until ``check`` holds (real time passes only for the event loop)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
@@ -164,7 +164,7 @@ def test_training_completes_and_times_come_from_the_clock(
     async def scenario() -> None:
         engine = _training(store, backend, clock, tmp_path)
         await _create(engine, "done")
-        await _until(_submitted(backend, "training-job/done"))
+        await _until(lambda: "_Handle" in _row(store, TRAINING, "done").data)  # saved for crash recovery
         assert _row(store, TRAINING, "done").data["_Handle"] == {"backend": "scripted", "job_id": "training-job/done"}
         clock.advance(42)
         backend.end("training-job/done", 0)

@@ -70,7 +70,8 @@ class JobEngine(RunController):
         """Poll the containers (``pump`` moves their logs) until all have ended; stops them on request or
         past ``MaxRuntimeInSeconds``. The outcome is 'done', 'stopped' or 'max-runtime'."""
         limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
-        deadline = self.clock() + dt.timedelta(seconds=limit) if limit else None  # the injected clock
+        started = run.started or self.clock()
+        deadline = started + dt.timedelta(seconds=limit) if limit else None  # on the injected clock
         outcome = "done"
         assert run.handle is not None
         while True:

@@ -9,7 +9,6 @@ wire dictionaries. ``document`` keeps the request exactly as given (minus ``Tags
 
 from __future__ import annotations
 
-import base64
 import copy
 import dataclasses
 import datetime as dt
@@ -19,22 +18,9 @@ from typing import Any
 
 from opensage import states
 from opensage.jobs import rules
-from opensage.timestamps import epoch
+from opensage.timestamps import epoch, jsonable
 
 DEFAULT_MAX_RUNTIME_S = 86400
-
-
-def jsonable(value: Any) -> Any:
-    """A parsed request as JSON: datetimes as epoch seconds, blobs as base64 (as the wire carries them)."""
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dt.datetime):
-        return epoch(value)
-    if isinstance(value, bytes | bytearray):
-        return base64.b64encode(value).decode()
-    return value
 
 
 @dataclass(frozen=True, slots=True)

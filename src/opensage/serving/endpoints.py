@@ -49,8 +49,10 @@ from opensage.serving.fleet import (
 from opensage.serving.health import READY_TIMEOUT_S, wait_ready, watch
 from opensage.serving.launcher import LOG_GROUP, MODEL, Launcher
 from opensage.serving.router import pick
+from opensage.serving.specs import EndpointConfigSpec, EndpointSpec, VariantSpec
 from opensage.serving.upstream import UpstreamError
 from opensage.states import EndpointStatus
+from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch as _epoch
 
@@ -155,6 +157,19 @@ class EndpointEngine(Controller):
             await self._retire(fleet)
         self._fleets.clear()
 
+    async def create(self, spec: EndpointSpec, arn: str) -> Resource:
+        """Record a new endpoint (Creating) and build its fleet: the one way every creator makes one.
+
+        Raises:
+            AlreadyExists: an endpoint of that name exists.
+        """
+        now = self.clock()
+        data = spec.initial_description(arn, now)
+        row = Resource(ENDPOINT, spec.name, arn, _S.CREATING, now, now, data)
+        created = await asyncio.to_thread(self.store.create_resource, row)
+        self.launch(spec.name, spec.config_name)
+        return created
+
     def launch(self, name: str, config_name: str) -> None:
         """Build endpoint ``name``'s fleet from ``config_name`` in the background (Creating -> InService)."""
         self._launch(name, config_name, None)
@@ -197,10 +212,9 @@ class EndpointEngine(Controller):
         directory = self.work_dir / name / hashlib.sha1(f"{config_name}{time.time_ns()}".encode()).hexdigest()[:10]
         fleet = Fleet(config_name, {}, directory)
         try:
-            for pv in config.data["ProductionVariants"]:
+            for pv in EndpointConfigSpec.from_document(config.data).variants:
                 template = await self.launcher.template(name, pv, directory)
-                weight, count = float(pv.get("InitialVariantWeight", 1.0)), int(pv.get("InitialInstanceCount", 1))
-                await self._start_variant(fleet, template, weight, count)
+                await self._start_variant(fleet, template, pv.initial_weight, pv.initial_count)
             await wait_ready(self.launcher, fleet.instances(), READY_TIMEOUT_S)
         except BaseException:
             await self._retire(fleet)
@@ -303,7 +317,7 @@ class EndpointEngine(Controller):
             FleetError: the model cannot be served (missing, unknown image or instance type, bad artifact),
                 or a server did not become ready.
         """
-        pv = {"VariantName": "AllTraffic", "ModelName": model_name, "InstanceType": instance_type}
+        pv = VariantSpec("AllTraffic", model_name, instance_type, count, 1.0)
         fleet = Fleet("", {}, directory)
         try:
             template = await self.launcher.template(owner, pv, directory, env)

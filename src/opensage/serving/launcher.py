@@ -24,6 +24,7 @@ from opensage.images import registry
 from opensage.logstore import LogStore
 from opensage.serving.artifacts import ModelCache
 from opensage.serving.fleet import FleetError, Instance, ServerTemplate, Variant, instance_type, new_instance
+from opensage.serving.specs import VariantSpec
 from opensage.store.sql import SqlStore
 
 MODEL = "model"
@@ -54,7 +55,7 @@ class Launcher:
     # --- templates ------------------------------------------------------------------------------------
 
     async def template(
-        self, owner: str, pv: Mapping[str, Any], directory: Path, extra_env: Mapping[str, str] | None = None
+        self, owner: str, pv: VariantSpec, directory: Path, extra_env: Mapping[str, str] | None = None
     ) -> ServerTemplate:
         """What the model servers of variant ``pv`` run, its files prepared under ``directory/<variant>``.
 
@@ -62,7 +63,7 @@ class Launcher:
             FleetError: a missing model, an image or instance type OpenSage does not serve, an
                 unreadable artifact or source directory.
         """
-        variant, model_name = pv["VariantName"], pv["ModelName"]
+        variant, model_name = pv.name, pv.model_name
         model = await asyncio.to_thread(self.store.get_resource, MODEL, model_name)
         if model is None:
             raise FleetError(f'Could not find model "{model_name}" of variant {variant}.')
@@ -73,7 +74,7 @@ class Launcher:
                 f"The image '{container.get('Image')}' of model {model_name} is not one OpenSage "
                 f"serves; use one of these repositories: {', '.join(registry.known_repositories())}."
             )
-        itype = instance_type(pv.get("InstanceType", "local"), variant)
+        itype = instance_type(pv.instance_type, variant)
         model_dir = await asyncio.to_thread(self.models.model_dir, container.get("ModelDataUrl", ""), model_name)
         base = directory / variant
         base.mkdir(parents=True, exist_ok=True)

@@ -23,14 +23,15 @@ from opensage.aws.context import RequestContext
 from opensage.compute import instances
 from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.listing import list_page
-from opensage.providers.sagemaker.training import _jsonable
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.serving.fleet import unknown_instance_type
+from opensage.serving.specs import EndpointConfigSpec, EndpointSpec
 from opensage.states import EndpointStatus
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch as _epoch
+from opensage.timestamps import jsonable
 
 
 def _public(data: dict[str, Any]) -> dict[str, Any]:
@@ -117,7 +118,7 @@ class InferenceOperations:
             self._require_role(ctx, request["ExecutionRoleArn"])
         name = request["ModelName"]
         arn = ctx.arn("sagemaker", f"model/{name.lower()}")
-        data = {**_jsonable(_public(request)), "ModelArn": arn, "CreationTime": _epoch(self.clock())}
+        data = {**jsonable(_public(request)), "ModelArn": arn, "CreationTime": _epoch(self.clock())}
         self._create(MODEL, name, arn, "", data, f'Cannot create already existing model "{arn}".')
         return {"ModelArn": arn}
 
@@ -160,13 +161,11 @@ class InferenceOperations:
                 raise validation_error(f"Variant {v['VariantName']} needs an InstanceType.")
             if v.get("InstanceType") and instances.lookup(v["InstanceType"]) is None:
                 raise validation_error(f"Variant {v['VariantName']}: {unknown_instance_type(v['InstanceType'])}")
-        name = request["EndpointConfigName"]
-        arn = ctx.arn("sagemaker", f"endpoint-config/{name.lower()}")
-        data = {**_jsonable(_public(request)), "EndpointConfigArn": arn, "CreationTime": _epoch(self.clock())}
-        for v in data["ProductionVariants"]:
-            v.setdefault("InitialVariantWeight", 1.0)
-            v.setdefault("InitialInstanceCount", 1)
-        self._create(CONFIG, name, arn, "", data, f'Cannot create already existing endpoint configuration "{arn}".')
+        spec = EndpointConfigSpec.from_request(_public(request))
+        arn = ctx.arn("sagemaker", f"endpoint-config/{spec.name.lower()}")
+        data = spec.initial_description(arn, self.clock())
+        exists = f'Cannot create already existing endpoint configuration "{arn}".'
+        self._create(CONFIG, spec.name, arn, "", data, exists)
         return {"EndpointConfigArn": arn}
 
     def describe_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -199,22 +198,13 @@ class InferenceOperations:
     # --- endpoints --------------------------------------------------------------------------------------
 
     async def create_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        name, config_name = request["EndpointName"], request["EndpointConfigName"]
-        await asyncio.to_thread(self._get, CONFIG, config_name, "endpoint configuration")
-        arn = ctx.arn("sagemaker", f"endpoint/{name.lower()}")
-        now = _epoch(self.clock())
-        data = {
-            "EndpointName": name,
-            "EndpointArn": arn,
-            "EndpointConfigName": config_name,
-            "EndpointStatus": "Creating",
-            "CreationTime": now,
-            "LastModifiedTime": now,
-        }
-        await asyncio.to_thread(
-            self._create, ENDPOINT, name, arn, "Creating", data, f'Cannot create already existing endpoint "{arn}".'
-        )
-        self.endpoints.launch(name, config_name)
+        spec = EndpointSpec.from_request(request)
+        await asyncio.to_thread(self._get, CONFIG, spec.config_name, "endpoint configuration")
+        arn = ctx.arn("sagemaker", f"endpoint/{spec.name.lower()}")
+        try:
+            await self.endpoints.create(spec, arn)
+        except AlreadyExists as exc:
+            raise validation_error(f'Cannot create already existing endpoint "{arn}".') from exc
         return {"EndpointArn": arn}
 
     def describe_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from typing import Any
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, not_found, resource_in_use, validation_error
 from opensage.jobs import training
-from opensage.jobs.specs import TrainingJobSpec, jsonable
+from opensage.jobs.specs import TrainingJobSpec
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
@@ -130,7 +130,3 @@ class TrainingOperations:
             "TrainingJob",
             ("CreationTime", "TrainingEndTime", "LastModifiedTime", "SecondaryStatus"),
         )
-
-
-def _jsonable(value: Any) -> Any:
-    return jsonable(value)
