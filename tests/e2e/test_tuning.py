@@ -238,5 +238,194 @@ def test_two_algorithms_and_stop_in_the_middle(platform: RunningPlatform) -> Non
         sm.stop_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)
 
 
-def _unused(tmp_path: Path) -> None:  # keeps Path imported for the SDK tests below
-    del tmp_path
+SDK_PRELUDE = """
+import sagemaker
+from sagemaker import image_uris
+from sagemaker.estimator import Estimator
+from sagemaker.inputs import TrainingInput
+from sagemaker.tuner import (CategoricalParameter, ContinuousParameter, HyperbandStrategyConfig,
+    HyperparameterTuner, IntegerParameter, StrategyConfig, WarmStartConfig, WarmStartTypes)
+session = sagemaker.Session()
+image = image_uris.retrieve("xgboost", session.boto_region_name, "1.7-1")
+inputs = {"train": TrainingInput("s3://%(bucket)s/data/train", content_type="text/csv"),
+          "validation": TrainingInput("s3://%(bucket)s/data/validation", content_type="text/csv")}
+def estimator(rounds=5):
+    est = Estimator(image, sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large",
+                    output_path="s3://%(bucket)s/sdk", sagemaker_session=session)
+    est.set_hyperparameters(objective="binary:logistic", num_round=rounds)
+    return est
+ranges = {"eta": ContinuousParameter(0.05, 0.5, scaling_type="Logarithmic"), "max_depth": IntegerParameter(1, 5)}
+"""
+
+SDK_BAYESIAN = """
+tuner = HyperparameterTuner(estimator(), "validation:auc", ranges, max_jobs=4, max_parallel_jobs=2,
+                            base_tuning_job_name="sdk-bayes")
+tuner.fit(inputs)
+best = tuner.best_training_job()
+print("BEST", best)
+frame = tuner.analytics().dataframe()
+print("ROWS", len(frame), sorted(frame.columns))
+print("TOP", frame.sort_values("FinalObjectiveValue", ascending=False).iloc[0]["TrainingJobName"])
+again = HyperparameterTuner.attach(tuner.latest_tuning_job.name, sagemaker_session=session)
+print("ATTACHED", again.best_training_job(), again.objective_metric_name, sorted(again.hyperparameter_ranges()))
+predictor = again.deploy(initial_instance_count=1, instance_type="ml.m5.large",
+                         serializer=sagemaker.serializers.CSVSerializer())
+print("PREDICTION", predictor.predict([[2.0, 1.0, 0, 0], [-2.0, -1.0, 0, 0]]).decode().replace("\\n", ","))
+predictor.delete_endpoint()
+"""
+
+
+def _lines(out: str, key: str) -> list[str]:
+    return [line.split(" ", 1)[1] for line in out.splitlines() if line.startswith(key + " ")]
+
+
+def test_sdk_tuner_fit_best_analytics_attach_deploy(platform: RunningPlatform, tmp_path: Path) -> None:
+    out = platform.run_python(SDK_PRELUDE % {"bucket": BUCKET} + SDK_BAYESIAN, tmp_path, timeout=400)
+    best = _lines(out, "BEST")[0]
+    assert best.startswith("sdk-bayes")
+    assert _lines(out, "ROWS")[0].startswith("4 ")
+    assert "FinalObjectiveValue" in _lines(out, "ROWS")[0] and "eta" in _lines(out, "ROWS")[0]
+    assert _lines(out, "TOP")[0] == best
+    assert _lines(out, "ATTACHED")[0] == f"{best} validation:auc ['ContinuousParameterRanges', " + (
+        "'IntegerParameterRanges']"
+    ) or _lines(out, "ATTACHED")[0].startswith(f"{best} validation:auc")
+    import re
+
+    first, second = (float(v) for v in re.findall(r"PREDICTION (\S+)", out)[0].split(","))
+    assert first > second
+
+
+SDK_STRATEGIES = """
+import json
+tuners = {
+    "Random": HyperparameterTuner(estimator(), "validation:auc", ranges, strategy="Random", max_jobs=4,
+                                  max_parallel_jobs=2, random_seed=11, base_tuning_job_name="sdk-random"),
+    "Grid": HyperparameterTuner(estimator(), "validation:auc",
+                                {"max_depth": CategoricalParameter([1, 2, 3]), "eta": CategoricalParameter([0.1, 0.3])},
+                                strategy="Grid", max_jobs=None, max_parallel_jobs=2, base_tuning_job_name="sdk-grid"),
+    "Hyperband": HyperparameterTuner(estimator(9), "validation:auc", ranges, strategy="Hyperband", max_jobs=4,
+        max_parallel_jobs=2, base_tuning_job_name="sdk-hyperband",
+        strategy_config=StrategyConfig(HyperbandStrategyConfig(min_resource=1, max_resource=9))),
+    "EarlyStopping": HyperparameterTuner(estimator(), "validation:auc", ranges, max_jobs=4, max_parallel_jobs=2,
+                                         early_stopping_type="Auto", base_tuning_job_name="sdk-early"),
+}
+for tuner in tuners.values():
+    tuner.fit(inputs, wait=False)
+for label, tuner in tuners.items():
+    tuner.wait()
+    desc = tuner.describe()
+    print("DESC", label, json.dumps({k: desc[k] for k in ("HyperParameterTuningJobStatus", "TrainingJobStatusCounters",
+          "HyperParameterTuningJobConfig")}, default=str))
+parent = tuners["Random"].latest_tuning_job.name
+warm = HyperparameterTuner(estimator(), "validation:auc", ranges, max_jobs=2, max_parallel_jobs=2,
+    base_tuning_job_name="sdk-warm",
+    warm_start_config=WarmStartConfig(WarmStartTypes.IDENTICAL_DATA_AND_ALGORITHM, parents={parent}))
+warm.fit(inputs)
+desc = warm.describe()
+print("WARM", json.dumps({"parent": parent, "overall": desc["OverallBestTrainingJob"]["TrainingJobName"],
+      "best": desc["BestTrainingJob"]["TrainingJobName"], "jobs": desc["TrainingJobStatusCounters"]["Completed"],
+      "parent_best": tuners["Random"].best_training_job()}))
+"""
+
+
+def test_sdk_every_strategy_early_stopping_and_warm_start(platform: RunningPlatform, tmp_path: Path) -> None:
+    import json
+
+    out = platform.run_python(SDK_PRELUDE % {"bucket": BUCKET} + SDK_STRATEGIES, tmp_path, timeout=500)
+    descs = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1]) for line in _lines(out, "DESC")}
+    assert set(descs) == {"Random", "Grid", "Hyperband", "EarlyStopping"}
+    for label, desc in descs.items():
+        assert desc["HyperParameterTuningJobStatus"] == "Completed", (label, desc)
+    grid = descs["Grid"]
+    assert grid["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 6
+    assert grid["TrainingJobStatusCounters"]["Completed"] == 6
+    assert descs["EarlyStopping"]["HyperParameterTuningJobConfig"]["TrainingJobEarlyStoppingType"] == "Auto"
+    hyperband = descs["Hyperband"]["TrainingJobStatusCounters"]
+    assert hyperband["Completed"] + hyperband["Stopped"] == 4
+    warm = json.loads(_lines(out, "WARM")[0])
+    assert warm["jobs"] == 2
+    assert warm["overall"] in (warm["best"], warm["parent_best"])
+
+
+TRAIN_SCRIPT = """
+import argparse, os
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+p = argparse.ArgumentParser()
+p.add_argument("--C", type=float, default=1.0)
+args, _ = p.parse_known_args()
+def load(channel):
+    d = os.environ["SM_CHANNEL_" + channel.upper()]
+    data = np.loadtxt(os.path.join(d, os.listdir(d)[0]), delimiter=",")
+    return data[:, 1:], data[:, 0]
+x, y = load("train")
+vx, vy = load("validation")
+model = LogisticRegression(C=args.C).fit(x, y)
+print(f"validation accuracy: {model.score(vx, vy):.4f}")
+"""
+
+SDK_SCRIPT_MODE = """
+import json
+from sagemaker.sklearn import SKLearn
+est = SKLearn(entry_point="train.py", framework_version="1.2-1", instance_type="ml.m5.large", instance_count=1,
+              role=sagemaker.get_execution_role(), sagemaker_session=session, output_path="s3://%(bucket)s/sk")
+tuner = HyperparameterTuner(est, "accuracy", {"C": ContinuousParameter(0.001, 10, scaling_type="Logarithmic")},
+    metric_definitions=[{"Name": "accuracy", "Regex": "validation accuracy: ([0-9.]+)"}], max_jobs=3,
+    max_parallel_jobs=2, base_tuning_job_name="sdk-sklearn")
+tuner.fit(inputs)
+desc = tuner.describe()
+print("SK", json.dumps({"status": desc["HyperParameterTuningJobStatus"], "best": desc["BestTrainingJob"]}, default=str))
+attached = HyperparameterTuner.attach(tuner.latest_tuning_job.name, sagemaker_session=session)
+print("ATTACH", attached.estimator.__class__.__name__)
+"""
+
+
+def test_sdk_script_mode_tuner_with_metric_definitions(platform: RunningPlatform, tmp_path: Path) -> None:
+    import json
+
+    (tmp_path / "train.py").write_text(TRAIN_SCRIPT)
+    out = platform.run_python(SDK_PRELUDE % {"bucket": BUCKET} + SDK_SCRIPT_MODE % {"bucket": BUCKET}, tmp_path)
+    result = json.loads(_lines(out, "SK")[0])
+    assert result["status"] == "Completed"
+    metric = result["best"]["FinalHyperParameterTuningJobObjectiveMetric"]
+    assert metric["MetricName"] == "accuracy" and 0.5 < metric["Value"] <= 1.0
+    assert _lines(out, "ATTACH") == ["SKLearn"]
+
+
+def test_a_restart_in_the_middle_goes_on(tmp_path: Path) -> None:
+    home, aws = tmp_path / "home", tmp_path / "aws"
+    name = _name("restart")
+    with running_platform(home, aws) as first:
+        port = first.port
+        s3 = first.session().client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="data/train/train.csv", Body=_csv(300, 0))
+        s3.put_object(Bucket=BUCKET, Key="data/validation/validation.csv", Body=_csv(150, 1))
+        sm = first.session().client("sagemaker")
+        sm.create_hyper_parameter_tuning_job(
+            HyperParameterTuningJobName=name,
+            HyperParameterTuningJobConfig=_config(jobs=6, RandomSeed=5),
+            TrainingJobDefinition=_definition(first, rounds=50),
+        )
+        deadline = time.monotonic() + 120
+        while (
+            sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)["TrainingJobStatusCounters"][
+                "Completed"
+            ]
+            < 2
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+    with running_platform(home, aws, port=port) as second:
+        sm = second.session().client("sagemaker")
+        desc = _wait(sm, name)
+        assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+        jobs = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name, MaxResults=100)[
+            "TrainingJobSummaries"
+        ]
+        trials = {tuple(sorted(j["TunedHyperParameters"].items())) for j in jobs}
+        counters = desc["TrainingJobStatusCounters"]
+        assert counters["Completed"] == 6 and desc["ObjectiveStatusCounters"]["Succeeded"] == 6
+        assert len(trials) == 6  # every trial once; the ones the restart cut off were retried with their values
+        assert counters["NonRetryableError"] == 0
+        assert len(jobs) == 6 + counters["RetryableError"]

@@ -61,9 +61,16 @@ def test_ask_tell_maps_ranges_and_scaling(tmp_path: Path) -> None:
     assert best.params["eta"] == max(t.params["eta"] for t in search.study.trials)
     # ReverseLogarithmic is sampled as 1 - x on a log scale
     assert math.isclose(float(strategies.to_hyperparameter(spec.definitions[0].ranges[1], 0.1)), 0.9)
-    # durable: a new Search on the same file sees every trial
+    # durable: a new Search on the same file sees every trial, and does not repeat their suggestions
     again = strategies.Search(spec, tmp_path / "study.journal")
     assert len(again.study.trials) == 12
+    assert again.ask().hyperparameters["eta"] not in {t.params["eta"] for t in search.study.trials}
+    # the same RandomSeed gives the same trials
+    other = strategies.Search(spec, tmp_path / "other.journal")
+    assert [other.ask().hyperparameters for _ in range(3)] == [
+        {r.name: strategies.to_hyperparameter(r, t.params[r.name]) for r in spec.definitions[0].ranges}
+        for t in search.study.trials[:3]
+    ]
 
 
 def test_log_scale_is_used_for_auto_over_orders_of_magnitude() -> None:

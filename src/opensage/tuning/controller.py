@@ -35,6 +35,7 @@ from opensage.jobs.specs import TrainingJobSpec
 from opensage.jobs.training import LOG_GROUP, TrainingEngine, metric_definitions
 from opensage.logstore import LogStore
 from opensage.states import JobStatus as Status
+from opensage.store import tags
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch
@@ -277,6 +278,9 @@ class TuningController(RunController):
         request = d.training_request(job, info["Tuned"])
         request["TuningJobArn"] = row.arn
         arn = row.arn.split(":hyper-parameter-tuning-job/")[0] + f":training-job/{job.lower()}"
+        inherited = await asyncio.to_thread(tags.get_tags, self.store, row.arn)  # AWS tags trials as their job
+        if inherited:
+            await asyncio.to_thread(tags.put_tags, self.store, arn, inherited, self.clock())
         try:
             await self.training.create(TrainingJobSpec.from_request(request), arn, parent_arn=row.arn)
         except AlreadyExists:

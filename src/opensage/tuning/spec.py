@@ -68,19 +68,14 @@ class Definition:
         """The CreateTrainingJob request of one trial with hyperparameters ``tuned``."""
         d = self.document
         algo = d["AlgorithmSpecification"]
-        resources = dict(d.get("HyperParameterTuningResourceConfig") or d.get("ResourceConfig") or {})
-        resources.pop("AllocationStrategy", None)
-        resources.pop("InstanceConfigs", None)
-        resources.setdefault("InstanceCount", 1)
-        resources.setdefault("InstanceType", "ml.m5.large")
-        resources.setdefault("VolumeSizeInGB", 30)
+        resources = resource_config(d)
         request: dict[str, Any] = {
             "TrainingJobName": job_name,
             "AlgorithmSpecification": {
                 k: v for k, v in algo.items() if k in ("TrainingImage", "TrainingInputMode", "MetricDefinitions")
             },
             "RoleArn": d["RoleArn"],
-            "OutputDataConfig": d["OutputDataConfig"],
+            "OutputDataConfig": {"KmsKeyId": "", **d["OutputDataConfig"]},  # as AWS describes trials; attach() reads it
             "ResourceConfig": resources,
             "StoppingCondition": d["StoppingCondition"],
             "HyperParameters": {**self.static, **tuned},
@@ -256,8 +251,27 @@ def _definition(d: dict[str, Any], config: Mapping[str, Any], multi: bool) -> De
     _check_metric(metric, image_uri, algo.get("MetricDefinitions") or [], static, label)
     framework = SCRIPT_MODE_HP in static
     static[OBJECTIVE_HP] = json.dumps(metric) if framework else metric  # the SDK's attach() expects it here
-    document = {**d, "StaticHyperParameters": static}
+    # Describe shows ResourceConfig and the algorithm's MetricDefinitions too: the SDK's attach() reads both
+    image = registry.resolve(image_uri)
+    shown = algo.get("MetricDefinitions") or (image.metric_definitions(static) if image is not None else [])
+    document = {
+        **d,
+        "AlgorithmSpecification": {**algo, "MetricDefinitions": shown},
+        "StaticHyperParameters": static,
+        "ResourceConfig": d.get("ResourceConfig") or resource_config(d),
+    }
     return Definition(d.get("DefinitionName"), metric, objective["Type"] == "Maximize", ranges, static, document)
+
+
+def resource_config(d: Mapping[str, Any]) -> dict[str, Any]:
+    """The ResourceConfig of a definition's trials (from HyperParameterTuningResourceConfig, as the SDK sends)."""
+    resources = dict(d.get("HyperParameterTuningResourceConfig") or d.get("ResourceConfig") or {})
+    resources.pop("AllocationStrategy", None)
+    resources.pop("InstanceConfigs", None)
+    resources.setdefault("InstanceCount", 1)
+    resources.setdefault("InstanceType", "ml.m5.large")
+    resources.setdefault("VolumeSizeInGB", 30)
+    return resources
 
 
 def _check_metric(metric: str, image_uri: str, definitions: list[dict], static: dict[str, str], label: str) -> None:

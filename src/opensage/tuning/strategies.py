@@ -56,12 +56,12 @@ def startup_trials(max_jobs: int) -> int:
     return max(3, min(10, max_jobs // 4))
 
 
-def sampler_for(spec: TuningJobSpec) -> Any:
+def sampler_for(spec: TuningJobSpec, seed: int | None = None) -> Any:
     import optuna
 
     if spec.strategy in ("Random", "Grid"):
-        return optuna.samplers.RandomSampler(seed=spec.seed)
-    return optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=startup_trials(spec.max_jobs))
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, n_startup_trials=startup_trials(spec.max_jobs))
 
 
 def pruner_for(spec: TuningJobSpec) -> Any:
@@ -178,7 +178,7 @@ class Search:
             storage=storage,
             load_if_exists=True,
             direction="maximize" if spec.maximize else "minimize",
-            sampler=sampler_for(spec),
+            sampler=sampler_for(spec, spec.seed),
             pruner=pruner_for(spec),
         )
         if spec.name not in names and spec.strategy == "Grid":
@@ -194,6 +194,10 @@ class Search:
 
     def ask(self) -> Suggestion:
         """The next trial's hyperparameters (recorded in the study as running)."""
+        if self.spec.seed is not None:
+            # A sampler's random state is not in the study: seeded per trial, a reloaded study does not
+            # repeat the suggestions it made before a restart, and a RandomSeed still gives the same trials.
+            self.study.sampler = sampler_for(self.spec, self.spec.seed + len(self.study.get_trials(deepcopy=False)))
         trial = self.study.ask()
         name = None
         if self.multi:

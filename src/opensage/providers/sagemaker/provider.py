@@ -18,6 +18,7 @@ from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.processing import ProcessingOperations
+from opensage.providers.sagemaker.tags import TagOperations
 from opensage.providers.sagemaker.training import TrainingOperations
 from opensage.providers.sagemaker.transform import TransformOperations
 from opensage.providers.sagemaker.tuning import TuningOperations
@@ -27,7 +28,7 @@ from opensage.tuning.controller import TuningController
 
 
 class SageMakerProvider(
-    TrainingOperations, InferenceOperations, TransformOperations, ProcessingOperations, TuningOperations
+    TrainingOperations, InferenceOperations, TransformOperations, ProcessingOperations, TuningOperations, TagOperations
 ):
     def __init__(
         self,

@@ -20,6 +20,7 @@ from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, ServiceError, not_found, resource_in_use, validation_error
 from opensage.providers.sagemaker.listing import list_page
 from opensage.providers.sagemaker.stopping import to_stopping
+from opensage.store import tags
 from opensage.store.sql import SqlStore
 from opensage.tuning import controller, summaries
 from opensage.tuning.spec import InvalidTuningJob, from_request
@@ -47,6 +48,8 @@ class TuningOperations:
             self._check_training_request(d.training_request(f"{spec.name}-001-00000000", {}))
             await asyncio.to_thread(self._require_role, ctx, d.document["RoleArn"])
         arn = ctx.arn("sagemaker", f"hyper-parameter-tuning-job/{spec.name.lower()}")
+        if request.get("Tags"):  # before the job starts: its training jobs get them too
+            await asyncio.to_thread(tags.put_tags, self.store, arn, request["Tags"], self.clock())
         try:
             await self.tuning.create(spec, arn)
         except InvalidTuningJob as exc:
@@ -134,5 +137,6 @@ class TuningOperations:
                 "deleting it."
             )
         self.store.delete_resource(KIND, name)
+        tags.drop_tags(self.store, row.arn)
         self.tuning.delete_study(name)
         return {}
