@@ -13,24 +13,33 @@ Also: CreateEndpoint -> InService time, and the memory (PSS) the platform adds p
 Every run waits for the machine to be quiet first (the kit's rule) and records the CPU that other
 processes used meanwhile; medians of --reps runs are printed, then the issue's goals, checked.
 
+With --compare REV, OpenSage alone, before and after: a git worktree of REV (in a temporary
+directory, removed at the end) and the current tree each run a platform, both up at once, their runs
+interleaved cell by cell; one table gives each cell's two rows and the change.
+
 Usage: python benchmarks/serving_bench.py [--reps 3] [--duration 10] [--anchors thin_uvicorn_w1 ...]
+       python benchmarks/serving_bench.py --compare REV [--reps 1] [--duration 5] [--quiet-wait 5]
        (PERF_ROOT, default /tmp/opensage-bench, holds data, venvs, logs and results)
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import json
 import os
 import re
+import site
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -224,61 +233,122 @@ def _platform_pss_mb(pid: int) -> float:
     return total / 2**20
 
 
-def opensage(data: Path, model: Path, reps: int, duration: int, expected: dict[int, list[float]]) -> dict:
-    sys.path.insert(0, str(HERE))
-    sys.path.insert(0, str(HERE.parent / "tests"))
-    sys.path.insert(0, str(KIT))
-    from common import Noise
-    from loadgen import wait_quiet
+def _kit() -> None:
+    """The bench kit's modules, this directory's and the tests' helpers on the import path."""
+    for path in (str(HERE), str(HERE.parent / "tests"), str(KIT)):
+        if path not in sys.path:
+            sys.path.insert(0, path)
+
+
+def _deploy(p: Any, model: Path) -> tuple[Any, Any, tuple[str, str]]:
+    """The model ``bench`` on platform ``p``: its sagemaker and runtime clients and the signing key."""
+    session = p.session()
+    s3, sm, runtime = session.client("s3"), session.client("sagemaker"), session.client("sagemaker-runtime")
+    s3.create_bucket(Bucket="bench")
+    s3.put_object(Bucket="bench", Key="model.tar.gz", Body=_tar(model))
+    account = session.client("sts").get_caller_identity()["Account"]
+    sm.create_model(
+        ModelName="bench",
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"},
+        ExecutionRoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+    )
+    credentials = session.get_credentials()
+    return sm, runtime, (credentials.access_key, credentials.secret_key)
+
+
+def _endpoint(sm: Any, runtime: Any, name: str, instances: int, data: Path, expected: dict[int, list[float]]) -> float:
+    """Create endpoint ``name`` with ``instances`` instances, check its answers; CreateEndpoint -> InService (s)."""
+    sm.create_endpoint_config(
+        EndpointConfigName=name,
+        ProductionVariants=[
+            {
+                "VariantName": "AllTraffic",
+                "ModelName": "bench",
+                "InitialInstanceCount": instances,
+                "InstanceType": "ml.m5.large",
+            }
+        ],
+    )
+    started = time.perf_counter()
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    while (status := sm.describe_endpoint(EndpointName=name)["EndpointStatus"]) == "Creating":
+        time.sleep(0.01)
+    if status != "InService":
+        raise SystemExit(f"endpoint {name} is {status}: {sm.describe_endpoint(EndpointName=name)}")
+    took = time.perf_counter() - started
+    for rows in ROWS:
+        body = (data / f"body_{rows}.csv").read_bytes()
+        answer = runtime.invoke_endpoint(EndpointName=name, Body=body, ContentType="text/csv")["Body"].read()
+        got = _numbers(answer)
+        if len(got) != rows or any(abs(a - b) > 1e-5 for a, b in zip(got, expected[rows], strict=True)):
+            raise SystemExit(f"OpenSage answered wrongly for {rows} row(s): {answer[:200]!r}")
+    return took
+
+
+def _load(p: Any, name: str, key: tuple[str, str], body: bytes, concurrency: int, duration: float) -> dict:
     from signed_load import sign, wrk
 
+    url = f"{p.api_url}/endpoints/{name}/invocations"
+    return wrk(
+        sign(url, body, {"Content-Type": "text/csv", "Accept": "text/csv"}, "sagemaker", key), concurrency, duration
+    )
+
+
+def _measure(p: Any, name: str, key: tuple[str, str], body: bytes, c: int, duration: float, quiet_s: float) -> dict:
+    """One wrk run once the machine is quiet, with the CPU that other processes used meanwhile."""
+    from common import Noise
+    from loadgen import wait_quiet
+
+    wait_quiet(max_wait=quiet_s)
+    with Noise([p.proc.pid]) as noise:
+        run = _load(p, name, key, body, c, duration)
+    run["foreign_cores"] = noise.result["foreign_cores"]
+    return run
+
+
+def _print_run(label: str, rows: int, c: int, run: dict) -> None:
+    print(
+        f"[{label}] {rows:3d} row(s) c={c:<3d} rps={run['rps']:8.1f} "
+        f"p50={run['p50_us'] / 1000:7.2f}ms p99={run['p99_us'] / 1000:7.2f}ms "
+        f"err={run['errors']} foreign={run['foreign_cores']}",
+        flush=True,
+    )
+
+
+def _summary(server: str, rows: int, c: int, rs: list[dict]) -> dict:
+    return {
+        "server": server,
+        "rows": rows,
+        "concurrency": c,
+        "rps": statistics.median(r["rps"] for r in rs),
+        "p50_ms": statistics.median(r["p50_us"] for r in rs) / 1000,
+        "p99_ms": statistics.median(r["p99_us"] for r in rs) / 1000,
+        "errors": sum(r["errors"] for r in rs),
+        "foreign_cores": statistics.median(r["foreign_cores"] for r in rs),
+    }
+
+
+def _delete_endpoint(sm: Any, name: str) -> None:
+    sm.delete_endpoint(EndpointName=name)
+    while name in [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]]:
+        time.sleep(0.1)
+
+
+def opensage(
+    data: Path, model: Path, reps: int, duration: int, expected: dict[int, list[float]], quiet_s: float = 20
+) -> dict:
+    _kit()
     from helpers import running_platform
 
     results: dict = {"rows": [], "create_to_inservice_s": {}, "pss_mb": {}, "server_pss_mb": {}}
     with tempfile.TemporaryDirectory() as tmp, running_platform(Path(tmp) / "home", Path(tmp) / "aws") as p:
-        session = p.session()
-        s3, sm, runtime = session.client("s3"), session.client("sagemaker"), session.client("sagemaker-runtime")
-        s3.create_bucket(Bucket="bench")
-        s3.put_object(Bucket="bench", Key="model.tar.gz", Body=_tar(model))
-        account = session.client("sts").get_caller_identity()["Account"]
-        sm.create_model(
-            ModelName="bench",
-            PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://bench/model.tar.gz"},
-            ExecutionRoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
-        )
-        credentials = session.get_credentials()
-        key = (credentials.access_key, credentials.secret_key)
+        sm, runtime, key = _deploy(p, model)
         results["pss_mb"][0] = _platform_pss_mb(p.proc.pid)
         for instances in (1, 2):
             name = f"bench-{instances}"
-            sm.create_endpoint_config(
-                EndpointConfigName=name,
-                ProductionVariants=[
-                    {
-                        "VariantName": "AllTraffic",
-                        "ModelName": "bench",
-                        "InitialInstanceCount": instances,
-                        "InstanceType": "ml.m5.large",
-                    }
-                ],
-            )
-            started = time.perf_counter()
-            sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
-            while (status := sm.describe_endpoint(EndpointName=name)["EndpointStatus"]) == "Creating":
-                time.sleep(0.01)
-            if status != "InService":
-                raise SystemExit(f"endpoint {name} is {status}: {sm.describe_endpoint(EndpointName=name)}")
-            results["create_to_inservice_s"][instances] = time.perf_counter() - started
-            for rows in ROWS:
-                body = (data / f"body_{rows}.csv").read_bytes()
-                answer = runtime.invoke_endpoint(EndpointName=name, Body=body, ContentType="text/csv")["Body"].read()
-                got = _numbers(answer)
-                if len(got) != rows or any(abs(a - b) > 1e-5 for a, b in zip(got, expected[rows], strict=True)):
-                    raise SystemExit(f"OpenSage answered wrongly for {rows} row(s): {answer[:200]!r}")
-            url = f"{p.api_url}/endpoints/{name}/invocations"
-            headers = {"Content-Type": "text/csv", "Accept": "text/csv"}
+            results["create_to_inservice_s"][instances] = _endpoint(sm, runtime, name, instances, data, expected)
             for rows in ROWS:  # warm-up
-                wrk(sign(url, (data / f"body_{rows}.csv").read_bytes(), headers, "sagemaker", key), 8, 3)
+                _load(p, name, key, (data / f"body_{rows}.csv").read_bytes(), 8, 3)
             time.sleep(1)
             results["pss_mb"][instances] = _platform_pss_mb(p.proc.pid)
             servers = [
@@ -292,34 +362,150 @@ def opensage(data: Path, model: Path, reps: int, duration: int, expected: dict[i
                 for rows in ROWS:
                     body = (data / f"body_{rows}.csv").read_bytes()
                     for c in CONCURRENCY:
-                        wait_quiet(max_wait=20)
-                        with Noise([p.proc.pid]) as noise:
-                            run = wrk(sign(url, body, headers, "sagemaker", key), c, duration)
-                        run["foreign_cores"] = noise.result["foreign_cores"]
+                        run = _measure(p, name, key, body, c, duration, quiet_s)
                         runs.setdefault((rows, c), []).append(run)
-                        print(
-                            f"[opensage-{instances}] {rows:3d} row(s) c={c:<3d} rps={run['rps']:8.1f} "
-                            f"p50={run['p50_us'] / 1000:7.2f}ms p99={run['p99_us'] / 1000:7.2f}ms "
-                            f"err={run['errors']} foreign={run['foreign_cores']}",
-                            flush=True,
-                        )
-            for (rows, c), rs in sorted(runs.items()):
-                results["rows"].append(
-                    {
-                        "server": f"opensage_{instances}_instance{'s' if instances > 1 else ''}",
-                        "rows": rows,
-                        "concurrency": c,
-                        "rps": statistics.median(r["rps"] for r in rs),
-                        "p50_ms": statistics.median(r["p50_us"] for r in rs) / 1000,
-                        "p99_ms": statistics.median(r["p99_us"] for r in rs) / 1000,
-                        "errors": sum(r["errors"] for r in rs),
-                        "foreign_cores": statistics.median(r["foreign_cores"] for r in rs),
-                    }
-                )
-            sm.delete_endpoint(EndpointName=name)
-            while name in [e["EndpointName"] for e in sm.list_endpoints()["Endpoints"]]:
-                time.sleep(0.1)
+                        _print_run(f"opensage-{instances}", rows, c, run)
+            server = f"opensage_{instances}_instance{'s' if instances > 1 else ''}"
+            results["rows"] += [_summary(server, rows, c, rs) for (rows, c), rs in sorted(runs.items())]
+            _delete_endpoint(sm, name)
     return results
+
+
+# --- before and after -------------------------------------------------------------------------------
+
+
+def _git(*args: str) -> str:
+    return subprocess.run(["git", "-C", str(HERE.parent), *args], check=True, capture_output=True, text=True).stdout
+
+
+@contextlib.contextmanager
+def _worktree(rev: str, path: Path) -> Iterator[str]:
+    """A detached ``git worktree`` of ``rev`` at ``path``, removed on the way out; yields the short hash."""
+    sha = _git("rev-parse", "--verify", "--short", f"{rev}^{{commit}}").strip()
+    _git("worktree", "add", "--detach", "--quiet", str(path), sha)
+    try:
+        yield sha
+    finally:
+        _git("worktree", "remove", "--force", str(path))
+
+
+def _tree_python(venv: Path, src: Path) -> str:
+    """An interpreter that imports OpenSage from ``src`` and every other package from this one's.
+
+    A virtual environment whose only ``.pth`` puts ``src`` first, then this interpreter's site
+    directories (with their own ``.pth`` files, so an editable OpenSage there comes after ``src``).
+    The platform starts its model servers with its own interpreter, so they run ``src``'s code too.
+    """
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = str(venv / "bin" / "python")
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    lines = [str(src), *(f"import site; site.addsitedir({d!r})" for d in site.getsitepackages())]
+    Path(purelib, "opensage-tree.pth").write_text("\n".join(lines) + "\n")
+    found = subprocess.run(
+        [python, "-c", "import opensage, xgboost; print(opensage.__file__)"],
+        capture_output=True, text=True, cwd=venv, env={"PATH": "/usr/local/bin:/usr/bin:/bin"},
+    )  # fmt: skip
+    if not found.stdout.strip().startswith(str(src)):
+        raise SystemExit(f"{python} imports OpenSage from {found.stdout.strip() or found.stderr[-300:]}, not {src}")
+    return python
+
+
+def _check_servers(p: Any, venv: Path, instances: int) -> None:
+    """The platform's model servers run on its tree's interpreter (so on that tree's code)."""
+    argvs = [c.cmdline() for c in psutil.Process(p.proc.pid).children(recursive=True)]
+    servers = [argv for argv in argvs if "opensage.serving.modelserver" in argv]
+    if len(servers) != instances or not all(any(a.startswith(str(venv)) for a in argv) for argv in servers):
+        raise SystemExit(f"expected {instances} model server(s) on {venv}/bin/python, found {servers}")
+
+
+def compare(
+    rev: str, data: Path, model: Path, reps: int, duration: int, expected: dict[int, list[float]], quiet_s: float
+) -> dict:
+    """The OpenSage measurement on ``rev`` and on the current tree, both platforms up at once and their
+    runs interleaved cell by cell (who goes first alternates), so drift on the machine hits both alike."""
+    _kit()
+    from helpers import running_platform
+
+    results: dict = {"rows": [], "create_to_inservice_s": {}, "trees": {}}
+    with tempfile.TemporaryDirectory() as tmp_name, contextlib.ExitStack() as stack:
+        tmp = Path(tmp_name)
+        old = stack.enter_context(_worktree(rev, tmp / "tree"))
+        dirty = " + uncommitted changes" if _git("status", "--porcelain", "--", "src").strip() else ""
+        trees = {old: tmp / "tree" / "src", "current": HERE.parent / "src"}
+        results["trees"] = {
+            old: f"git worktree of {rev}" + (f" ({old})" if rev != old else ""),
+            "current": f"{HERE.parent} at {_git('rev-parse', '--short', 'HEAD').strip()}{dirty}",
+        }
+        sides = []
+        for label, src in trees.items():
+            python = _tree_python(tmp / f"venv-{label}", src)
+            p = stack.enter_context(running_platform(tmp / f"home-{label}", tmp / f"aws-{label}", python=python))
+            sides.append((label, p, *_deploy(p, model)))
+        cell = 0
+        for instances in (1, 2):
+            name = f"bench-{instances}"
+            for label, p, sm, runtime, key in sides:
+                took = _endpoint(sm, runtime, name, instances, data, expected)
+                results["create_to_inservice_s"].setdefault(label, {})[instances] = took
+                _check_servers(p, tmp / f"venv-{label}", instances)
+                for rows in ROWS:  # warm-up
+                    _load(p, name, key, (data / f"body_{rows}.csv").read_bytes(), 8, 3)
+            runs: dict[tuple[str, int, int], list[dict]] = {}
+            for _ in range(reps):
+                for rows in ROWS:
+                    body = (data / f"body_{rows}.csv").read_bytes()
+                    for c in CONCURRENCY:
+                        for label, p, _sm, _rt, key in sides if cell % 2 == 0 else sides[::-1]:
+                            run = _measure(p, name, key, body, c, duration, quiet_s)
+                            runs.setdefault((label, rows, c), []).append(run)
+                            _print_run(f"{label}-{instances}", rows, c, run)
+                        cell += 1
+            for (label, rows, c), rs in sorted(runs.items(), key=lambda kv: (kv[0][1], kv[0][2])):
+                results["rows"].append({"tree": label, "instances": instances, **_summary(label, rows, c, rs)})
+            for _label, _p, sm, _rt, _key in sides:
+                _delete_endpoint(sm, name)
+    results["old"] = old
+    return results
+
+
+def _change(new: float, old: float) -> str:
+    return f"{(new - old) / old * 100:+.1f}%" if old else "n/a"
+
+
+def report_compare(rev: str, results: dict, reps: int, duration: int, root: Path) -> None:
+    old = results["old"]
+    print(
+        f"\nmedians of {reps} run(s) of {duration} s each (wrk, 1 thread, closed loop), SigV4-signed; "
+        f"the two platforms' runs interleaved\n"
+        + "".join(f"{label}: {tree}\n" for label, tree in results["trees"].items())
+    )
+    for label, times in results["create_to_inservice_s"].items():
+        print(f"CreateEndpoint -> InService, {label}: {times[1]:.2f} s (1 instance), {times[2]:.2f} s (2 instances)")
+    print("\n| instances | rows | concurrency | tree | req/s | p50 (ms) | p99 (ms) | errors | other load (cores) |")
+    print("|---:|---:|---:|---|---:|---:|---:|---:|---:|")
+    cells = {(r["tree"], r["instances"], r["rows"], r["concurrency"]): r for r in results["rows"]}
+    for instances in (1, 2):
+        for rows in ROWS:
+            for c in CONCURRENCY:
+                before, after = cells[(old, instances, rows, c)], cells[("current", instances, rows, c)]
+                for r in (before, after):
+                    rps, p50, p99 = (
+                        f"{r[k]:.{digits}f}" + (f" ({_change(r[k], before[k])})" if r is after else "")
+                        for k, digits in (("rps", 0), ("p50_ms", 2), ("p99_ms", 2))
+                    )
+                    print(
+                        f"| {instances} | {rows} | {c} | {r['tree']} | {rps} | {p50} | {p99} | {r['errors']} | "
+                        f"{r['foreign_cores']:.2f} |"
+                    )
+    print("\n(in brackets: current against " + old + "; higher req/s and lower latencies are better)")
+    path = root / "results" / "serving_compare.json"
+    path.write_text(json.dumps({"compare": rev, **results}, indent=2, default=str))
+    print(f"\nresults: {path}")
 
 
 # --- report -----------------------------------------------------------------------------------------
@@ -368,6 +554,8 @@ def main() -> None:
     )
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--duration", type=int, default=10)
+    ap.add_argument("--compare", metavar="REV", help="measure OpenSage at git revision REV beside the current tree")
+    ap.add_argument("--quiet-wait", type=float, default=20, help="at most this long (s) to wait for a quiet machine")
     a = ap.parse_args()
     root = Path(os.environ.get("PERF_ROOT", "/tmp/opensage-bench"))
     for sub in ("results", "logs"):
@@ -375,7 +563,11 @@ def main() -> None:
     os.environ["PERF_ROOT"] = str(root)  # the kit's modules read it at import
     data, model = prepare(root)
     raw, expected = reference(data, model)
-    ours = opensage(data, model, a.reps, a.duration, expected)
+    if a.compare:
+        report_compare(a.compare, compare(a.compare, data, model, a.reps, a.duration, expected, a.quiet_wait),
+                       a.reps, a.duration, root)  # fmt: skip
+        return
+    ours = opensage(data, model, a.reps, a.duration, expected, a.quiet_wait)
     peers, skipped = anchors(a.anchors, a.reps, a.duration, root)
 
     table = list(ours["rows"])
