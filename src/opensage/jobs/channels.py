@@ -2,7 +2,9 @@
 
 ``S3Prefix`` lists every object under the prefix; ``ManifestFile`` reads the manifest's prefix and
 relative keys. ``FullyReplicated`` gives every instance every object; ``ShardedByS3Key`` deals the
-objects (sorted by key) round-robin. Local names are keys relative to the prefix (see :func:`_relative`).
+objects (sorted by key) round-robin. Local names are keys relative to the prefix (see :func:`_relative`);
+a key or manifest entry whose local name would leave the channel's directory (a leading ``/``, a ``..``
+segment) fails the job, naming the key, before anything is downloaded.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from opensage.objects.transfer import S3LocationError, split_s3_uri
+from opensage.objects.transfer import S3LocationError, local_path, split_s3_uri
 
 
 class ChannelError(S3LocationError):
@@ -41,7 +43,14 @@ def _list(s3: Any, bucket: str, prefix: str) -> list[tuple[str, int]]:
 
 
 def list_channel(s3: Any, channel: dict[str, Any], region: str) -> list[S3Object]:
-    """Every object of a channel, sorted by key."""
+    """Every object of a channel, sorted by key.
+
+    Raises:
+        ChannelError: no S3 source, no objects, or a channel name or key that is no safe local name.
+    """
+    name = channel["ChannelName"]
+    if name in ("", ".", "..") or "/" in name or "\0" in name:
+        raise ChannelError(f"ClientError: the channel name '{name}' cannot be a directory name.")
     source = channel["DataSource"].get("S3DataSource")
     if source is None:
         raise ChannelError(
@@ -59,6 +68,11 @@ def list_channel(s3: Any, channel: dict[str, Any], region: str) -> list[S3Object
             f"ClientError: S3DataType '{data_type}' of channel '{channel['ChannelName']}' is not "
             "supported here; use S3Prefix or ManifestFile."
         )
+    for o in objects:
+        try:
+            local_path(Path(), o.relpath, o.key)
+        except S3LocationError as exc:
+            raise ChannelError(f"{exc} (s3://{o.bucket}/{o.key}, channel '{name}')") from exc
     if not objects:
         raise ChannelError(
             f'ClientError: No S3 objects found under S3 URL "{uri}" given in input data source of channel '
@@ -97,7 +111,21 @@ def _manifest(s3: Any, bucket: str, key: str) -> list[S3Object]:
     m_bucket, m_prefix = split_s3_uri(entries[0]["prefix"])
     objects = []
     for rel in entries[1:]:
-        head = s3.head_object(Bucket=m_bucket, Key=m_prefix + rel)
+        if not isinstance(rel, str):
+            raise ChannelError(
+                f"ClientError: the manifest s3://{bucket}/{key} has an entry that is no string: {rel!r}."
+            )
+        try:
+            local_path(Path(), rel, m_prefix + rel)  # before any request with it
+        except S3LocationError as exc:
+            raise ChannelError(f"{exc} (an entry of the manifest s3://{bucket}/{key})") from exc
+        try:
+            head = s3.head_object(Bucket=m_bucket, Key=m_prefix + rel)
+        except s3.exceptions.ClientError as exc:
+            raise ChannelError(
+                f"ClientError: the object s3://{m_bucket}/{m_prefix + rel} listed in the manifest "
+                f"s3://{bucket}/{key} cannot be read: {exc.response.get('Error', {}).get('Code')}."
+            ) from exc
         objects.append(S3Object(m_bucket, m_prefix + rel, rel, head["ContentLength"]))
     return objects
 

@@ -26,6 +26,24 @@ def split_s3_uri(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
+def local_path(root: Path, relpath: str, key: str) -> Path:
+    """Where the object ``key`` goes: ``root / relpath``, refused when ``relpath`` would leave ``root``.
+
+    An S3 key is any string: one with a leading ``/``, a ``..`` segment or a NUL byte must not become a
+    path of the job's machine (it would overwrite, or for a transform truncate, files elsewhere).
+
+    Raises:
+        S3LocationError: ``relpath`` is empty, absolute, has a ``..`` segment or a NUL byte.
+    """
+    parts = relpath.split("/")
+    if relpath.startswith("/") or ".." in parts or "\0" in relpath or all(p in ("", ".") for p in parts):
+        raise S3LocationError(
+            f"ClientError: the S3 key '{key}' cannot be written as a local file (as '{relpath}' below the "
+            "target directory): keys must not start with '/' or contain '..' segments or NUL bytes."
+        )
+    return root / relpath
+
+
 def tar_directory(source: Path, target: Path) -> Path:
     """A gzip tarball of ``source``'s contents (paths relative to it, as SageMaker writes them)."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -73,7 +91,7 @@ def download_tree(s3: Any, s3_uri: str, target: Path) -> int:
             rel = obj["Key"][len(prefix) :]
             if not rel or rel.endswith("/"):
                 continue
-            dest = target / rel
+            dest = local_path(target, rel, obj["Key"])
             dest.parent.mkdir(parents=True, exist_ok=True)
             s3.download_file(bucket, obj["Key"], str(dest))
             n += 1
@@ -101,7 +119,10 @@ def download_and_unpack(s3: Any, s3_uri: str, target: Path) -> None:
         ) from exc
     try:
         if not tarfile.is_tarfile(scratch):
-            scratch.rename(target / key.rsplit("/", 1)[-1])
+            name = key.rsplit("/", 1)[-1]
+            if name in ("", ".", "..") or "\0" in name:
+                raise ArtifactError(f"its file name '{name}' cannot be a local file")
+            scratch.rename(target / name)
             return
         with tarfile.open(scratch) as tar:
             tar.extractall(target, filter="data")
