@@ -189,6 +189,57 @@ def test_bad_input_is_refused_and_nothing_starts(platform: RunningPlatform, chan
     assert sm.list_hyper_parameter_tuning_jobs(NameContains=name)["HyperParameterTuningJobSummaries"] == []
 
 
+def test_boto3_grid_computes_its_size(platform: RunningPlatform) -> None:
+    sm = platform.session().client("sagemaker")
+    name = _name("grid")
+    config = _config("Grid", jobs=None)
+    config["ParameterRanges"] = {
+        "CategoricalParameterRanges": [{"Name": "eta", "Values": ["0.1", "0.3"]}],
+        "IntegerParameterRanges": [{"Name": "max_depth", "MinValue": "2", "MaxValue": "3"}],
+    }
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=config,
+        TrainingJobDefinition=_definition(platform),
+    )
+    desc = _wait(sm, name)
+    assert desc["HyperParameterTuningJobConfig"]["ResourceLimits"]["MaxNumberOfTrainingJobs"] == 4
+    assert desc["HyperParameterTuningJobStatus"] == "Completed"
+    jobs = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
+        "TrainingJobSummaries"
+    ]
+    points = {(j["TunedHyperParameters"]["eta"], j["TunedHyperParameters"]["max_depth"]) for j in jobs}
+    assert points == {("0.1", "2"), ("0.1", "3"), ("0.3", "2"), ("0.3", "3")}
+
+
+def test_early_stopping_auto_stops_poor_trials(platform: RunningPlatform) -> None:
+    """The median rule stops trials whose logloss per round is worse than earlier trials' running averages."""
+    sm = platform.session().client("sagemaker")
+    name = _name("early")
+    config = _config(jobs=8, RandomSeed=2, TrainingJobEarlyStoppingType="Auto")
+    config["HyperParameterTuningJobObjective"] = {"Type": "Minimize", "MetricName": "validation:logloss"}
+    config["ParameterRanges"] = {
+        "ContinuousParameterRanges": [
+            {"Name": "eta", "MinValue": "0.0001", "MaxValue": "0.3", "ScalingType": "Logarithmic"}
+        ]
+    }
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=config,
+        TrainingJobDefinition=_definition(platform, rounds=3000),
+    )
+    desc = _wait(sm, name, timeout=300)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    jobs = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
+        "TrainingJobSummaries"
+    ]
+    stopped = [j for j in jobs if j["TrainingJobStatus"] == "Stopped"]
+    assert stopped, [(j["TunedHyperParameters"], j["TrainingJobStatus"]) for j in jobs]
+    assert all(j["ObjectiveStatus"] == "Succeeded" for j in stopped)  # stopped early, with the objective so far
+    assert desc["TrainingJobStatusCounters"]["Stopped"] == len(stopped)
+    assert desc["BestTrainingJob"]["TrainingJobStatus"] == "Completed"
+
+
 def test_two_algorithms_and_stop_in_the_middle(platform: RunningPlatform) -> None:
     sm = platform.session().client("sagemaker")
     name = _name("multi")
@@ -295,6 +346,8 @@ def test_sdk_tuner_fit_best_analytics_attach_deploy(platform: RunningPlatform, t
     assert first > second
 
 
+# Grid: the SDK v2 sends MaxNumberOfTrainingJobs=None for max_jobs=None, which botocore itself refuses,
+# so the SDK gives the grid's size; boto3 leaves it out (test_boto3_grid_computes_its_size).
 SDK_STRATEGIES = """
 import json
 tuners = {
@@ -302,7 +355,7 @@ tuners = {
                                   max_parallel_jobs=2, random_seed=11, base_tuning_job_name="sdk-random"),
     "Grid": HyperparameterTuner(estimator(), "validation:auc",
                                 {"max_depth": CategoricalParameter([1, 2, 3]), "eta": CategoricalParameter([0.1, 0.3])},
-                                strategy="Grid", max_jobs=None, max_parallel_jobs=2, base_tuning_job_name="sdk-grid"),
+                                strategy="Grid", max_jobs=6, max_parallel_jobs=2, base_tuning_job_name="sdk-grid"),
     "Hyperband": HyperparameterTuner(estimator(9), "validation:auc", ranges, strategy="Hyperband", max_jobs=4,
         max_parallel_jobs=2, base_tuning_job_name="sdk-hyperband",
         strategy_config=StrategyConfig(HyperbandStrategyConfig(min_resource=1, max_resource=9))),

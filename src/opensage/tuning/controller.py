@@ -208,8 +208,14 @@ class TuningController(RunController):
                 info["Retried"] = True
                 await self._start_job(spec, row, trials, info, info.get("Attempt", 1) + 1)
                 continue
-            value = summaries.objective_value(child, info["Metric"])
             early = child.status == Status.STOPPED
+            if early and summaries.objective_value(child, info) is None:
+                # stopped before it wrote FinalMetricDataList: its objective so far, from its log
+                tail = _Tail()
+                await asyncio.to_thread(self._read_objective, child, info["Metric"], tail)
+                if tail.values:
+                    info["Objective"] = tail.values[-1]
+            value = summaries.objective_value(child, info)
             await asyncio.to_thread(search.tell, info["Trial"], value, stopped_early=early)
         return changed
 

@@ -16,20 +16,22 @@ from opensage.store.entities import Resource
 RETRYABLE_PREFIX = "InternalServerError"  # failures of the platform, not of the job: retried
 
 
-def objective_value(child: Resource, metric: str) -> float | None:
-    """The objective the job logged (its FinalMetricDataList entry), None when it has none."""
+def objective_value(child: Resource, info: Mapping[str, Any]) -> float | None:
+    """The objective the job logged (its FinalMetricDataList entry, or for a job stopped before it
+    wrote one, the last value its log shows), None when it has none."""
     if child.status == JobStatus.FAILED:
         return None
     for m in child.data.get("FinalMetricDataList") or []:
-        if m.get("MetricName") == metric:
+        if m.get("MetricName") == info["Metric"]:
             return float(m["Value"])
-    return None
+    last = info.get("Objective")
+    return float(last) if last is not None and child.status == JobStatus.STOPPED else None
 
 
-def objective_status(child: Resource, metric: str) -> str:
+def objective_status(child: Resource, info: Mapping[str, Any]) -> str:
     if child.status in (JobStatus.IN_PROGRESS, JobStatus.STOPPING):
         return "Pending"
-    return "Succeeded" if objective_value(child, metric) is not None else "Failed"
+    return "Succeeded" if objective_value(child, info) is not None else "Failed"
 
 
 def retryable(child: Resource) -> bool:
@@ -47,14 +49,14 @@ def summary(child: Resource, info: Mapping[str, Any], tuning_name: str) -> dict[
         "CreationTime": d.get("CreationTime"),
         "TrainingJobStatus": child.status,
         "TunedHyperParameters": dict(info.get("Tuned") or {}),
-        "ObjectiveStatus": objective_status(child, metric),
+        "ObjectiveStatus": objective_status(child, info),
     }
     if info.get("Definition"):
         out["TrainingJobDefinitionName"] = info["Definition"]
     for key in ("TrainingStartTime", "TrainingEndTime", "FailureReason"):
         if d.get(key) is not None:
             out[key] = d[key]
-    value = objective_value(child, metric)
+    value = objective_value(child, info)
     if value is not None:
         out["FinalHyperParameterTuningJobObjectiveMetric"] = {
             "Type": info.get("Type", "Maximize"),
@@ -83,7 +85,7 @@ def counters(children: Iterable[Resource], trials: Mapping[str, Any]) -> tuple[d
         else:
             jobs[str(c.status)] += 1
         if not (retryable(c) and info.get("Retried")):  # a retried attempt's objective is its retry's
-            objectives[objective_status(c, info["Metric"])] += 1
+            objectives[objective_status(c, info)] += 1
     return jobs, objectives
 
 
