@@ -17,6 +17,9 @@ from botocore.utils import parse_timestamp
 
 from opensage.errors import ServiceError
 
+# How deep a JSON body may nest: far more than any model needs, far less than Python's recursion limit.
+MAX_JSON_DEPTH = 100
+
 
 def _timestamp(value: Any) -> Any:
     if isinstance(value, bool):
@@ -24,7 +27,7 @@ def _timestamp(value: Any) -> Any:
     if isinstance(value, int | float | str):
         try:
             return parse_timestamp(value)
-        except (ValueError, TypeError, OverflowError):
+        except (ValueError, TypeError, OverflowError, OSError, RuntimeError):  # out of datetime's range
             return value
     return value
 
@@ -65,10 +68,7 @@ def parse_json(operation: OperationModel, body: bytes) -> dict[str, Any]:
     if not body.strip():
         data: Any = {}
     else:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise ServiceError("SerializationException", f"The request body is not valid JSON: {exc}") from exc
+        data = _loads(body)
     if not isinstance(data, dict):
         raise ServiceError("SerializationException", "The request body must be a JSON object.")
     shape = operation.input_shape
@@ -191,11 +191,32 @@ def parse_rest_json(
     return params
 
 
-def _json_object(body: bytes) -> dict[str, Any]:
+def _loads(body: bytes) -> Any:
+    """The decoded JSON body; a SerializationException when it is no JSON or nests too deeply."""
     try:
         data = json.loads(body)
+    except RecursionError as exc:
+        raise ServiceError("SerializationException", _too_deep()) from exc
     except (ValueError, UnicodeDecodeError) as exc:
         raise ServiceError("SerializationException", f"The request body is not valid JSON: {exc}") from exc
+    stack = [(data, 1)]
+    while stack:  # iterative, so the check itself cannot overflow the stack
+        value, depth = stack.pop()
+        children = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+        for child in children:
+            if isinstance(child, dict | list):
+                if depth >= MAX_JSON_DEPTH:
+                    raise ServiceError("SerializationException", _too_deep())
+                stack.append((child, depth + 1))
+    return data
+
+
+def _too_deep() -> str:
+    return f"The request body nests objects and arrays more than {MAX_JSON_DEPTH} levels deep."
+
+
+def _json_object(body: bytes) -> dict[str, Any]:
+    data = _loads(body)
     if not isinstance(data, dict):
         raise ServiceError("SerializationException", "The request body must be a JSON object.")
     return data

@@ -9,8 +9,9 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import json
+import re
 from typing import Any
-from xml.sax.saxutils import escape
+from xml.sax.saxutils import escape as _escape
 
 from botocore.model import OperationModel, Shape
 
@@ -118,6 +119,15 @@ def serialize_rest_json_error(error: ServiceError, request_id: str) -> Response:
 
 
 # --- query (XML responses) ----------------------------------------------------------------------
+
+
+# Characters XML 1.0 cannot carry, not even as references: written as the text \uXXXX instead.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def escape(text: str) -> str:
+    """``text`` for an XML element: markup escaped, characters XML cannot hold spelled out."""
+    return _NOT_XML.sub(lambda m: f"\\u{ord(m.group()):04x}", _escape(text))
 
 
 def _xml_scalar(shape: Shape, value: Any) -> str:

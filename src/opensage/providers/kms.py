@@ -178,7 +178,13 @@ class KmsProvider:
         return {"CiphertextBlob": blob, "KeyId": key.arn, "EncryptionAlgorithm": "SYMMETRIC_DEFAULT"}
 
     def decrypt(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        blob = request["CiphertextBlob"]
+        blob = request.get("CiphertextBlob")
+        if blob is None:  # optional in the model (for recipients), required by every call OpenSage serves
+            raise ServiceError(
+                "ValidationException",
+                "1 validation error detected: Value null at 'ciphertextBlob' failed to satisfy constraint: "
+                "Member must not be null",
+            )
         key_id = blob_key_id(blob)
         if request.get("KeyId"):
             wanted = self._resolve(ctx, request["KeyId"])

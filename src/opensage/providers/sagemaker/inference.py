@@ -23,7 +23,7 @@ from opensage.aws.context import RequestContext
 from opensage.compute import instances
 from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.listing import list_page
-from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
+from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse, refuse_nul
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.serving.fleet import unknown_instance_type
 from opensage.serving.specs import EndpointConfigSpec, EndpointSpec
@@ -114,6 +114,7 @@ class InferenceOperations:
         if not request.get("PrimaryContainer") and not request.get("Containers"):
             raise validation_error("A model needs a PrimaryContainer (or Containers).")
         refuse(request, MODEL_UNSUPPORTED)
+        refuse_nul(request, ("PrimaryContainer.Environment", "Containers[].Environment"))
         if request.get("ExecutionRoleArn"):
             self._require_role(ctx, request["ExecutionRoleArn"])
         name = request["ModelName"]

@@ -18,6 +18,7 @@ from opensage.jobs import processing
 from opensage.jobs.specs import ProcessingJobSpec
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
+from opensage.providers.sagemaker.unsupported import refuse_nul
 from opensage.store.sql import SqlStore
 
 _LOCAL_ROOT = "/opt/ml/processing/"
@@ -73,6 +74,7 @@ class ProcessingOperations:
 
 
 def _check_processing_request(request: dict[str, Any]) -> None:
+    refuse_nul(request, ("Environment", "AppSpecification.ContainerEntrypoint", "AppSpecification.ContainerArguments"))
     cluster = request["ProcessingResources"]["ClusterConfig"]
     if instances.lookup(cluster["InstanceType"]) is None:
         raise validation_error(f"Instance type {cluster['InstanceType']} is not one OpenSage knows.")

@@ -27,10 +27,17 @@ from opensage.jobs import training
 from opensage.jobs.specs import TrainingJobSpec
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
-from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse
+from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse, refuse_nul
 from opensage.store.sql import SqlStore
 
 _DESCRIBE_DROP = ("_Handle", "Tags")
+# Members that become the job's processes' arguments and environment.
+_PROCESS_MEMBERS = (
+    "HyperParameters",
+    "Environment",
+    "AlgorithmSpecification.ContainerEntrypoint",
+    "AlgorithmSpecification.ContainerArguments",
+)
 UNSUPPORTED = (
     Unsupported(
         "ResourceConfig.InstanceGroups",
@@ -79,7 +86,15 @@ class TrainingOperations:
     @staticmethod
     def _check_training_request(request: dict[str, Any]) -> None:
         refuse(request, UNSUPPORTED)
-        algo = request["AlgorithmSpecification"]
+        algo = request.get("AlgorithmSpecification")
+        if algo is None:  # optional in the model (for recipes), which OpenSage does not run
+            raise validation_error(
+                "AlgorithmSpecification is required: name a TrainingImage (e.g. from sagemaker.image_uris.retrieve)."
+            )
+        count = (request.get("ResourceConfig") or {}).get("InstanceCount", 1)
+        if count < 1:
+            raise validation_error(f"ResourceConfig.InstanceCount must be at least 1 (got {count}).")
+        refuse_nul(request, _PROCESS_MEMBERS)
         if not algo.get("TrainingImage") and not algo.get("AlgorithmName"):
             raise validation_error("AlgorithmSpecification must name a TrainingImage (or an AlgorithmName).")
         if algo.get("AlgorithmName") and not algo.get("TrainingImage"):

@@ -22,7 +22,7 @@ from opensage.jobs.specs import TransformJobSpec
 from opensage.jobs.transform import KIND, TransformEngine
 from opensage.providers.sagemaker.listing import list_jobs
 from opensage.providers.sagemaker.stopping import to_stopping
-from opensage.providers.sagemaker.unsupported import Unsupported, refuse
+from opensage.providers.sagemaker.unsupported import Unsupported, refuse, refuse_nul
 from opensage.serving.endpoints import MODEL
 from opensage.store.sql import SqlStore
 
@@ -37,6 +37,7 @@ class TransformOperations:
     async def create_transform_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["TransformJobName"]
         refuse(request, UNSUPPORTED)
+        refuse_nul(request, ("Environment",))
         if await asyncio.to_thread(self.store.get_resource, MODEL, request["ModelName"]) is None:
             raise not_found(f'Could not find model "{ctx.arn("sagemaker", "model/" + request["ModelName"].lower())}".')
         if "S3DataSource" not in request["TransformInput"]["DataSource"]:

@@ -49,3 +49,24 @@ def refuse(request: Mapping[str, Any], table: Iterable[Unsupported]) -> None:
 def enabled(key: str) -> Callable[[Any], bool]:
     """A test for a config object whose ``key`` member switches it on."""
     return lambda value: isinstance(value, Mapping) and bool(value.get(key))
+
+
+def refuse_nul(request: Mapping[str, Any], paths: Iterable[str]) -> None:
+    """Raise ``ValidationException`` for a NUL byte in a member at ``paths`` (maps, lists or strings).
+
+    These members become a process's arguments or environment, which cannot hold a NUL byte; the
+    model's patterns (``.*``) let one through, and the job would otherwise fail inside the platform.
+    """
+    for path in paths:
+        for value in _values(request, path.split(".")):
+            if isinstance(value, Mapping):
+                pairs = [(k, v) for k, v in value.items()]
+            else:
+                pairs = [(None, v) for v in (value if isinstance(value, list) else [value])]
+            for key, item in pairs:
+                if any(isinstance(s, str) and "\0" in s for s in (key, item)):
+                    named = f" {key!r}" if key is not None else ""
+                    raise validation_error(
+                        f"{path.replace('[]', '')}{named} contains a NUL byte (\\x00), which an argument or "
+                        "environment variable of a process cannot hold; remove it."
+                    )
