@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
+import unicodedata
 from functools import lru_cache
 from typing import Any
 
@@ -19,11 +21,74 @@ from opensage.errors import ServiceError
 _MAX_REPORTED = 10
 
 
+# Java's POSIX classes (ASCII only, as Java has them by default); Unicode categories are built below.
+_POSIX = {"ASCII": "\\x00-\\x7f", "Alnum": "a-zA-Z0-9", "Print": "\\x20-\\x7e", "Alpha": "a-zA-Z", "Digit": "0-9"}
+
+
+@lru_cache(maxsize=1)
+def _categories() -> dict[str, str]:
+    """Character-class contents per major Unicode category (``L``, ``N``, ...), as ``re`` ranges."""
+    runs: dict[str, list[list[int]]] = {}
+    for code in range(sys.maxunicode + 1):
+        ranges = runs.setdefault(unicodedata.category(chr(code))[0], [])
+        if ranges and ranges[-1][1] == code - 1:
+            ranges[-1][1] = code
+        else:
+            ranges.append([code, code])
+
+    def esc(code: int) -> str:
+        return f"\\U{code:08x}"
+
+    return {cat: "".join(esc(a) if a == b else f"{esc(a)}-{esc(b)}" for a, b in ranges) for cat, ranges in runs.items()}
+
+
+def _class(name: str) -> str | None:
+    if name in _POSIX:
+        return _POSIX[name]
+    return _categories().get(name) if len(name) == 1 else None
+
+
+def java_to_python(regex: str) -> str:
+    """A Java pattern of the service models in Python's syntax: ``\\p{L}``-style classes spelled out as
+    ranges (inside a bracket or as one), ``\\z`` as ``\\Z``, a repeated ``$`` once, a ``-`` after ``\\w`` in a
+    bracket as a literal. An unknown ``\\p{...}`` stays as is (and fails)."""
+    out: list[str] = []
+    i, in_class = 0, False
+    while i < len(regex):
+        ch = regex[i]
+        if ch == "\\" and i + 1 < len(regex):
+            nxt = regex[i + 1]
+            end = regex.find("}", i) if nxt == "p" and regex[i + 2 : i + 3] == "{" else -1
+            content = _class(regex[i + 3 : end]) if end > 0 else None
+            if content is not None:
+                out.append(content if in_class else f"[{content}]")
+                i = end + 1
+                continue
+            out.append("\\Z" if nxt == "z" else regex[i : i + 2])
+            i += 2
+            if in_class and nxt in "wdsWDS" and regex[i : i + 1] == "-":  # Java reads [\w-_] as \w, '-', '_'
+                out.append("\\-")
+                i += 1
+            continue
+        quantified = re.match(r"\$\{\d+(,\d*)?\}", regex[i:]) if ch == "$" and not in_class else None
+        if quantified:  # Java repeats the end anchor ("(...)${1,128}"); once is the same
+            out.append("$")
+            i += quantified.end()
+            continue
+        if ch == "[" and not in_class:
+            in_class = True
+        elif ch == "]" and in_class and out and out[-1] != "[":
+            in_class = False
+        out.append(ch)
+        i += 1
+    return "".join(out)
+
+
 @lru_cache(maxsize=4096)
 def _pattern(regex: str) -> re.Pattern[str] | None:
     try:
-        return re.compile(regex)
-    except re.error:  # Java-only syntax (e.g. \p{...}): not checked here
+        return re.compile(java_to_python(regex) if "\\" in regex else regex)
+    except re.error:  # Java-only syntax Python has no spelling for: not checked here
         return None
 
 
