@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from opensage import __version__
+from opensage.aws import sigv4
 from opensage.aws.auth import Authenticator
 from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
@@ -143,8 +144,23 @@ class Platform:
         if self.metric_store is not None:
             await asyncio.to_thread(self.metrics.flush, self.metric_store)
 
+    def _signed(self, scope: Scope) -> bool:
+        """Whether the request carries a valid SigV4 signature (of any service) from a known key."""
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+        raw_path = (scope.get("raw_path") or scope["path"].encode()).decode("latin-1")
+        try:
+            self.authenticator.authenticate(
+                scope["method"], raw_path, scope.get("query_string", b"").decode("latin-1"), headers, b""
+            )
+        except sigv4.SigV4Error:
+            return False
+        return True
+
     async def _internal(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["path"] == INTERNAL_PREFIX + "metrics":
+        """Health for anyone (its details and the metrics, which name the account, the home directory and
+        the endpoints, only for a signed request)."""
+        signed = self._signed(scope)
+        if scope["path"] == INTERNAL_PREFIX + "metrics" and signed:
             body = self.metrics.prometheus().encode()
             await send(
                 {
@@ -158,15 +174,15 @@ class Platform:
             )
             await send({"type": "http.response.body", "body": body})
             return
-        if scope["path"] == INTERNAL_PREFIX + "health":
-            body = json.dumps(
-                {
-                    "status": "ok",
-                    "version": __version__,
-                    "account_id": self.identity.account_id,
-                    "home": str(self.settings.home),
-                }
-            ).encode()
+        if scope["path"] == INTERNAL_PREFIX + "metrics":
+            body, status = (
+                b'{"__type": "MissingAuthenticationTokenException", "message": "The metrics are for signed '
+                b'requests only: sign the GET with SigV4 (an access key of this platform, any service)."}',
+                403,
+            )
+        elif scope["path"] == INTERNAL_PREFIX + "health":
+            details = {"account_id": self.identity.account_id, "home": str(self.settings.home)} if signed else {}
+            body = json.dumps({"status": "ok", "version": __version__, **details}).encode()
             status = 200
         else:
             body, status = b'{"message": "not found"}', 404

@@ -35,11 +35,33 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 
 def health(settings: Settings, timeout: float = 2.0) -> dict | None:
+    """The server's health; signed with the profile's key when there is one, which adds the account."""
+    request = urllib.request.Request(settings.api_url + "/_opensage/health", headers=_signed_get(settings))
     try:
-        with urllib.request.urlopen(settings.api_url + "/_opensage/health", timeout=timeout) as r:
+        with urllib.request.urlopen(request, timeout=timeout) as r:
             return json.loads(r.read())
     except (OSError, ValueError, urllib.error.URLError):
         return None
+
+
+def _signed_get(settings: Settings) -> dict[str, str]:
+    import botocore.exceptions
+    import botocore.session
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    core = botocore.session.Session(profile=settings.profile)
+    core.set_config_variable("config_file", str(settings.aws_config_file))
+    core.set_config_variable("credentials_file", str(settings.aws_credentials_file))
+    try:
+        credentials = core.get_credentials()
+    except botocore.exceptions.BotoCoreError:  # no such profile yet: an unsigned request
+        return {}
+    if credentials is None:
+        return {}
+    request = AWSRequest("GET", settings.api_url + "/_opensage/health")
+    SigV4Auth(credentials, "sagemaker", settings.region).add_auth(request)
+    return dict(request.headers.items())
 
 
 def _pid_alive(pid: int | None) -> bool:
@@ -133,7 +155,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     if info is None:
         print(f"OpenSage is not running on {settings.home}.")
         return 3
-    print(f"OpenSage {info['version']} is running (pid {pid}, home {settings.home}, account {info['account_id']})")
+    print(
+        f"OpenSage {info['version']} is running (pid {pid}, home {settings.home}, "
+        f"account {info.get('account_id', f'unknown, no key in profile {settings.profile}')})"
+    )
     print(f"  API: {settings.api_url}\n  S3:  {settings.s3_url}")
     return 0
 

@@ -276,6 +276,29 @@ def test_health_route(api: ApiServer) -> None:
     assert r.status_code == 200 and r.json()["status"] == "ok"
 
 
+def _signed_get(api: ApiServer, path: str, secret: str | None = None) -> httpx.Response:
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    request = AWSRequest("GET", api.url + path)
+    SigV4Auth(Credentials(api.access_key_id, secret or api.secret), "sagemaker", "us-east-1").add_auth(request)
+    return httpx.get(api.url + path, headers=dict(request.headers.items()))
+
+
+def test_internal_routes_show_the_account_home_and_endpoints_only_when_signed(api: ApiServer) -> None:
+    account, home = api.platform.identity.account_id, str(api.platform.settings.home)
+    unsigned = httpx.get(api.url + "/_opensage/health")
+    assert account not in unsigned.text and home not in unsigned.text
+    signed = _signed_get(api, "/_opensage/health").json()
+    assert signed["account_id"] == account and signed["home"] == home
+    assert account not in _signed_get(api, "/_opensage/health", secret="wrong" * 8).text
+    r = httpx.get(api.url + "/_opensage/metrics")
+    assert r.status_code == 403 and r.json()["__type"] == "MissingAuthenticationTokenException"
+    r = _signed_get(api, "/_opensage/metrics")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/plain")
+
+
 def test_key_deleted_stops_working(api: ApiServer) -> None:
     from opensage.identity import create_access_key
 

@@ -429,7 +429,12 @@ def test_invocation_metrics_through_cloudwatch_and_prometheus(platform: RunningP
         **window,
     )["MetricDataResults"][0]
     assert sum(data["Values"]) == 6
-    text = httpx.get(platform.api_url + "/_opensage/metrics").text
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+
+    signed = AWSRequest("GET", platform.api_url + "/_opensage/metrics")
+    SigV4Auth(platform.session().get_credentials(), "sagemaker", "us-east-1").add_auth(signed)
+    text = httpx.get(signed.url, headers=dict(signed.headers.items())).text
     assert f'opensage_endpoint_invocations_total{{endpoint="{name}",variant="AllTraffic"}} 6' in text
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -281,6 +282,7 @@ def test_detach_status_down(tmp_path: Path) -> None:
         assert "export AWS_PROFILE=opensage" in up.stdout
         status = cli("status")
         assert status.returncode == 0 and "is running" in status.stdout
+        assert re.search(r"account \d{12}\)", status.stdout), status.stdout  # a signed health request
     finally:
         down = cli("down")
     assert down.returncode == 0 and "stopped" in down.stdout
