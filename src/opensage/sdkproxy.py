@@ -107,7 +107,7 @@ class SdkProxy:
         self._server: asyncio.base_events.Server | None = None
 
     async def start(self, host: str, port: int) -> None:
-        self._server = await asyncio.start_server(self._client, host, port, reuse_address=True)
+        self._server = await asyncio.start_server(self._client, host, port, reuse_address=True, backlog=1024)
 
     async def stop(self) -> None:
         if self._server is not None:

@@ -27,6 +27,7 @@ from opensage.app import Platform, create_app
 from opensage.config import HOME_MARKER, SETTINGS_FILE, Settings
 from opensage.errors import OpenSageError
 from opensage.identity import platform_key
+from opensage.listeners import guarded_http_protocol, install_log_guards
 from opensage.objects.client import s3_client
 from opensage.profile import write_aws_profile, write_sdk_config
 from opensage.sdkproxy import SdkProxy, sts_host_names
@@ -198,6 +199,8 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
     """Run the platform until SIGINT/SIGTERM."""
     prepare_home(settings.home)
     (settings.home / "logs").mkdir(exist_ok=True)
+    install_log_guards(settings.home / "logs" / "opensage.log")
+    _raise_file_limit()
     with home_lock(settings.home):
         ports = settings.ports
         check_port_free(settings.host, ports.api, "API")
@@ -239,6 +242,18 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
                 (settings.home / PID_FILE).unlink()
 
 
+def _raise_file_limit() -> None:
+    """Take the hard limit on open files as the soft one: every connection costs a descriptor."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 65536)
+    if soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
 async def _sync_store_keys(platform: Platform, store: object, interval: float = 2.0) -> None:
     """Keep the embedded store's identities equal to the access keys (``opensage keys`` edits them)."""
     current: list[tuple[str, str]] | None = None
@@ -262,13 +277,19 @@ async def _run_servers(
         "access_log": log_level == "debug",
         "timeout_graceful_shutdown": 10,
         "lifespan": "on",
+        "log_config": None,  # uvicorn's lines go through the root logger, its rate limit and rotation
+        # a request head must arrive whole in 10 s; idle keep-alive connections close after 20 s;
+        # beyond 4096 connections and requests in progress a request is answered 503
+        "timeout_keep_alive": 20,
+        "limit_concurrency": 4096,
+        "backlog": 4096,
     }
-    http = _Server(uvicorn.Config(platform, port=settings.ports.api, **common))
+    http = _Server(uvicorn.Config(platform, port=settings.ports.api, http=guarded_http_protocol(), **common))
     https = _Server(
         uvicorn.Config(
             platform,
             # the platform's start-up and shutdown (recovering jobs and endpoints) run once, with ``http``
-            **{**common, "host": "127.0.0.1", "lifespan": "off"},
+            **{**common, "host": "127.0.0.1", "lifespan": "off", "http": guarded_http_protocol()},
             port=settings.ports.sts_tls,
             ssl_certfile=str(cert),
             ssl_keyfile=str(key),
