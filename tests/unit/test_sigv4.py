@@ -70,15 +70,19 @@ def test_wrong_secret_and_tampering_are_rejected() -> None:
         _check(req)
 
 
-def test_unsigned_payload() -> None:
+def test_unsigned_payload_is_refused_on_the_api_port() -> None:
+    """AWS's JSON and query services sign the body's hash; a request signed as ``UNSIGNED-PAYLOAD`` fails."""
     req = AWSRequest(
-        "PUT",
-        "http://127.0.0.1:8781/bucket/key",
-        data=b"anything",
-        headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD"},
+        "POST",
+        "http://127.0.0.1:8780/",
+        data=b"Action=GetCallerIdentity&Version=2011-06-15",
+        headers={"X-Amz-Content-SHA256": "UNSIGNED-PAYLOAD", "Content-Type": "application/x-www-form-urlencoded"},
     )
-    S3SigV4Auth(CREDS, "s3", "us-east-1").add_auth(req)
-    _check(req)
+    SigV4Auth(CREDS, "sts", "us-east-1").add_auth(req)
+    assert req.headers["X-Amz-Content-SHA256"] == "UNSIGNED-PAYLOAD"
+    with pytest.raises(sigv4.SigV4Error) as exc:
+        _check(req)
+    assert exc.value.kind == "mismatch"
 
 
 def test_declared_payload_hash_must_match_the_body() -> None:

@@ -2,8 +2,10 @@
 
 The canonical request is rebuilt from the bytes that arrived (raw path and query, the signed
 headers, the payload hash) exactly as AWS defines it, and the signature is compared in constant
-time. ``UNSIGNED-PAYLOAD`` and the ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD`` (aws-chunked) body form are
-supported; :func:`decode_aws_chunked` checks every chunk's signature.
+time. The ``STREAMING-AWS4-HMAC-SHA256-PAYLOAD`` (aws-chunked) body form is supported;
+:func:`decode_aws_chunked` checks every chunk's signature. ``UNSIGNED-PAYLOAD`` is S3's alone: on the
+API port's services AWS signs the body's own hash whatever that header says, and so does this check
+(a request signed with ``UNSIGNED-PAYLOAD`` does not verify); a presigned URL's empty body may be.
 """
 
 from __future__ import annotations
@@ -229,10 +231,10 @@ def _derive_key(secret: str, date: str, region: str, service: str) -> bytes:
 
 def payload_hash(headers: Mapping[str, str], body: bytes, sig: Signature) -> str:
     declared = headers.get("x-amz-content-sha256")
-    if declared in (UNSIGNED_PAYLOAD, STREAMING_PAYLOAD):
+    if declared == STREAMING_PAYLOAD:
         return declared
     actual = hashlib.sha256(body).hexdigest()
-    if declared and declared != actual:
+    if declared and declared not in (actual, UNSIGNED_PAYLOAD):
         raise SigV4Error("payload", "The provided 'x-amz-content-sha256' header does not match what was computed.")
     return actual
 
