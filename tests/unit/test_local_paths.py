@@ -118,3 +118,33 @@ def test_download_and_unpack_refuses_a_file_name_that_is_no_file(tmp_path: Path)
     with pytest.raises(transfer.ArtifactError, match="file name"):
         transfer.download_and_unpack(s3, "s3://b/code/..", tmp_path / "code")
     assert sorted(p.name for p in (tmp_path / "code").iterdir()) == []
+
+
+class ArtifactS3(FakeS3):
+    """Objects with ETags; a download of a missing key fails after writing part of the file, as a cut one does."""
+
+    def head_object(self, Bucket: str, Key: str) -> dict[str, Any]:  # noqa: N803
+        return {"ContentLength": len(self.objects.get(Key, b"")), "ETag": f'"{len(self.objects.get(Key, b""))}"'}
+
+    def download_file(self, bucket: str, key: str, path: str) -> None:
+        if key not in self.objects:
+            Path(path).write_bytes(b"partial")
+            raise ClientError({"Error": {"Code": "InternalError", "Message": "connection reset"}}, "GetObject")
+        super().download_file(bucket, key, path)
+
+
+@pytest.mark.parametrize("key", ["not-a-tarball", "missing"])
+def test_a_failed_model_download_or_extraction_leaves_no_download_directory(key: str, tmp_path: Path) -> None:
+    from opensage.serving.artifacts import ModelCache
+    from opensage.serving.fleet import FleetError
+
+    cache = ModelCache(ArtifactS3({"not-a-tarball": b"plain bytes"}), tmp_path / "models")
+    with pytest.raises((FleetError, ClientError)):
+        cache.model_dir(f"s3://b/{key}", "m")
+    assert list((tmp_path / "models").iterdir()) == []
+
+
+def test_a_failed_source_dir_download_leaves_no_download_file(tmp_path: Path) -> None:
+    with pytest.raises(transfer.ArtifactError, match="connection reset"):
+        transfer.download_and_unpack(ArtifactS3({}), "s3://b/missing.tar.gz", tmp_path / "code")
+    assert list((tmp_path / "code").iterdir()) == []

@@ -112,11 +112,15 @@ def download_and_unpack(s3: Any, s3_uri: str, target: Path) -> None:
     try:
         s3.download_file(bucket, key, str(scratch))
     except botocore.exceptions.ClientError as exc:
+        scratch.unlink(missing_ok=True)
         error = exc.response.get("Error", {})
         code = error.get("Code", "")
         raise ArtifactError(
             "it does not exist" if code in ("404", "NoSuchKey", "NoSuchBucket") else error.get("Message") or code
         ) from exc
+    except BaseException:
+        scratch.unlink(missing_ok=True)
+        raise
     try:
         if not tarfile.is_tarfile(scratch):
             name = key.rsplit("/", 1)[-1]

@@ -53,16 +53,20 @@ class ModelCache:
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
         archive = scratch / "model.tar.gz"
-        self.s3.download_file(bucket, key, str(archive))
-        try:
-            with tarfile.open(archive) as tar:
-                tar.extractall(scratch / "model", filter="data")
-        except (tarfile.TarError, OSError, EOFError) as exc:
-            raise FleetError(f"The model artifact {url} of model {model_name} is not a valid tar.gz: {exc}") from exc
-        shutil.rmtree(target, ignore_errors=True)
-        (scratch / "model").rename(target)
-        (target / COMPLETE).write_text(url)
-        shutil.rmtree(scratch, ignore_errors=True)
+        try:  # the scratch directory goes, whatever happens: a failed download or unpacking leaves nothing
+            self.s3.download_file(bucket, key, str(archive))
+            try:
+                with tarfile.open(archive) as tar:
+                    tar.extractall(scratch / "model", filter="data")
+            except (tarfile.TarError, OSError, EOFError) as exc:
+                raise FleetError(
+                    f"The model artifact {url} of model {model_name} is not a valid tar.gz: {exc}"
+                ) from exc
+            shutil.rmtree(target, ignore_errors=True)
+            (scratch / "model").rename(target)
+            (target / COMPLETE).write_text(url)
+        finally:
+            shutil.rmtree(scratch, ignore_errors=True)
         return target
 
     def source_dir(self, url: str, code: Path, model_name: str) -> Path:
