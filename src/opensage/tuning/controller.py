@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from opensage import states
+from opensage.compute import cores
 from opensage.controller import SHUTDOWN_REASON, Run, RunController, Spec
 from opensage.errors import AlreadyExists, Conflict, NotFound
 from opensage.images import registry
@@ -72,7 +73,7 @@ class TuningController(RunController):
         logs: LogStore,
         studies_dir: Path,
         *,
-        poll_interval_s: float = 0.2,
+        poll_interval_s: float = 0.05,
     ) -> None:
         super().__init__(store, clock)
         self.training = training
@@ -283,6 +284,12 @@ class TuningController(RunController):
         d = spec.definition(info["Definition"])
         request = d.training_request(job, info["Tuned"])
         request["TuningJobArn"] = row.arn
+        env = dict(request.get("Environment") or {})
+        if spec.max_parallel > 1 and cores.SHARE_ENV not in env:
+            # trials side by side share the machine, as one job's containers do: threads past a trial's
+            # share of the cores only contend with the other trials
+            env[cores.SHARE_ENV] = str(cores.share(cores.usable_cores(), spec.max_parallel))
+            request["Environment"] = env
         arn = row.arn.split(":hyper-parameter-tuning-job/")[0] + f":training-job/{job.lower()}"
         inherited = await asyncio.to_thread(tags.get_tags, self.store, row.arn)  # AWS tags trials as their job
         if inherited:
