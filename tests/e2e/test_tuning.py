@@ -240,6 +240,41 @@ def test_early_stopping_auto_stops_poor_trials(platform: RunningPlatform) -> Non
     assert desc["BestTrainingJob"]["TrainingJobStatus"] == "Completed"
 
 
+def test_completion_criteria_end_the_job_early(platform: RunningPlatform) -> None:
+    sm = platform.session().client("sagemaker")
+    name = _name("target")
+    config = _config(jobs=10, TuningJobCompletionCriteria={"TargetObjectiveMetricValue": 0.5})
+    config["ResourceLimits"]["MaxParallelTrainingJobs"] = 1
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=config,
+        TrainingJobDefinition=_definition(platform),
+    )
+    desc = _wait(sm, name)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed"
+    assert desc["TrainingJobStatusCounters"]["Completed"] == 1  # the first trial reached the target
+    assert desc["TuningJobCompletionDetails"]["NumberOfTrainingJobsObjectiveNotImproving"] == 0
+
+
+def test_failing_trials_fail_the_job_with_their_reason(platform: RunningPlatform) -> None:
+    sm = platform.session().client("sagemaker")
+    name = _name("failing")
+    definition = _definition(platform)
+    definition["StaticHyperParameters"] = {**definition["StaticHyperParameters"], "objective": "no:such"}
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=_config(jobs=6),
+        TrainingJobDefinition=definition,
+    )
+    desc = _wait(sm, name)
+    assert desc["HyperParameterTuningJobStatus"] == "Failed"
+    assert "objective" in desc["FailureReason"], desc["FailureReason"]
+    counters = desc["TrainingJobStatusCounters"]
+    assert counters["NonRetryableError"] >= 3 and counters["Completed"] == 0 and counters["RetryableError"] == 0
+    assert desc["ObjectiveStatusCounters"]["Failed"] == counters["NonRetryableError"]
+    assert "BestTrainingJob" not in desc
+
+
 def test_two_algorithms_and_stop_in_the_middle(platform: RunningPlatform) -> None:
     sm = platform.session().client("sagemaker")
     name = _name("multi")
