@@ -148,3 +148,21 @@ def test_a_failed_source_dir_download_leaves_no_download_file(tmp_path: Path) ->
     with pytest.raises(transfer.ArtifactError, match="connection reset"):
         transfer.download_and_unpack(ArtifactS3({}), "s3://b/missing.tar.gz", tmp_path / "code")
     assert list((tmp_path / "code").iterdir()) == []
+
+
+def test_upload_tree_does_not_follow_links_out_of_the_directory(tmp_path: Path) -> None:
+    secret = tmp_path / "master.key"
+    secret.write_text("the platform's key")
+    checkpoints = tmp_path / "checkpoints"
+    (checkpoints / "sub").mkdir(parents=True)
+    (checkpoints / "sub" / "a.ckpt").write_text("a")
+    (checkpoints / "stolen").symlink_to(secret)
+    (checkpoints / "latest").symlink_to(checkpoints / "sub" / "a.ckpt")
+    uploaded: dict[str, bytes] = {}
+
+    class Uploads:
+        def upload_file(self, path: str, bucket: str, key: str) -> None:
+            uploaded[key] = Path(path).read_bytes()
+
+    assert transfer.upload_tree(Uploads(), checkpoints, "s3://b/ckpt") == 2
+    assert uploaded == {"ckpt/latest": b"a", "ckpt/sub/a.ckpt": b"a"}

@@ -52,7 +52,7 @@ from opensage.jobs.engine import (
     out_of_memory_reason,
     tail_lines,
 )
-from opensage.objects.transfer import S3LocationError, split_s3_uri
+from opensage.objects.transfer import S3LocationError, files_under, split_s3_uri
 from opensage.timestamps import epoch as _epoch
 
 log = logging.getLogger(__name__)
@@ -307,7 +307,7 @@ class _Uploader:
             prefix = prefix.rstrip("/")
             for root in self.roots.values():
                 local = _host_path(root, s3_output["LocalPath"])
-                for path in sorted(p for p in local.rglob("*") if p.is_file()) if local.exists() else []:
+                for path in files_under(local) if local.exists() else []:
                     stat = path.stat()
                     marker = (stat.st_mtime, stat.st_size)
                     if self.sent.get((str(path), bucket)) == marker:

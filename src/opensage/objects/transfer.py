@@ -65,12 +65,23 @@ def output_uri(s3_output_path: str, job_name: str, filename: str) -> str:
     return f"{s3_output_path.rstrip('/')}/{job_name}/output/{filename}"
 
 
+def files_under(source: Path) -> list[Path]:
+    """The files under ``source``, sorted; a symbolic link counts only when it points inside ``source``, since
+    the job that made it could otherwise have the platform upload any file the platform can read."""
+    root = source.resolve()
+    return [
+        path
+        for path in sorted(source.rglob("*"))
+        if path.is_file() and (not path.is_symlink() or path.resolve().is_relative_to(root))
+    ]
+
+
 def upload_tree(s3: Any, source: Path, s3_uri: str) -> int:
-    """Upload every file under ``source`` below ``s3_uri``; returns the number of files."""
+    """Upload every file under ``source`` below ``s3_uri`` (see :func:`files_under`); returns the number of files."""
     bucket, prefix = split_s3_uri(s3_uri)
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     n = 0
-    for path in sorted(source.rglob("*")):
+    for path in files_under(source):
         if path.is_file():
             s3.upload_file(str(path), bucket, prefix + str(path.relative_to(source)))
             n += 1
