@@ -517,3 +517,43 @@ def test_a_restart_in_the_middle_goes_on(tmp_path: Path) -> None:
         assert len(trials) == 6  # every trial once; the ones the restart cut off were retried with their values
         assert counters["NonRetryableError"] == 0
         assert len(jobs) == 6 + counters["RetryableError"]
+
+
+def test_console_list_and_page_of_a_tuning_job(platform: RunningPlatform) -> None:
+    import json
+    import re
+
+    import httpx
+
+    sm = platform.session().client("sagemaker")
+    name = _name("console")
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=_config(jobs=3),
+        TrainingJobDefinition=_definition(platform),
+    )
+    desc = _wait(sm, name)
+    best = desc["BestTrainingJob"]["TrainingJobName"]
+    creds = platform.session().get_credentials()
+    with httpx.Client(base_url=platform.api_url, timeout=30) as client:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/signin").text)[1]  # type: ignore[index]
+        signin = {"csrf": token, "access_key_id": creds.access_key, "secret": creds.secret_key, "next": "/console/"}
+        assert client.post("/console/signin", data=signin).status_code == 303
+        listing = client.get("/console/tuning-jobs", params={"name": name})
+        assert (
+            listing.status_code == 200 and f"/console/tuning-jobs/{name}" in listing.text and "Bayesian" in listing.text
+        )
+        page = client.get(f"/console/tuning-jobs/{name}", params={"sort": "FinalObjectiveMetricValue", "order": "desc"})
+        assert page.status_code == 200
+        html = page.text
+        assert f'action="/console/training-jobs/{best}/deploy"' in html  # deploy the best
+        rows = re.findall(r'<td><a href="/console/training-jobs/([^"]+)">', html)
+        assert len(rows) == 3 and rows[0] == best  # sorted by the objective, best first
+        data = json.loads(re.search(r'<script type="application/json" id="tuning-data">(.*?)</script>', html, re.S)[1])  # type: ignore[index]
+        assert [t["n"] for t in data["trials"]] == [1, 2, 3] and data["hyperparameters"] == ["eta", "max_depth"]
+        values = [t["value"] for t in data["trials"]]
+        assert data["trials"][-1]["best"] == max(values)
+        assert client.get(f"/console/tuning-jobs/{name}", params={"sort": "Name", "order": "asc"}).status_code == 200
+        csrf = re.search(r'name="csrf" value="([^"]+)"', html)[1]  # type: ignore[index]
+        stop = client.post(f"/console/tuning-jobs/{name}/stop", data={"csrf": csrf})
+        assert stop.status_code == 303 and stop.headers["location"] == f"/console/tuning-jobs/{name}"  # it had ended

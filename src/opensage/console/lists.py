@@ -58,6 +58,17 @@ KINDS = {
             (("Secondary status", "SecondaryStatus"), ("Created", "CreationTime"), ("Ended", "TrainingEndTime")),
         ),
         Kind(
+            "tuning-jobs",
+            "Tuning jobs",
+            "tuning job",
+            "ListHyperParameterTuningJobs",
+            "HyperParameterTuningJobSummaries",
+            "HyperParameterTuningJob",
+            _JOB_STATUSES,
+            ("Name", "CreationTime", "Status"),
+            (("Strategy", "Strategy"), ("Created", "CreationTime"), ("Ended", "HyperParameterTuningEndTime")),
+        ),
+        Kind(
             "endpoints",
             "Endpoints",
             "endpoint",
@@ -156,6 +167,7 @@ def _list_handler(segment: str):  # type: ignore[no-untyped-def]
 
 list_training_jobs = _list_handler("training-jobs")
 list_endpoints = _list_handler("endpoints")
+list_tuning_jobs = _list_handler("tuning-jobs")
 list_models = _list_handler("models")
 list_processing_jobs = _list_handler("processing-jobs")
 list_transform_jobs = _list_handler("transform-jobs")

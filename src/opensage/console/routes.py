@@ -11,7 +11,7 @@ from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from opensage.console import endpoints, home, lists, logs, storage, training
+from opensage.console import endpoints, home, lists, logs, storage, training, tuning
 from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
 from opensage.console.auth import SessionSigner, session_key
 from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
@@ -35,6 +35,9 @@ def _routes() -> list[Route | Mount]:
         Route("/training-jobs/{name}/metrics", training.training_metrics, methods=get),
         Route("/training-jobs/{name}/stop", training.stop_training_job, methods=post),
         Route("/training-jobs/{name}/deploy", training.deploy_training_job, methods=post),
+        Route("/tuning-jobs", lists.list_tuning_jobs, methods=get),
+        Route("/tuning-jobs/{name}", tuning.tuning_job, methods=get),
+        Route("/tuning-jobs/{name}/stop", tuning.stop_tuning_job, methods=post),
         Route("/endpoints", lists.list_endpoints, methods=get),
         Route("/endpoints/{name}", endpoints.endpoint, methods=get),
         Route("/endpoints/{name}/metrics", endpoints.endpoint_metrics, methods=get),
