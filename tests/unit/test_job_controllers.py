@@ -396,3 +396,27 @@ def test_transform_recovery(store: SqlStore, clock: FakeClock, tmp_path: Path) -
     asyncio.run(restart())
     assert _row(store, TRANSFORM, "left").data["FailureReason"] == RESTART_REASON
     assert _row(store, TRANSFORM, "leaving").status == "Stopped"
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        ({"ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 0, "VolumeSizeInGB": 1}}, "InstanceCount"),
+        ({"HyperParameters": {"num_round": "1\x00"}}, "'num_round' contains a NUL byte"),
+    ],
+    ids=["instance-count-0", "nul-hyperparameter"],
+)
+def test_a_definition_that_cannot_run_fails_as_a_client_error(
+    store: SqlStore, backend: ScriptedBackend, clock: FakeClock, tmp_path: Path, extra: dict[str, Any], words: str
+) -> None:
+    """What the API refuses can still arrive from a tuning job's definition: it fails the job, not the platform."""
+
+    async def scenario() -> None:
+        engine = _training(store, backend, clock, tmp_path)
+        await _create(engine, "bad", **extra)
+        await _until(lambda: _row(store, TRAINING, "bad").status == "Failed")
+        await engine.shutdown()
+
+    asyncio.run(scenario())
+    reason = _row(store, TRAINING, "bad").data["FailureReason"]
+    assert reason.startswith("ClientError: ") and words in reason and not backend.specs

@@ -100,6 +100,7 @@ class TrainingEngine(JobEngine):
                     f"{', '.join(registry.known_repositories())} (e.g. from sagemaker.image_uris.retrieve)."
                 )
             hps = desc.get("HyperParameters") or {}
+            _refuse_nul({**hps, **(desc.get("Environment") or {})})
             definitions = metric_definitions(desc, image)
             if image.script_mode(hps):
                 await asyncio.to_thread(self._download_code, hps, layouts)
@@ -130,7 +131,10 @@ class TrainingEngine(JobEngine):
         itype = instances.lookup(rc.get("InstanceType", "local"))
         if itype is None:
             raise JobFailed(f"ClientError: unknown instance type '{rc.get('InstanceType')}'.")
-        return [f"algo-{i + 1}" for i in range(rc.get("InstanceCount", 1))], itype
+        count = rc.get("InstanceCount", 1)
+        if count < 1:  # the API refuses it; a tuning job's definition reaches here as it was sent
+            raise JobFailed(f"ClientError: ResourceConfig.InstanceCount must be at least 1 (got {count}).")
+        return [f"algo-{i + 1}" for i in range(count)], itype
 
     async def _open_streams(self, name: str, hosts: list[str]) -> dict[str, str]:
         epoch = int(self.clock().timestamp())
@@ -465,3 +469,10 @@ def metric_definitions(desc: dict, image: registry.BuiltinImage | None) -> list[
     if given or image is None:
         return list(given or [])
     return image.metric_definitions(desc.get("HyperParameters") or {})
+
+
+def _refuse_nul(variables: dict[str, Any]) -> None:
+    """A NUL byte cannot be in a process's environment: fail the job naming the variable, not the platform."""
+    for key, value in variables.items():
+        if "\0" in str(key) or "\0" in str(value):
+            raise JobFailed(f"ClientError: hyperparameter or environment variable {key!r} contains a NUL byte.")
