@@ -76,8 +76,8 @@ class Settings:
 
     @property
     def internal_s3_url(self) -> str:
-        """Where the platform's own S3 client goes: the embedded store directly, past the S3 front."""
-        return self.s3_endpoint or f"http://127.0.0.1:{self.ports.s3_store}"
+        """Where the platform's own S3 client goes: the S3 front, as every client (the store's own port is private)."""
+        return self.s3_url
 
     @property
     def proxy_url(self) -> str:

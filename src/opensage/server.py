@@ -156,13 +156,15 @@ def _start_store(settings: Settings, keys: list[tuple[str, str]], platform: Plat
         ports.store_base,
         settings.home / "logs" / "object-store.log",
         kms=(settings.api_url, settings.region),
+        isolate=True,
     )
     store.write_identities(keys)
     store.start()
     store.wait_ready()
     supervisor = Supervisor(store)
     supervisor.start()
-    front = S3Front(settings.host, ports.s3, ("127.0.0.1", ports.s3_store), _secret_lookup(platform))
+    upstream = str(store.s3_socket) if store.isolated else ("127.0.0.1", ports.s3_store)
+    front = S3Front(settings.host, ports.s3, upstream, _secret_lookup(platform))
     try:
         front.start()
     except OSError:

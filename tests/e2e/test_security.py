@@ -280,3 +280,16 @@ def test_streaming_uploads_are_checked_chunk_by_chunk(platform: RunningPlatform,
     assert status == 403 and b"SignatureDoesNotMatch" in answer, answer
     with pytest.raises(ClientError):
         s3.head_object(Bucket="integrity", Key="streamed-tampered")
+
+
+@pytest.mark.parametrize("offset", [4, 10, 11, 12, 13, 14, 15, 16, 17, 10013])
+def test_the_object_stores_internal_ports_answer_no_local_process(platform: RunningPlatform, offset: int) -> None:
+    """The filer read every object without a signature; now none of the store's ports is on this machine's loopback."""
+    with pytest.raises(OSError), socket.create_connection(("127.0.0.1", platform.port + offset), timeout=3):
+        pass
+
+
+def test_objects_are_still_served_and_encrypted_through_the_s3_port(platform: RunningPlatform, s3) -> None:
+    s3.put_object(Bucket="integrity", Key="kms", Body=b"secret", ServerSideEncryption="aws:kms")
+    got = s3.get_object(Bucket="integrity", Key="kms")
+    assert got["Body"].read() == b"secret" and got["ServerSideEncryption"] == "aws:kms"

