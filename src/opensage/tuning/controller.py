@@ -60,6 +60,14 @@ class _Tail:
     values: list[float] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class _View:
+    """What one run keeps between turns: the tuning job's training jobs as last read, and log tails."""
+
+    children: list[Resource] | None = None
+    tails: dict[str, _Tail] = field(default_factory=dict)
+
+
 class TuningController(RunController):
     """Runs tuning jobs; the provider calls :meth:`create`, :meth:`request_stop` and :meth:`delete_study`."""
 
@@ -125,9 +133,9 @@ class TuningController(RunController):
             if parents and not row.data.get("_Seeded"):
                 await asyncio.to_thread(self._seed, search, spec, parents)
                 await self._save(name, _Seeded=True)
-            tails: dict[str, _Tail] = {}
+            view = _View()
             while not run.shutting_down:
-                if await self._turn(run, spec, search, parents, tails):
+                if await self._turn(run, spec, search, parents, view):
                     return
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(run.stop_requested.wait(), self.poll_interval_s)
@@ -155,22 +163,28 @@ class TuningController(RunController):
         spec: TuningJobSpec,
         search: strategies.Search,
         parents: list[dict[str, Any]],
-        tails: dict[str, _Tail],
+        view: _View,
     ) -> bool:
-        """One look at the job; True when it has ended."""
+        """One look at the job; True when it has ended. Each turn reads only the running training jobs
+        and those that ended since the last turn; all of them only when one ended or started."""
         row = await asyncio.to_thread(self.store.get_resource, KIND, run.name)
         if row is None or row.status not in RUNNING:
             return True
         trials: dict[str, Any] = {k: dict(v) for k, v in (row.data.get("_Trials") or {}).items()}
-        children = await asyncio.to_thread(self.store.list_resources, TRAINING_KIND, parent_arn=row.arn)
-        changed = await self._collect(spec, search, row, children, trials)
-        running = [c for c in children if c.status in RUNNING and c.name in trials]
+        running = await asyncio.to_thread(self._running, row.arn, trials)
+        names = {c.name for c in running}
+        pending = [n for n, info in trials.items() if not info.get("Told") and n not in names]
+        ended = await asyncio.to_thread(lambda: [(n, self.store.get_resource(TRAINING_KIND, n)) for n in pending])
+        changed = await self._collect(spec, search, row, ended, trials)
+        if changed or view.children is None:
+            view.children = await asyncio.to_thread(self.store.list_resources, TRAINING_KIND, parent_arn=row.arn)
+        children = view.children
         if spec.early_stopping or spec.strategy == "Hyperband":
-            await self._early_stop(spec, search, running, trials, tails)
+            await self._early_stop(spec, search, running, trials, view.tails)
         if run.shutting_down:  # the platform stops: leave the job InProgress, to go on after the restart
             return True
         stopping = run.stop_requested.is_set() or row.status == Status.STOPPING
-        ending = self._ending(spec, row, children, trials)
+        ending = self._ending(spec, row, children, bool(running), trials)
         if stopping or ending is not None:
             for child in running:
                 await self._stop_child(child.name)
@@ -184,28 +198,47 @@ class TuningController(RunController):
             return True
         launched = await self._launch(spec, search, row, trials, len(running))
         if changed or launched:
-            children = await asyncio.to_thread(self.store.list_resources, TRAINING_KIND, parent_arn=row.arn)
-            await self._record(spec, row, children, trials, parents)
+            view.children = await asyncio.to_thread(self.store.list_resources, TRAINING_KIND, parent_arn=row.arn)
+            await self._record(spec, row, view.children, trials, parents)
         return False
+
+    def _running(self, arn: str, trials: dict[str, Any]) -> list[Resource]:
+        return [
+            c
+            for status in RUNNING
+            for c in self.store.list_resources(TRAINING_KIND, parent_arn=arn, status=status)
+            if c.name in trials
+        ]
 
     async def _collect(
         self,
         spec: TuningJobSpec,
         search: strategies.Search,
         row: Resource,
-        children: list[Resource],
+        ended: list[tuple[str, Resource | None]],
         trials: dict[str, Any],
     ) -> bool:
-        """Tell the study about every trial job that ended since the last turn (retrying platform failures)."""
+        """Tell the study about every trial job that ended since the last turn (retrying platform failures).
+
+        A job recorded in ``_Trials`` without a row (the platform stopped between the two writes) is
+        retried as a platform failure."""
         changed = False
-        for child in children:
-            info = trials.get(child.name)
-            if info is None or info.get("Told") or child.status in RUNNING:
+        for name, child in ended:
+            info = trials[name]
+            if child is not None and child.status in RUNNING:
                 continue
             changed = True
             info["Told"] = True
             stopping = row.status == Status.STOPPING
-            if summaries.retryable(child) and info.get("Attempt", 1) < MAX_ATTEMPTS and not stopping:
+            attempts_left = info.get("Attempt", 1) < MAX_ATTEMPTS and not stopping
+            if child is None:
+                info["Retried"] = attempts_left
+                if attempts_left:
+                    await self._start_job(spec, row, trials, info, info.get("Attempt", 1) + 1)
+                else:
+                    await asyncio.to_thread(search.tell, info["Trial"], None)
+                continue
+            if summaries.retryable(child) and attempts_left:
                 info["Retried"] = True
                 await self._start_job(spec, row, trials, info, info.get("Attempt", 1) + 1)
                 continue
@@ -221,11 +254,11 @@ class TuningController(RunController):
         return changed
 
     def _ending(
-        self, spec: TuningJobSpec, row: Resource, children: list[Resource], trials: dict[str, Any]
+        self, spec: TuningJobSpec, row: Resource, children: list[Resource], busy: bool, trials: dict[str, Any]
     ) -> tuple[str, str | None, dict[str, Any]] | None:
         """(status, FailureReason, TuningJobCompletionDetails) when the job should end now, else None."""
         mine = summaries.summaries(children, trials, row.name)
-        told = [c for c in children if c.name in trials and trials[c.name].get("Told")]
+        told = sorted((c for c in children if trials.get(c.name, {}).get("Told")), key=lambda c: c.created_at)
         scored = [s for s in sorted(mine, key=lambda s: s["CreationTime"]) if s["ObjectiveStatus"] == "Succeeded"]
         values = [s["FinalHyperParameterTuningJobObjectiveMetric"]["Value"] for s in scored]
         streak = strategies.improving_streak(values, spec.maximize)
@@ -242,9 +275,13 @@ class TuningController(RunController):
             return Status.FAILED, f"The training jobs of this tuning job failed; the first: {reason}"[:1024], details
         limit = spec.max_runtime_s
         if limit and (self.clock() - row.created_at).total_seconds() > limit:
-            return Status.COMPLETED if values else Status.FAILED, None if values else "MaxRuntimeInSeconds", details
+            if values:
+                return Status.COMPLETED, None, details
+            reason = (
+                f"The tuning job reached MaxRuntimeInSeconds ({limit}) before a training job reported the objective."
+            )
+            return Status.FAILED, reason, details
         asked = {info["Trial"] for info in trials.values()}
-        busy = any(c.status in RUNNING for c in children if c.name in trials)
         if len(asked) >= spec.max_jobs and not busy and all(i.get("Told") for i in trials.values()):
             if values:
                 return Status.COMPLETED, None, details
