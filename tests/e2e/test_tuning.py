@@ -275,6 +275,42 @@ def test_failing_trials_fail_the_job_with_their_reason(platform: RunningPlatform
     assert "BestTrainingJob" not in desc
 
 
+def test_warm_start_rules(platform: RunningPlatform) -> None:
+    sm = platform.session().client("sagemaker")
+    parent = _name("parent")
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=parent,
+        HyperParameterTuningJobConfig=_config(jobs=2),
+        TrainingJobDefinition=_definition(platform),
+    )
+
+    def child(config: dict[str, Any], warm_type: str = "IdenticalDataAndAlgorithm", name: str = parent) -> str:
+        with pytest.raises(ClientError) as err:
+            sm.create_hyper_parameter_tuning_job(
+                HyperParameterTuningJobName=_name("child"),
+                HyperParameterTuningJobConfig=config,
+                TrainingJobDefinition=_definition(platform),
+                WarmStartConfig={
+                    "WarmStartType": warm_type,
+                    "ParentHyperParameterTuningJobs": [{"HyperParameterTuningJobName": name}],
+                },
+            )
+        assert err.value.response["Error"]["Code"] == "ValidationException"
+        return str(err.value.response["Error"]["Message"])
+
+    assert "finished parents" in child(_config())  # still running
+    _wait(sm, parent)
+    assert "does not exist" in child(_config(), name="no-such-parent")
+    other = _config(HyperParameterTuningJobObjective={"Type": "Minimize", "MetricName": "validation:logloss"})
+    assert "same objective" in child(other)
+    retyped = _config()
+    retyped["ParameterRanges"] = {
+        "ContinuousParameterRanges": retyped["ParameterRanges"]["ContinuousParameterRanges"],
+        "CategoricalParameterRanges": [{"Name": "max_depth", "Values": ["2", "4"]}],
+    }
+    assert "another type of range" in child(retyped, "TransferLearning")
+
+
 def test_two_algorithms_and_stop_in_the_middle(platform: RunningPlatform) -> None:
     sm = platform.session().client("sagemaker")
     name = _name("multi")

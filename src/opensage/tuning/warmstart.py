@@ -32,6 +32,13 @@ def _hp_count(definition: dict[str, Any], config: dict[str, Any]) -> int:
     return len(static) + sum(len(v or []) for v in ranges.values())
 
 
+def _kinds(definition: dict[str, Any], config: dict[str, Any]) -> dict[str, str]:
+    """Each tuned hyperparameter's kind (Continuous, Integer, Categorical)."""
+    ranges = definition.get("HyperParameterRanges") or config.get("ParameterRanges") or {}
+    kinds = {"ContinuousParameterRanges": "Continuous", "IntegerParameterRanges": "Integer"}
+    return {r["Name"]: kinds.get(key, "Categorical") for key, items in ranges.items() for r in items or []}
+
+
 def _data(definition: dict[str, Any]) -> list[str]:
     return sorted(c["DataSource"]["S3DataSource"]["S3Uri"] for c in definition.get("InputDataConfig") or [])
 
@@ -66,6 +73,13 @@ def check(store: SqlStore, spec: TuningJobSpec) -> list[Resource]:
             raise InvalidTuningJob(
                 f"The parent tuning job '{name}' has {_hp_count(pdef, pconfig)} hyperparameters (static and tuned) "
                 f"and this one {_hp_count(dict(mine.document), config)}; a warm start needs the same number."
+            )
+        mine_kinds, parent_kinds = _kinds(dict(mine.document), config), _kinds(pdef, pconfig)
+        changed = sorted(k for k in mine_kinds.keys() & parent_kinds.keys() if mine_kinds[k] != parent_kinds[k])
+        if changed:
+            raise InvalidTuningJob(
+                f"Hyperparameters {changed} are tuned with another type of range than in the parent tuning job "
+                f"'{name}'; a warm start keeps each hyperparameter's type (continuous, integer, categorical)."
             )
         if spec.warm_start_type == "IdenticalDataAndAlgorithm":
             image = mine.document["AlgorithmSpecification"].get("TrainingImage")
