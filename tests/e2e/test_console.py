@@ -83,8 +83,9 @@ def test_password_hash_and_sessions(tmp_path: Path) -> None:
         auth.set_password(tmp_path, "short")
     signer = auth.SessionSigner(auth.session_key(tmp_path))
     assert auth.session_key(tmp_path) == signer.key  # created once per home
-    session = signer.signed_in("AKIAEXAMPLE", "AKIAEXAMPLE")
+    session = signer.signed_in("AKIAEXAMPLE", "AKIAEXAMPLE", lambda user, key, expires: "sid-1")
     cookie = signer.dump(session)
+    assert session.sid == "sid-1"
     assert signer.load(cookie) == session
     payload, _, signature = cookie.partition(".")
     assert signer.load(payload[:-2] + "xx." + signature) is None  # tampered
@@ -384,3 +385,103 @@ def test_endpoint_list_shows_each_endpoints_type(api: ApiServer, signed_in: http
     assert rows["console-rt"] == ["real-time"]
     detail = signed_in.get("/console/endpoints/console-rt").text
     assert re.search(r'id="endpoint-types"><span class="badge type">real-time</span>', detail)
+
+
+def _sign_in(api: ApiServer, client: httpx.Client, **credentials: str) -> httpx.Response:
+    token = _csrf(client.get("/console/signin").text)
+    return client.post("/console/signin", data={"csrf": token, "next": "/console/models", **credentials})
+
+
+def test_a_signed_out_sessions_copied_cookie_is_worthless(api: ApiServer, client: httpx.Client) -> None:
+    assert _sign_in(api, client, access_key_id=api.access_key_id, secret=api.secret).status_code == 303
+    copied = client.cookies.get("opensage_console")
+    token = _csrf(client.get("/console/models").text)
+    assert client.post("/console/signout", data={"csrf": token}).status_code == 303
+    with httpx.Client(base_url=api.url, follow_redirects=False, timeout=30) as thief:
+        thief.cookies.set("opensage_console", copied, path="/console")
+        assert thief.get("/console/models").status_code == 303  # to the sign-in page
+
+
+def test_deleting_the_sessions_access_key_ends_it(api: ApiServer, client: httpx.Client) -> None:
+    from opensage.identity import create_access_key
+
+    key = create_access_key(api.platform.store, api.platform.identity.account_id, "console-test")
+    assert _sign_in(api, client, access_key_id=key.access_key_id, secret=key.secret_access_key).status_code == 303
+    assert client.get("/console/models").status_code == 200
+    api.platform.store.delete_access_key(key.access_key_id)  # what `opensage keys delete` does
+    assert client.get("/console/models").status_code == 303  # not the platform key in its place
+
+
+def test_a_new_console_password_ends_password_sessions(api: ApiServer, client: httpx.Client) -> None:
+    home = api.platform.console.state.console.home  # type: ignore[union-attr]
+    auth.set_password(home, "first password")
+    assert _sign_in(api, client, password="first password").status_code == 303
+    assert client.get("/console/models").status_code == 200
+    auth.set_password(home, "second password")  # what `opensage console-password` does
+    assert client.get("/console/models").status_code == 303
+
+
+def test_failed_sign_ins_are_throttled_with_a_growing_delay(api: ApiServer) -> None:
+    from opensage.console import sessions
+
+    with httpx.Client(base_url=api.url, follow_redirects=False, timeout=30) as client:
+        for _ in range(sessions.FREE_FAILURES + 1):
+            assert _sign_in(api, client, access_key_id=api.access_key_id, secret="wrong").status_code == 401
+        refused = _sign_in(api, client, access_key_id=api.access_key_id, secret=api.secret)  # even the right one
+        assert refused.status_code == 429 and "Too many failed sign-ins" in refused.text
+        assert int(refused.headers["retry-after"]) >= 1
+        time.sleep(sessions.FIRST_DELAY_S + 0.1)
+        assert _sign_in(api, client, access_key_id=api.access_key_id, secret=api.secret).status_code == 303
+    with httpx.Client(base_url=api.url, follow_redirects=False, timeout=30) as again:
+        # the success cleared the count: one more typo is not delayed
+        assert _sign_in(api, again, access_key_id=api.access_key_id, secret="wrong").status_code == 401
+        assert _sign_in(api, again, access_key_id=api.access_key_id, secret=api.secret).status_code == 303
+
+
+def test_pages_carry_security_headers(signed_in: httpx.Client) -> None:
+    r = signed_in.get("/console/models")
+    assert "frame-ancestors 'none'" in r.headers["content-security-policy"]
+    assert r.headers["x-frame-options"] == "DENY" and r.headers["cache-control"] == "no-store"
+    assert signed_in.get("/console/signin").headers["cache-control"] == "no-store"
+    static = signed_in.get("/console/static/console.css")
+    assert static.status_code == 200 and "no-store" not in static.headers.get("cache-control", "")
+
+
+def _http(sock: Any, request: bytes) -> bytes:
+    """Send one request on ``sock`` and read its whole answer (Content-Length framed)."""
+    sock.sendall(request)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection"
+        body += chunk
+    return head
+
+
+def test_a_server_error_keeps_the_connection(
+    api: ApiServer, signed_in: httpx.Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    console = api.platform.console.state.console  # type: ignore[union-attr]
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("broken on purpose")
+
+    monkeypatch.setattr(console.api, "listing", broken)
+    url = urlsplit(api.url)
+    cookie = signed_in.cookies.get("opensage_console")
+    request = (
+        f"GET /console/models HTTP/1.1\r\nHost: {url.netloc}\r\nCookie: opensage_console={cookie}\r\n\r\n"
+    ).encode()
+    with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+        assert _http(sock, request).startswith(b"HTTP/1.1 500")
+        again = b"GET /console/static/console.css HTTP/1.1\r\nHost: x\r\n\r\n"
+        assert _http(sock, again).startswith(b"HTTP/1.1 200")  # the same connection

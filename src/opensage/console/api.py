@@ -98,8 +98,11 @@ class ConsoleApi:
 
     def _context(self, session: Session, service: str, operation: str) -> RequestContext:
         store = self.store
-        key = store.get_access_key(session.access_key_id) if session.access_key_id else None
-        if key is None:
+        if session.access_key_id:  # the key the user signed in with, never another one
+            key = store.get_access_key(session.access_key_id)
+            if key is None or key.status != "Active":
+                raise ServiceError("AccessDenied", "The access key of this session no longer exists; sign in again.")
+        else:  # signed in with the console password: the platform's own key
             key = platform_key(store, self.account_id)
         return RequestContext(
             service,

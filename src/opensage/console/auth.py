@@ -3,7 +3,8 @@
 A session is a cookie ``<payload>.<signature>``: the payload is base64url JSON (who signed in, with
 which access key, the CSRF token, the expiry), the signature an HMAC-SHA256 under a random key kept
 in ``<home>/console.key``. Anonymous visitors get a session too (no user), so the sign-in form carries
-a CSRF token like every other form. Sessions end when they expire or the key file is replaced.
+a CSRF token like every other form. A signed-in session also names its record in the store
+(:mod:`opensage.console.sessions`), which sign-out, key deletion and a new password end.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import json
 import os
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -98,6 +100,7 @@ class Session:
     access_key_id: str
     csrf: str
     expires: float
+    sid: str = ""  # the server-side record of a signed-in session
 
     @property
     def signed_in(self) -> bool:
@@ -114,7 +117,13 @@ class SessionSigner:
     def dump(self, session: Session) -> str:
         payload = _b64(
             json.dumps(
-                {"u": session.user, "k": session.access_key_id, "c": session.csrf, "e": session.expires},
+                {
+                    "u": session.user,
+                    "k": session.access_key_id,
+                    "c": session.csrf,
+                    "e": session.expires,
+                    "s": session.sid,
+                },
                 separators=(",", ":"),
             ).encode()
         )
@@ -129,7 +138,9 @@ class SessionSigner:
             return None
         try:
             data = json.loads(_unb64(payload))
-            session = Session(str(data["u"]), str(data["k"]), str(data["c"]), float(data["e"]))
+            session = Session(
+                str(data["u"]), str(data["k"]), str(data["c"]), float(data["e"]), str(data.get("s", ""))
+            )
         except (ValueError, KeyError, TypeError):
             return None
         return session if session.expires > (time.time() if now is None else now) else None
@@ -139,9 +150,12 @@ class SessionSigner:
         return Session("", "", secrets.token_urlsafe(24), time.time() + ANONYMOUS_TTL_S)
 
     @staticmethod
-    def signed_in(user: str, access_key_id: str) -> Session:
-        """A new session (a fresh CSRF token: the visitor's one is not carried over)."""
-        return Session(user, access_key_id, secrets.token_urlsafe(24), time.time() + SIGNED_IN_TTL_S)
+    def signed_in(user: str, access_key_id: str, open_session: Callable[[str, str, float], str]) -> Session:
+        """A new session (a fresh CSRF token: the visitor's one is not carried over), recorded with
+        ``open_session(user, access_key_id, expires)``, which returns the record's id."""
+        expires = time.time() + SIGNED_IN_TTL_S
+        sid = open_session(user, access_key_id, expires)
+        return Session(user, access_key_id, secrets.token_urlsafe(24), expires, sid)
 
 
 def csrf_ok(session: Session, token: str | None) -> bool:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -14,6 +15,7 @@ from starlette.responses import Response
 
 from opensage.console.auth import COOKIE, SessionSigner, check_password, csrf_ok
 from opensage.console.pages import BASE, Console, Page, page, redirect
+from opensage.console.sessions import PASSWORD_SESSION
 from opensage.errors import ServiceError
 
 log = logging.getLogger(__name__)
@@ -53,14 +55,29 @@ async def signin(request: Request) -> Response:
     key_id = str(form.get("access_key_id") or "").strip()
     secret = str(form.get("secret") or "")
     password = str(form.get("password") or "")
+    client = request.client.host if request.client else ""
+    wait = console.throttle.wait_s(client, key_id)
+    if wait > 0:
+        refused = console.render(
+            request,
+            session,
+            "signin.html",
+            429,
+            next=nxt,
+            access_key_id=key_id,
+            error=f"Too many failed sign-ins; try again in {math.ceil(wait)} s.",
+        )
+        refused.headers["Retry-After"] = str(math.ceil(wait))
+        return refused
     user = ""
     if key_id and secret:
         key = await asyncio.to_thread(console.api.store.get_access_key, key_id)
         if key is not None and key.status == "Active" and hmac.compare_digest(key.secret_access_key, secret):
             user = key_id
     if not user and password and await asyncio.to_thread(check_password, console.home, password):
-        user, key_id = "console", ""
+        user, key_id = PASSWORD_SESSION, ""
     if not user:
+        console.throttle.failed(client, key_id)
         return console.render(
             request,
             session,
@@ -71,13 +88,16 @@ async def signin(request: Request) -> Response:
             error="Those credentials are not valid. Use an access key id and its secret "
             "(`opensage keys list`), or the console password (`opensage console-password`).",
         )
+    console.throttle.succeeded(client, key_id)
     response = redirect(nxt)
-    console.keep_session(request, response, SessionSigner.signed_in(user, key_id))
+    signed_in = await asyncio.to_thread(SessionSigner.signed_in, user, key_id, console.sessions.open)
+    console.keep_session(request, response, signed_in)
     return response
 
 
 @page
 async def signout(p: Page) -> Response:
+    await asyncio.to_thread(p.console.sessions.close, p.session.sid)  # a copied cookie is worthless from now on
     response = redirect(BASE + "/signin")
     response.delete_cookie(COOKIE, path=BASE)
     return response

@@ -26,6 +26,7 @@ from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from opensage.console.api import ConsoleApi, Missing
 from opensage.console.auth import COOKIE, Session, SessionSigner, csrf_ok
+from opensage.console.sessions import SessionRegistry, SignInThrottle
 
 log = logging.getLogger(__name__)
 BASE = "/console"
@@ -40,9 +41,17 @@ class Console:
     templates: jinja2.Environment
     signer: SessionSigner
     home: Path
+    sessions: SessionRegistry
+    throttle: SignInThrottle
 
     def session(self, request: Request) -> Session | None:
-        return self.signer.load(request.cookies.get(COOKIE))
+        """The request's session; a signed-in one only while its server-side record says it stands."""
+        session = self.signer.load(request.cookies.get(COOKIE))
+        if session is not None and session.signed_in and not self.sessions.valid(
+            session.sid, session.user, session.access_key_id
+        ):
+            return None
+        return session
 
     def render(
         self, request: Request, session: Session | None, template: str, status: int = 200, /, **context: Any

@@ -6,15 +6,18 @@ from pathlib import Path
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opensage.console import endpoints, home, lists, logs, storage, training, tuning
 from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
-from opensage.console.auth import SessionSigner, session_key
+from opensage.console.auth import PASSWORD_FILE, SessionSigner, session_key
 from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
+from opensage.console.sessions import SessionRegistry, SignInThrottle
 
 STATIC = Path(__file__).parent / "static"
 
@@ -62,13 +65,73 @@ def _routes() -> list[Route | Mount]:
     ]
 
 
+# Scripts and styles come from the console's own static files (htmx injects one <style> element);
+# no page may be framed; pages with account data are never stored by the browser or a proxy.
+SECURITY_HEADERS = [
+    (
+        b"content-security-policy",
+        b"default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        b"connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; object-src 'none'",
+    ),
+    (b"x-frame-options", b"DENY"),
+    (b"x-content-type-options", b"nosniff"),
+    (b"referrer-policy", b"same-origin"),
+]
+_CACHEABLE = (BASE + "/static/", BASE + "/favicon.ico")
+
+
+class _Guard:
+    """Security headers on every answer, and a server error answered as a page on a connection kept open.
+
+    An exception left to Starlette's outermost handler is re-raised to the server after the 500 is
+    sent, and the server then closes the connection; caught here, it is answered and ends here.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+        cacheable = str(scope.get("path", "")).startswith(_CACHEABLE)
+
+        async def send_with_headers(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"cache-control" or cacheable]
+                headers += SECURITY_HEADERS
+                if not cacheable:
+                    headers.append((b"cache-control", b"no-store"))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        except Exception as exc:
+            if started:  # the answer is under way: nothing better can be sent
+                raise
+            response = await server_error(Request(scope, receive), exc)
+            await response(scope, receive, send_with_headers)
+
+
 def create_console(deps: ConsoleDeps) -> Starlette:
     """The console's ASGI app over ``deps``; it answers every path under ``/console``."""
     app = Starlette(
         routes=[Route(BASE, _to_home, methods=["GET"]), Mount(BASE, routes=_routes())],
-        exception_handlers={HTTPException: http_error, Missing: not_found, Exception: server_error},
+        middleware=[Middleware(_Guard)],
+        exception_handlers={HTTPException: http_error, Missing: not_found},
     )
-    app.state.console = Console(ConsoleApi(deps), templates(), SessionSigner(session_key(deps.home)), deps.home)
+    app.state.console = Console(
+        ConsoleApi(deps),
+        templates(),
+        SessionSigner(session_key(deps.home)),
+        deps.home,
+        SessionRegistry(deps.store, deps.home, PASSWORD_FILE),
+        SignInThrottle(),
+    )
     return app
 
 
