@@ -28,23 +28,27 @@
     const metric = el.dataset.metric;
     const scored = body.trials.filter((t) => t.value !== null);
     if (!scored.length) return;
-    el.innerHTML = "";
-    const xs = body.trials.map((t) => t.n);
-    plot(box(el, metric + " per trial"), "trial", [
-      { label: metric, stroke: BLUE, paths: dots, points: { show: true, size: 7, fill: BLUE } },
-      { label: "best so far", stroke: ORANGE, width: 2, spanGaps: true, points: { show: false } },
-    ], [xs, body.trials.map((t) => t.value), body.trials.map((t) => t.best)]);
+    const point = { label: metric, stroke: BLUE, paths: dots, points: { show: true, size: 7, fill: BLUE } };
+    const charts = [{
+      title: metric + " per trial", x: "trial",
+      series: [point, { label: "best so far", stroke: ORANGE, width: 2, spanGaps: true, points: { show: false } }],
+      data: [body.trials.map((t) => t.n), body.trials.map((t) => t.value), body.trials.map((t) => t.best)],
+    }];
     for (const name of body.hyperparameters) {
       const pairs = scored.filter((t) => name in t.hps).map((t) => [t.hps[name], t.value]);
       if (!pairs.length) continue;
       const numeric = pairs.every(([v]) => v !== "" && !isNaN(Number(v)));
       const categories = numeric ? [] : Array.from(new Set(pairs.map(([v]) => v))).sort();
       const points = pairs.map(([v, y]) => [numeric ? Number(v) : categories.indexOf(v), y]).sort((a, b) => a[0] - b[0]);
-      const title = numeric ? name + " vs " + metric : name + " (" + categories.join(", ") + ") vs " + metric;
-      plot(box(el, title), name, [
-        { label: metric, stroke: BLUE, paths: dots, points: { show: true, size: 7, fill: BLUE } },
-      ], [points.map((p) => p[0]), points.map((p) => p[1])]);
+      charts.push({
+        title: numeric ? name + " vs " + metric : name + " (" + categories.join(", ") + ") vs " + metric,
+        x: numeric ? name : name + " (category number)", series: [point],
+        data: [points.map((p) => p[0]), points.map((p) => p[1])],
+      });
     }
+    el.innerHTML = "";
+    const boxes = charts.map((c) => box(el, c.title)); // every box first: the grid sizes them alike
+    charts.forEach((c, i) => plot(boxes[i], c.x, c.series, c.data));
   }
 
   document.addEventListener("DOMContentLoaded", () => {
