@@ -420,3 +420,35 @@ def test_a_definition_that_cannot_run_fails_as_a_client_error(
     asyncio.run(scenario())
     reason = _row(store, TRAINING, "bad").data["FailureReason"]
     assert reason.startswith("ClientError: ") and words in reason and not backend.specs
+
+
+def test_recovery_keeps_what_a_crashed_servers_job_logged_after_the_crash(
+    store: SqlStore, backend: ScriptedBackend, clock: FakeClock, tmp_path: Path
+) -> None:
+    from opensage.jobs.engine import LogTail
+
+    now = clock()
+    data = initial_description(TrainingJobSpec.from_request(_training_request("crashed")), "arn:crashed", now)
+    data["_Handle"] = {"job_id": "training-job/crashed"}
+    store.create_resource(Resource(TRAINING, "crashed", "arn:crashed", "InProgress", now, now, data))
+    backend.states["training-job/crashed"] = [ContainerState("algo-1", running=True)]
+    log_path = tmp_path / "training" / "crashed" / "logs" / "algo-1.log"
+    log_path.parent.mkdir(parents=True)
+    log_path.write_text("epoch 1\nepoch 2\n")
+    engine = _training(store, backend, clock, tmp_path)
+    tail = LogTail(log_path, "/aws/sagemaker/TrainingJobs", "crashed/algo-1-1")
+    assert tail.read() == ["epoch 1", "epoch 2"]
+    engine.logs.put_events(tail.group, tail.stream, [(0, "epoch 1"), (0, "epoch 2")])
+    tail.commit()  # the server sent these two, then was killed; the container went on:
+    with log_path.open("a") as f:
+        f.write("epoch 3\nlast words without a newline")
+
+    asyncio.run(engine.recover())
+    page = engine.logs.get_events("/aws/sagemaker/TrainingJobs", "crashed/algo-1-1", start_from_head=True)
+    assert [e.message for e in page.events] == [
+        "epoch 1",
+        "epoch 2",
+        "epoch 3",
+        "last words without a newline",
+    ]
+    assert not log_path.parent.exists()  # the job's directory is gone once its log is kept

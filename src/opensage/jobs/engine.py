@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import json
+import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -58,12 +60,15 @@ class JobEngine(RunController):
         self.envs_dir = envs_dir or work_dir / "_envs"
 
     async def _release(self, row: Resource) -> None:
-        """An earlier server's job: end its processes and remove its directory."""
+        """An earlier server's job: end its processes, keep what they logged since, remove its directory."""
         handle = row.data.get("_Handle")
         if handle:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.backend.stop, handle, 1.0)
                 await asyncio.to_thread(self.backend.cleanup, handle)
+        now_ms = int(self.clock().timestamp() * 1000)
+        with contextlib.suppress(Exception):
+            await asyncio.to_thread(send_leftovers, self.work_dir / row.name / "logs", self.logs, now_ms)
         shutil.rmtree(self.work_dir / row.name, ignore_errors=True)
 
     async def _await_containers(self, run: Run, desc: dict, pump: Callable[[bool], None]) -> tuple[str, JobStatus]:
@@ -95,12 +100,30 @@ class JobEngine(RunController):
 
 
 class LogTail:
-    """Reads the complete new lines of a growing log file."""
+    """Reads the complete new lines of a growing log file.
 
-    def __init__(self, path: Path) -> None:
+    With a ``group`` and ``stream``, :meth:`commit` records (next to the log) how far the lines have
+    reached the log store; after a crash of the server the next one sends the rest
+    (:func:`send_leftovers`), so a container's output after the crash is not lost.
+    """
+
+    def __init__(self, path: Path, group: str = "", stream: str = "") -> None:
         self.path = path
+        self.group = group
+        self.stream = stream
         self.offset = 0
         self.partial = b""
+
+    @property
+    def state_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".sent")
+
+    def commit(self) -> None:
+        """Record that the lines read so far are in the log store."""
+        state = {"group": self.group, "stream": self.stream, "offset": self.offset - len(self.partial)}
+        tmp = self.state_path.with_name(self.state_path.name + ".tmp")
+        tmp.write_text(json.dumps(state))
+        os.replace(tmp, self.state_path)
 
     def read(self, final: bool = False) -> list[str]:
         try:
@@ -118,6 +141,22 @@ class LogTail:
             self.partial = b""
         # CloudWatch shows a container's tabs as "#011"; metric regexes are written against that.
         return [line.decode("utf-8", "replace").rstrip("\r").replace("\t", "#011") for line in lines if line.strip()]
+
+
+def send_leftovers(logs_dir: Path, logs: LogStore, now_ms: int) -> int:
+    """Send what containers logged after the last :meth:`LogTail.commit` (a crashed server's jobs)."""
+    sent = 0
+    for state_path in sorted(logs_dir.glob("*.log.sent")):
+        try:
+            state = json.loads(state_path.read_text())
+            tail = LogTail(state_path.with_name(state_path.name.removesuffix(".sent")), state["group"], state["stream"])
+            tail.offset = int(state["offset"])
+        except (OSError, ValueError, KeyError):
+            continue
+        while lines := tail.read(final=True):
+            logs.put_events(tail.group, tail.stream, [(now_ms, line) for line in lines])
+            sent += len(lines)
+    return sent
 
 
 def tail_lines(path: Path, n: int) -> list[str]:

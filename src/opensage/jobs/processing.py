@@ -202,7 +202,7 @@ class ProcessingEngine(JobEngine):
 
     async def _watch(self, run: Run, desc: dict, spec: JobSpec, streams: dict[str, str]) -> tuple[str, JobStatus]:
         """Tail logs until every container has ended; the outcome is 'done', 'stopped' or 'max-runtime'."""
-        tails = {c.host: LogTail(c.log_path) for c in spec.containers}
+        tails = {c.host: LogTail(c.log_path, LOG_GROUP, streams[c.host]) for c in spec.containers}
         return await self._await_containers(run, desc, lambda final: self._pump_logs(tails, streams, final))
 
     def _pump_logs(self, tails: dict[str, LogTail], streams: dict[str, str], final: bool = False) -> None:
@@ -211,6 +211,7 @@ class ProcessingEngine(JobEngine):
             if lines:
                 now_ms = int(self.clock().timestamp() * 1000)
                 self.logs.put_events(LOG_GROUP, streams[host], [(now_ms, line) for line in lines])
+                tail.commit()
 
     async def _conclude(
         self,

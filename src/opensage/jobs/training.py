@@ -292,7 +292,7 @@ class TrainingEngine(JobEngine):
         self, run: Run, desc: dict, spec: JobSpec, streams: dict[str, str], definitions: list[dict[str, str]]
     ) -> str:
         """Tail logs (and metrics) until every container has ended; returns 'done', 'stopped' or 'max-runtime'."""
-        tails = {c.host: LogTail(c.log_path) for c in spec.containers}
+        tails = {c.host: LogTail(c.log_path, LOG_GROUP, streams[c.host]) for c in spec.containers}
         patterns = rules.compile_definitions(definitions)
         outcome, _ = await self._await_containers(
             run, desc, lambda final: self._pump_logs(tails, streams, patterns, run.metrics, final)
@@ -313,6 +313,7 @@ class TrainingEngine(JobEngine):
                 continue
             now = self.clock().timestamp()
             self.logs.put_events(LOG_GROUP, streams[host], [(int(now * 1000), line) for line in lines])
+            tail.commit()
             samples = rules.metric_series(lines, patterns)
             metrics.update({name: values[-1] for name, values in samples.items()})
             if samples and self.metric_store is not None:
