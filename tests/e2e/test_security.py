@@ -16,6 +16,7 @@ import resource
 import socket
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from botocore.auth import S3SigV4Auth, SigV4Auth
@@ -293,3 +294,53 @@ def test_objects_are_still_served_and_encrypted_through_the_s3_port(platform: Ru
     s3.put_object(Bucket="integrity", Key="kms", Body=b"secret", ServerSideEncryption="aws:kms")
     got = s3.get_object(Bucket="integrity", Key="kms")
     assert got["Body"].read() == b"secret" and got["ServerSideEncryption"] == "aws:kms"
+
+
+def test_model_servers_answer_only_through_the_router(platform: RunningPlatform, s3, tmp_path: Path) -> None:
+    """A model server once answered unsigned /invocations on a loopback port; now it has no TCP port at all."""
+    import io
+    import os
+    import stat
+    import tarfile
+    import uuid
+
+    import numpy as np
+    import psutil
+    import xgboost as xgb
+
+    x = np.random.default_rng(0).normal(size=(200, 3))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=(x[:, 0] > 0).astype(int)), 3)
+    booster.save_model(str(tmp_path / "xgboost-model.ubj"))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(tmp_path / "xgboost-model.ubj", arcname="xgboost-model")
+    session = platform.session()
+    session.client("s3").put_object(Bucket="integrity", Key="model.tar.gz", Body=buf.getvalue())
+    sm, rt = session.client("sagemaker"), session.client("sagemaker-runtime")
+    account = session.client("sts").get_caller_identity()["Account"]
+    name = f"m-{uuid.uuid4().hex[:8]}"
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={
+            "Image": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1",
+            "ModelDataUrl": "s3://integrity/model.tar.gz",
+        },
+        ExecutionRoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+    )
+    variant = {"VariantName": "v", "ModelName": name, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[variant])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 90})
+    assert rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body="1,0,0")["Body"].read()
+    servers = []
+    for proc in psutil.Process(platform.proc.pid).children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "OPENSAGE_BIND_TO_SOCKET" in proc.environ():
+                servers.append(proc)
+    assert servers, "no model server found"
+    for proc in servers:
+        sock = proc.environ()["OPENSAGE_BIND_TO_SOCKET"]
+        assert stat.S_IMODE(os.stat(os.path.dirname(sock)).st_mode) == 0o700
+        listening = [c for c in proc.net_connections(kind="inet") if c.status == psutil.CONN_LISTEN]
+        assert listening == [], listening
+    sm.delete_endpoint(EndpointName=name)

@@ -48,12 +48,20 @@ def test_a_known_instance_type_is_looked_up() -> None:
     assert instance_type("ml.c5.xlarge", "A").vcpus == 4
 
 
-def test_new_instances_get_a_port_or_a_socket(tmp_path: Path) -> None:
+def test_new_instances_get_a_socket_in_a_private_directory(tmp_path: Path) -> None:
+    import os
+    import stat
+
     plain = new_instance(_template(tmp_path), 2)
-    assert plain.host == "AllTraffic-2" and plain.port > 0 and plain.socket is None
+    assert plain.host == "AllTraffic-2" and plain.socket is not None and plain.socket.endswith(".sock")
     assert plain.log_path == tmp_path / "instance-2.log"
     isolated = new_instance(_template(tmp_path, isolated=True), 1)
-    assert isolated.port == 0 and isolated.socket is not None and isolated.socket.endswith(".sock")
+    assert isolated.port == 0 and isolated.socket is not None and isolated.socket != plain.socket
+    for instance in (plain, isolated):
+        assert instance.socket is not None
+        directory = Path(instance.socket).parent
+        assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+        directory.rmdir()
 
 
 def test_descriptions_and_health_follow_the_instances_in_place(tmp_path: Path) -> None:

@@ -10,7 +10,7 @@ here too, so that the router, the launcher and the controller share them.
 
 from __future__ import annotations
 
-import uuid
+import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,8 +99,12 @@ class Instance:
 
 
 def new_instance(template: ServerTemplate, n: int) -> Instance:
-    """The ``n``-th instance of a variant (not started); an isolated one is reached over a Unix socket."""
-    socket_path = f"/tmp/opensage-model-{uuid.uuid4().hex[:16]}.sock" if template.isolated else None
+    """The ``n``-th instance of a variant (not started), reached over a Unix socket.
+
+    Every model server listens on a Unix socket in a directory of its own (mode 0700) rather than on
+    a loopback port, so no other user's process can send it a request past the router's SigV4 check.
+    """
+    socket_path = str(Path(tempfile.mkdtemp(prefix="opensage-model-", dir="/tmp")) / "s.sock")
     port = 0 if template.isolated else free_port()
     return Instance(f"{template.variant}-{n}", port, template.base / f"instance-{n}.log", socket=socket_path)
 

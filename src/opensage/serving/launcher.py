@@ -5,7 +5,7 @@
 artifact unpacked and linked at ``<base>/model``, the container's variables built. Every model
 server of the variant (the first ones, replacements, scale-ups) starts from that template, so they
 all run the same thing. Each server is one container on the backend with ``<base>`` mounted at
-``/opt/ml``, bound to its own loopback port (or a Unix socket when it has no network).
+``/opt/ml``, listening on a Unix socket in a private directory (never on a TCP port).
 """
 
 from __future__ import annotations
@@ -146,7 +146,7 @@ class Launcher:
             template.instance_type.vcpus,
             template.instance_type.memory_bytes,
             mounts=((template.base, "/opt/ml"),),
-            isolate_network=instance.socket is not None,
+            isolate_network=template.isolated,
         )
         instance.handle = await asyncio.to_thread(
             self.backend.submit, JobSpec(f"endpoint/{template.owner}", (container,))
@@ -175,6 +175,11 @@ class Launcher:
             with contextlib.suppress(Exception):
                 await asyncio.to_thread(self.backend.stop, instance.handle, STOP_GRACE_S)
                 await asyncio.to_thread(self.backend.cleanup, instance.handle)
+        for instance in stopping:  # the socket's private directory
+            if instance.socket:
+                with contextlib.suppress(OSError):
+                    Path(instance.socket).unlink(missing_ok=True)
+                    Path(instance.socket).parent.rmdir()
 
     # --- logs -----------------------------------------------------------------------------------------
 
