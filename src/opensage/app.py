@@ -17,7 +17,7 @@ from opensage.aws import sigv4
 from opensage.aws.auth import Authenticator
 from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
-from opensage.compute.local import LocalBackend
+from opensage.compute.local import LocalBackend, sweep_cgroups
 from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
 from opensage.identity import Identity, bootstrap, platform_key
@@ -26,6 +26,7 @@ from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.logstore import LogStore
 from opensage.objects.client import s3_client
+from opensage.objects.transfer import Expansion
 from opensage.providers.cloudwatch import CloudWatchProvider
 from opensage.providers.iam import IamProvider
 from opensage.providers.kms import KmsProvider
@@ -100,6 +101,7 @@ class Platform:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 await self._start_metrics()
+                await asyncio.to_thread(sweep_cgroups)  # the empty cgroups of a server that died without stopping
                 await self.training.recover()
                 if self.tuning is not None:  # after training: it retries the trials a restart failed
                     await self.tuning.recover()
@@ -217,7 +219,10 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         training = TrainingEngine(
             store, s3, backend, logs, settings.home / "jobs" / "training", clock, envs_dir=settings.home / "envs"
         )
-        endpoints = EndpointEngine(store, s3, backend, logs, settings.home / "endpoints", clock)
+        endpoints = EndpointEngine(
+            store, s3, backend, logs, settings.home / "endpoints", clock,
+            archive_bounds=Expansion.from_quotas(settings.quotas),
+        )
         metrics = InvocationMetrics()
         metric_store = MetricStore(store)
         training.metric_store = metric_store
@@ -228,7 +233,9 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         tuning = TuningController(store, clock, training, logs, settings.home / "tuning")
         authenticator = Authenticator(store.get_access_key)
         providers = {
-            "sagemaker": SageMakerProvider(store, clock, training, endpoints, transforms, processing, tuning),
+            "sagemaker": SageMakerProvider(
+                store, clock, training, endpoints, transforms, processing, tuning, settings.quotas
+            ),
             "sagemaker-runtime": RuntimeProvider(endpoints, metrics),
             "cloudwatch": CloudWatchProvider(metrics, metric_store, clock),
             "sts": StsProvider(),

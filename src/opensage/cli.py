@@ -131,8 +131,10 @@ def cmd_down(args: argparse.Namespace) -> int:
     settings = _settings(args)
     pid = read_pid(settings.home)
     if not _pid_alive(pid):
-        print(f"OpenSage is not running on {settings.home}.")
-        return 0
+        if pid is None:
+            print(f"OpenSage is not running on {settings.home}.")
+            return 0
+        return _down_after_a_crash(settings, pid)
     assert pid is not None
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + args.timeout
@@ -144,6 +146,18 @@ def cmd_down(args: argparse.Namespace) -> int:
     os.kill(pid, signal.SIGKILL)
     print(f"OpenSage did not stop within {args.timeout:.0f} s and was killed (pid {pid}); state is kept.")
     return 1
+
+
+def _down_after_a_crash(settings: Settings, pid: int) -> int:
+    """The server of ``settings.home`` died without stopping (pid file left): end what it left running."""
+    from opensage import leftovers
+    from opensage.server import PID_FILE
+
+    ended = leftovers.end_all(settings.home)
+    (settings.home / PID_FILE).unlink(missing_ok=True)
+    what = ", ".join(f"{n} {kind}" for kind, n in ended.items() if n) or "nothing still running"
+    print(f"OpenSage (pid {pid}) had ended without stopping; ended what it left: {what}. Records are kept.")
+    return 0
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -23,6 +23,7 @@ from typing import IO, Any
 
 import uvicorn
 
+from opensage import leftovers
 from opensage.app import Platform, create_app
 from opensage.config import HOME_MARKER, SETTINGS_FILE, Settings
 from opensage.errors import OpenSageError
@@ -116,26 +117,6 @@ class _Server(uvicorn.Server):
         yield
 
 
-def _end_orphaned_store(data_dir: Path) -> None:
-    """A store left running by an ``up`` that crashed (kill -9) still holds the home's data and ports: end it."""
-    import psutil
-
-    marker = f"-dir={data_dir}"
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        try:
-            if proc.info["name"] != "weed" or marker not in (proc.info["cmdline"] or []):
-                continue
-            log.warning("ending the object store (pid %d) left running by an earlier OpenSage", proc.pid)
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except psutil.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-        except psutil.Error:
-            continue
-
-
 def _secret_lookup(platform: Platform) -> Callable[[str], str | None]:
     def secret_of(access_key_id: str) -> str | None:
         key = platform.store.get_access_key(access_key_id)
@@ -204,12 +185,14 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
     install_log_guards(settings.home / "logs" / "opensage.log")
     _raise_file_limit()
     with home_lock(settings.home):
+        # what a server of this home that died without stopping left (its jobs' records are recovered below)
+        leftovers.end_orphaned_processes(settings.home)
         ports = settings.ports
         check_port_free(settings.host, ports.api, "API")
         check_port_free(settings.host, ports.proxy, "SDK proxy")
         check_port_free("127.0.0.1", ports.sts_tls, "HTTPS API")
         if settings.embedded_store:
-            _end_orphaned_store(settings.home / "objects")
+            leftovers.end_orphaned_store(settings.home / "objects")
             check_port_free(settings.host, ports.s3, "S3")
         platform = create_app(settings)
         store = supervisor = front = None

@@ -387,6 +387,37 @@ def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
         assert not alive, "the orphaned training process was not stopped"
 
 
+def test_down_after_a_crash_ends_what_the_server_left(tmp_path: Path) -> None:
+    """kill -9 of the server alone: `opensage down` ends its object store and its job's process."""
+    import os
+    import signal
+
+    import psutil
+
+    from opensage.server import PID_FILE
+
+    home, aws = tmp_path / "home", tmp_path / "aws"
+    with running_platform(home, aws) as first:
+        first.session().client("s3").create_bucket(Bucket=BUCKET)
+        name = _long_job(first)
+        _wait_for_secondary(first, name, "Training")
+        deadline = time.monotonic() + 30
+        left: list[psutil.Process] = []
+        while not any("xgboost" in " ".join(p.cmdline()) for p in left) and time.monotonic() < deadline:
+            left = psutil.Process(first.proc.pid).children(recursive=True)
+            time.sleep(0.05)
+        assert any(p.name() == "weed" for p in left) and any("xgboost" in " ".join(p.cmdline()) for p in left)
+        os.kill(first.proc.pid, signal.SIGKILL)  # the server alone: its store and its job live on
+        first.proc.wait()
+        down = first.cli("down")
+        assert down.returncode == 0 and "had ended without stopping" in down.stdout, down.stdout + down.stderr
+        assert "object store" in down.stdout and "job and model-server processes" in down.stdout
+        _, alive = psutil.wait_procs(left, timeout=10)
+        assert not alive, [p.cmdline() for p in alive]
+        assert not (home / PID_FILE).exists()
+        assert first.cli("down").stdout.startswith("OpenSage is not running")
+
+
 def test_manifest_channel_and_checkpoints(platform: RunningPlatform) -> None:
     import json
 

@@ -89,6 +89,26 @@ class _Cgroups:
                 os.rmdir(p)
 
 
+def sweep_cgroups(min_age_s: float = 60.0) -> int:
+    """Remove the containers' cgroups that no process uses any more (ones a dead server left); how many.
+
+    Only those older than ``min_age_s``: a container of another server may be just about to enter
+    the cgroup made for it."""
+    removed = 0
+    for root in (CGROUP_V1_MEMORY / CGROUP_ROOT_NAME, CGROUP_V1_CPU / CGROUP_ROOT_NAME):
+        if not _writable(root):
+            continue
+        for path in root.iterdir():
+            try:
+                old = time.time() - path.stat().st_mtime > min_age_s
+                if old and path.is_dir() and not (path / "cgroup.procs").read_text().strip():
+                    path.rmdir()
+                    removed += 1
+            except OSError:
+                continue
+    return removed
+
+
 def _tree_rss(pid: int) -> int:
     try:
         root = psutil.Process(pid)
