@@ -176,3 +176,40 @@ def test_bad_input_is_refused(change: dict[str, Any], message: str) -> None:
         request["HyperParameterTuningJobConfig"]["HyperParameterTuningJobObjective"]["MetricName"] = metric
     with pytest.raises(tspec.InvalidTuningJob, match=message):
         tspec.from_request(request)
+
+
+def test_a_trial_request_is_an_ordinary_training_job() -> None:
+    request = _request()
+    request["TrainingJobDefinition"]["HyperParameterTuningResourceConfig"] = {
+        "InstanceConfigs": [{"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10}],
+        "AllocationStrategy": "Prioritized",
+    }
+    definition = tspec.from_request(request).definitions[0]
+    trial = definition.training_request("tune-001-0123abcd", {"eta": "0.1"})
+    assert trial["ResourceConfig"] == {"InstanceType": "ml.c5.xlarge", "InstanceCount": 1, "VolumeSizeInGB": 10}
+    assert trial["HyperParameters"] == {
+        "objective": "binary:logistic",
+        "num_round": "10",
+        "_tuning_objective_metric": "validation:auc",
+        "eta": "0.1",
+    }
+    assert trial["OutputDataConfig"] == {"KmsKeyId": "", "S3OutputPath": "s3://b/out"}
+    shown = definition.document
+    assert shown["ResourceConfig"]["InstanceType"] == "ml.c5.xlarge"  # Describe shows it: attach() reads it
+    assert any(m["Name"] == "validation:auc" for m in shown["AlgorithmSpecification"]["MetricDefinitions"])
+
+
+def test_script_mode_objective_is_json_encoded_as_the_sdk_expects() -> None:
+    request = _request()
+    definition = request["TrainingJobDefinition"]
+    definition["AlgorithmSpecification"] = {
+        "TrainingImage": "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3",
+        "TrainingInputMode": "File",
+        "MetricDefinitions": [{"Name": "validation:auc", "Regex": "auc: ([0-9.]+)"}],
+    }
+    definition["StaticHyperParameters"] = {"sagemaker_program": '"train.py"'}
+    spec = tspec.from_request(request)
+    assert spec.definitions[0].static[tspec.OBJECTIVE_HP] == '"validation:auc"'
+    del definition["AlgorithmSpecification"]["MetricDefinitions"]
+    with pytest.raises(tspec.InvalidTuningJob, match="MetricDefinitions"):
+        tspec.from_request(request)

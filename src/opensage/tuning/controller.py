@@ -8,7 +8,8 @@ condemns), writes the counters and the best job, checks the completion criteria,
 study for new trials while fewer than ``MaxParallelTrainingJobs`` run.
 
 A trial whose job fails inside the platform (``InternalServerError...``, e.g. a restart) is retried
-with the same hyperparameters, up to :data:`MAX_ATTEMPTS` jobs; any other failure counts against
+with the same hyperparameters, up to :data:`MAX_ATTEMPTS` jobs (1 + the definition's
+``RetryStrategy.MaximumRetryAttempts`` when it has one); any other failure counts against
 the tuning job. Unlike a training job, a tuning job that was InProgress when the platform stopped
 goes on where it was after a restart: its study is durable (an Optuna journal under the home).
 """
@@ -230,7 +231,7 @@ class TuningController(RunController):
             changed = True
             info["Told"] = True
             stopping = row.status == Status.STOPPING
-            attempts_left = info.get("Attempt", 1) < MAX_ATTEMPTS and not stopping
+            attempts_left = info.get("Attempt", 1) < _attempts(spec, info) and not stopping
             if child is None:
                 info["Retried"] = attempts_left
                 if attempts_left:
@@ -433,3 +434,9 @@ class TuningController(RunController):
 
 def strategies_best(values: list[float], maximize: bool) -> float:
     return max(values) if maximize else min(values)
+
+
+def _attempts(spec: TuningJobSpec, info: dict[str, Any]) -> int:
+    """The jobs a trial may take when they fail inside the platform."""
+    retry = spec.definition(info.get("Definition")).document.get("RetryStrategy") or {}
+    return 1 + int(retry["MaximumRetryAttempts"]) if "MaximumRetryAttempts" in retry else MAX_ATTEMPTS

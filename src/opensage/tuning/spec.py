@@ -267,7 +267,9 @@ def resource_config(d: Mapping[str, Any]) -> dict[str, Any]:
     """The ResourceConfig of a definition's trials (from HyperParameterTuningResourceConfig, as the SDK sends)."""
     resources = dict(d.get("HyperParameterTuningResourceConfig") or d.get("ResourceConfig") or {})
     resources.pop("AllocationStrategy", None)
-    resources.pop("InstanceConfigs", None)
+    choices = resources.pop("InstanceConfigs", None) or []
+    if choices and not resources.get("InstanceType"):  # a list to choose from: OpenSage takes the first
+        resources.update(choices[0])
     resources.setdefault("InstanceCount", 1)
     resources.setdefault("InstanceType", "ml.m5.large")
     resources.setdefault("VolumeSizeInGB", 30)

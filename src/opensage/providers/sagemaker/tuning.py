@@ -3,8 +3,8 @@
 LIMITATIONS: strategies come from Optuna (:mod:`opensage.tuning.strategies`: Bayesian is TPE, not
 a Gaussian process); ``Autotune`` keeps the given strategy and turns ``AutoParameters`` into ranges
 around their numeric hints (a tenth to ten times, log-scaled); non-numeric hints are refused.
-``HyperParameterTuningResourceConfig.InstanceConfigs`` / ``AllocationStrategy`` are accepted and
-ignored (one instance type per definition). A tuning job past ``MaxRuntimeInSeconds`` stops its
+``HyperParameterTuningResourceConfig.InstanceConfigs`` gives every trial its first entry
+(``AllocationStrategy`` is accepted and has no effect: one machine). A tuning job past ``MaxRuntimeInSeconds`` stops its
 running trials and ends Completed (Failed when no trial reported the objective). Trials are
 ordinary training jobs, with that provider's limitations.
 """
