@@ -176,7 +176,7 @@ class TuningController(RunController):
         names = {c.name for c in running}
         pending = [n for n, info in trials.items() if not info.get("Told") and n not in names]
         ended = await asyncio.to_thread(lambda: [(n, self.store.get_resource(TRAINING_KIND, n)) for n in pending])
-        changed = await self._collect(spec, search, row, ended, trials)
+        changed, retried = await self._collect(spec, search, row, ended, trials)
         if changed or view.children is None:
             view.children = await asyncio.to_thread(self.store.list_resources, TRAINING_KIND, parent_arn=row.arn)
         children = view.children
@@ -197,7 +197,7 @@ class TuningController(RunController):
             await self._record(spec, row, children, trials, parents)
             await self._finish(run.name, status, reason, details)
             return True
-        launched = await self._launch(spec, search, row, trials, len(running))
+        launched = await self._launch(spec, search, row, trials, len(running) + retried)
         if changed or launched:
             view.children = await asyncio.to_thread(self.store.list_resources, TRAINING_KIND, parent_arn=row.arn)
             await self._record(spec, row, view.children, trials, parents)
@@ -218,12 +218,13 @@ class TuningController(RunController):
         row: Resource,
         ended: list[tuple[str, Resource | None]],
         trials: dict[str, Any],
-    ) -> bool:
-        """Tell the study about every trial job that ended since the last turn (retrying platform failures).
+    ) -> tuple[bool, int]:
+        """Tell the study about every trial job that ended since the last turn (retrying platform failures);
+        whether any did, and how many jobs it started again.
 
         A job recorded in ``_Trials`` without a row (the platform stopped between the two writes) is
         retried as a platform failure."""
-        changed = False
+        changed, retried = False, 0
         for name, child in ended:
             info = trials[name]
             if child is not None and child.status in RUNNING:
@@ -236,12 +237,14 @@ class TuningController(RunController):
                 info["Retried"] = attempts_left
                 if attempts_left:
                     await self._start_job(spec, row, trials, info, info.get("Attempt", 1) + 1)
+                    retried += 1
                 else:
                     await asyncio.to_thread(search.tell, info["Trial"], None)
                 continue
             if summaries.retryable(child) and attempts_left:
                 info["Retried"] = True
                 await self._start_job(spec, row, trials, info, info.get("Attempt", 1) + 1)
+                retried += 1
                 continue
             early = child.status == Status.STOPPED
             if early and summaries.objective_value(child, info) is None:
@@ -252,7 +255,7 @@ class TuningController(RunController):
                     info["Objective"] = tail.values[-1]
             value = summaries.objective_value(child, info)
             await asyncio.to_thread(search.tell, info["Trial"], value, stopped_early=early)
-        return changed
+        return changed, retried
 
     def _ending(
         self, spec: TuningJobSpec, row: Resource, children: list[Resource], busy: bool, trials: dict[str, Any]
