@@ -27,6 +27,7 @@ from opensage.jobs.transform import TransformEngine
 from opensage.logstore import LogStore
 from opensage.objects.client import s3_client
 from opensage.objects.transfer import Expansion
+from opensage.providers.autoscaling import AutoscalingProvider
 from opensage.providers.cloudwatch import CloudWatchProvider
 from opensage.providers.iam import IamProvider
 from opensage.providers.kms import KmsProvider
@@ -34,6 +35,7 @@ from opensage.providers.logs import LogsProvider
 from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
+from opensage.serving.autoscaler import Autoscaler
 from opensage.serving.endpoints import EndpointEngine
 from opensage.serving.metrics import InvocationMetrics
 from opensage.store.metrics import MetricStore
@@ -56,6 +58,7 @@ PROVIDER_CLASSES: dict[str, type] = {
     "iam": IamProvider,
     "logs": LogsProvider,
     "kms": KmsProvider,
+    "application-autoscaling": AutoscalingProvider,
 }
 
 
@@ -80,6 +83,7 @@ class Platform:
     console: ASGIApp | None = None  # the web console, set by create_app
     metric_store: MetricStore | None = None
     tuning: TuningController | None = None
+    autoscaler: Autoscaler | None = None
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -106,6 +110,8 @@ class Platform:
                 if self.tuning is not None:  # after training: it retries the trials a restart failed
                     await self.tuning.recover()
                 await self.endpoints.recover()
+                if self.autoscaler is not None:
+                    self.autoscaler.start()
                 await self.transforms.recover()
                 if self.processing is not None:
                     await self.processing.recover()
@@ -117,6 +123,8 @@ class Platform:
                 if self.processing is not None:
                     await self.processing.shutdown()
                 await self.transforms.shutdown()
+                if self.autoscaler is not None:
+                    await self.autoscaler.shutdown()
                 await self.endpoints.shutdown()
                 await self._stop_metrics()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -217,10 +225,22 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         logs = LogStore(settings.home / "logs" / "cloudwatch")
         backend = LocalBackend()
         training = TrainingEngine(
-            store, s3, backend, logs, settings.home / "jobs" / "training", clock, envs_dir=settings.home / "envs"
+            store,
+            s3,
+            backend,
+            logs,
+            settings.home / "jobs" / "training",
+            clock,
+            envs_dir=settings.home / "envs",
+            archive_quotas=settings.quotas,
         )
         endpoints = EndpointEngine(
-            store, s3, backend, logs, settings.home / "endpoints", clock,
+            store,
+            s3,
+            backend,
+            logs,
+            settings.home / "endpoints",
+            clock,
             archive_bounds=Expansion.from_quotas(settings.quotas),
         )
         metrics = InvocationMetrics()
@@ -228,9 +248,17 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         training.metric_store = metric_store
         transforms = TransformEngine(store, s3, endpoints, settings.home / "jobs" / "transform", clock)
         processing = ProcessingEngine(
-            store, s3, backend, logs, settings.home / "jobs" / "processing", clock, envs_dir=settings.home / "envs"
+            store,
+            s3,
+            backend,
+            logs,
+            settings.home / "jobs" / "processing",
+            clock,
+            envs_dir=settings.home / "envs",
+            archive_quotas=settings.quotas,
         )
         tuning = TuningController(store, clock, training, logs, settings.home / "tuning")
+        autoscaler = Autoscaler(store, clock, endpoints, metrics, settings.autoscaling_interval_s)
         authenticator = Authenticator(store.get_access_key)
         providers = {
             "sagemaker": SageMakerProvider(
@@ -242,6 +270,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "iam": IamProvider(store, clock),
             "logs": LogsProvider(logs),
             "kms": KmsProvider(store, clock),
+            "application-autoscaling": AutoscalingProvider(store, clock, autoscaler),
         }
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
     except Exception:
@@ -260,6 +289,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         processing,
         metric_store=metric_store,
         tuning=tuning,
+        autoscaler=autoscaler,
     )
     platform.console = create_console(
         ConsoleDeps(

@@ -1,4 +1,4 @@
-"""The ``opensage`` command: up, down, status, env, version, keys, console-password, api-coverage."""
+"""The ``opensage`` command: up, down, status, env, version, keys, console-password, api-coverage, quotas."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
+from typing import Any
 
 from opensage import __version__
 from opensage.config import Settings, load_settings
@@ -249,6 +250,24 @@ def cmd_api_coverage(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_quotas(args: argparse.Namespace) -> int:
+    """The account's quotas, as Service Quotas lists them: name, value, what it limits, the setting."""
+    from opensage.quotas import QUOTAS
+
+    values = _settings(args).quotas
+    rows: list[dict[str, Any]] = [
+        {"QuotaName": q.title(), "Value": values[q.key], "Unit": q.unit, "Limits": q.limits, "Setting": q.env}
+        for q in QUOTAS
+    ]
+    if args.json:
+        print(json.dumps({"Quotas": rows}, indent=2))
+        return 0
+    width = max(len(r["QuotaName"]) for r in rows)
+    for r in rows:
+        print(f"{r['QuotaName']:<{width}}  {r['Value']:>12} {r['Unit']:<9}  {r['Limits']} ({r['Setting']})")
+    return 0
+
+
 def cmd_console_password(args: argparse.Namespace) -> int:
     import getpass
 
@@ -336,6 +355,11 @@ def _parser() -> argparse.ArgumentParser:
     coverage = sub.add_parser("api-coverage", help="list the operations OpenSage serves, per AWS service")
     coverage.add_argument("--json", action="store_true", help="print JSON: service -> served operations and count")
     coverage.set_defaults(func=cmd_api_coverage)
+
+    quotas = sub.add_parser("quotas", help="list the account's quotas (Service Quotas style) and their settings")
+    home_args(quotas)
+    quotas.add_argument("--json", action="store_true", help="print JSON: QuotaName, Value, Unit, Limits, Setting")
+    quotas.set_defaults(func=cmd_quotas)
     return p
 
 

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from opensage import quotas as _quotas
+from opensage.errors import OpenSageError
+
 DEFAULT_PORT = 8780
 DEFAULT_REGION = "us-east-1"
 SETTINGS_FILE = "settings.json"
@@ -51,8 +54,10 @@ class Settings:
     aws_config_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "config")
     aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
     max_body_bytes: int = 8 * 1024 * 1024
+    autoscaling_interval_s: float = 60.0  # how often target-tracking policies are evaluated (a CloudWatch minute)
     log_level: str = "info"
     ca_bundle_source: str = ""  # the CA bundle clients trusted before (kept in OpenSage's bundle)
+    quotas: dict[str, int] = field(default_factory=_quotas.defaults)  # by key of opensage.quotas.QUOTAS
 
     @property
     def ports(self) -> Ports:
@@ -97,6 +102,7 @@ class Settings:
             "profile": self.profile,
             "aws_config_file": str(self.aws_config_file),
             "aws_credentials_file": str(self.aws_credentials_file),
+            "quotas": dict(self.quotas),
         }
 
 
@@ -146,6 +152,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             env.get("AWS_SHARED_CREDENTIALS_FILE") or saved.get("aws_credentials_file") or aws_dir / "credentials"
         ).expanduser(),
         log_level=pick("log_level", "OPENSAGE_LOG_LEVEL", "info"),
+        quotas=_load_quotas(env, saved.get("quotas")),
+        autoscaling_interval_s=float(env.get("OPENSAGE_AUTOSCALING_INTERVAL_S") or 60.0),
         ca_bundle_source=next(
             (
                 env[k]
@@ -155,3 +163,17 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             "",
         ),
     )
+
+
+def _load_quotas(env: Mapping[str, str], saved: Any) -> dict[str, int]:
+    """Each quota from ``OPENSAGE_QUOTA_<KEY>``, else as the last ``up`` saved it, else its default."""
+    values = _quotas.defaults()
+    for quota in _quotas.QUOTAS:
+        raw = env.get(quota.env) or (saved.get(quota.key) if isinstance(saved, dict) else None)
+        if raw in (None, ""):
+            continue
+        try:
+            values[quota.key] = max(0, int(raw))
+        except (TypeError, ValueError):
+            raise OpenSageError(f"{quota.env} must be a whole number (got {raw!r}).") from None
+    return values

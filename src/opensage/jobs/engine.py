@@ -14,7 +14,7 @@ import datetime as dt
 import json
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,8 +50,10 @@ class JobEngine(RunController):
         stop_grace_s: float = 10.0,
         poll_interval_s: float = 0.05,
         envs_dir: Path | None = None,
+        archive_quotas: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__(store, clock, stop_grace_s=stop_grace_s)
+        self.archive_quotas = dict(archive_quotas or {})  # opensage.quotas' archive_* values
         self.s3 = s3
         self.backend = backend
         self.logs = logs

@@ -52,6 +52,7 @@ from opensage.jobs.engine import (
     out_of_memory_reason,
     tail_lines,
 )
+from opensage.objects import transfer
 from opensage.objects.transfer import S3LocationError, files_under, split_s3_uri
 from opensage.timestamps import epoch as _epoch
 
@@ -142,8 +143,9 @@ class ProcessingEngine(JobEngine):
             targets = {h: _host_path(roots[h], source["LocalPath"]) for h in hosts}
             report = channels.download(self.s3, per_host, targets, cache / item["InputName"])
             if source.get("S3CompressionType") == "Gzip":
+                volume = desc["ProcessingResources"]["ClusterConfig"].get("VolumeSizeInGB")
                 for target in targets.values():
-                    _gunzip_tree(target)
+                    _gunzip_tree(target, transfer.Expansion.from_quotas(self.archive_quotas, volume))
             self._platform_log(stream, report.describe(item["InputName"]).replace("channel", "input"))
         for root in roots.values():
             for output in (desc.get("ProcessingOutputConfig") or {}).get("Outputs") or []:
@@ -339,13 +341,17 @@ def _host_path(root: Path, container_path: str) -> Path:
     return root / relative
 
 
-def _gunzip_tree(directory: Path) -> None:
-    import gzip
+def _gunzip_tree(directory: Path, bounds: transfer.Expansion) -> None:
+    """Gunzip every ``.gz`` file under ``directory`` in place, each within ``bounds``.
 
+    Raises:
+        JobFailed: a file is not gzip data or would expand past ``bounds``.
+    """
     for path in list(directory.rglob("*.gz")):
-        target = path.with_suffix("")
-        with gzip.open(path, "rb") as src, open(target, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            transfer.gunzip_file(path, path.with_suffix(""), bounds)
+        except (transfer.TooLarge, OSError, EOFError) as exc:
+            raise JobFailed(f"ClientError: the gzip input {path.name} cannot be used: {exc}.") from exc
         path.unlink()
 
 

@@ -103,7 +103,7 @@ class TrainingEngine(JobEngine):
             _refuse_nul({**hps, **(desc.get("Environment") or {})})
             definitions = metric_definitions(desc, image)
             if image.script_mode(hps):
-                await asyncio.to_thread(self._download_code, hps, layouts)
+                await asyncio.to_thread(self._download_code, hps, layouts, desc)
             bin_dir = await asyncio.to_thread(_interpreter, job_dir / "python")
             spec = self._job_spec(desc, image, hosts, itype, layouts, job_dir, bin_dir)
             await self._secondary(name, "Training", TrainingStartTime=_epoch(self.clock()))
@@ -163,14 +163,17 @@ class TrainingEngine(JobEngine):
             report = channels.download(self.s3, per_host, targets, cache / cname)
             self._platform_log(stream, report.describe(cname))
 
-    def _download_code(self, hps: dict, layouts: dict[str, Layout]) -> None:
-        """The job's ``sourcedir.tar.gz`` (``sagemaker_submit_directory``) unpacked into each code dir."""
+    def _download_code(self, hps: dict, layouts: dict[str, Layout], desc: dict) -> None:
+        """The job's ``sourcedir.tar.gz`` (``sagemaker_submit_directory``) unpacked into each code dir, within
+        the archive quotas and the instance's ``VolumeSizeInGB``."""
         uri = str(toolkit.decode(hps.get("sagemaker_submit_directory", "")))  # the SDK JSON-encodes it
         if not uri.startswith("s3://"):
             return
+        volume = (desc.get("ResourceConfig") or {}).get("VolumeSizeInGB")
+        bounds = transfer.Expansion.from_quotas(self.archive_quotas, volume)
         for layout in layouts.values():
             try:
-                transfer.download_and_unpack(self.s3, uri, layout.code_dir)
+                transfer.download_and_unpack(self.s3, uri, layout.code_dir, bounds)
             except transfer.ArtifactError as exc:
                 raise JobFailed(f"ClientError: the source directory {uri} cannot be used: {exc}") from exc
 

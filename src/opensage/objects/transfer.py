@@ -6,7 +6,10 @@ What the engines move between the object store and an instance's directory: ``mo
 
 from __future__ import annotations
 
+import gzip
 import tarfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,8 +116,93 @@ class ArtifactError(Exception):
     """An artifact cannot be read: missing, unreadable, or not a tarball."""
 
 
-def download_and_unpack(s3: Any, s3_uri: str, target: Path) -> None:
-    """Unpack the tarball at ``s3_uri`` into ``target``; an object not ending in .tar.gz is copied as is."""
+class TooLarge(ArtifactError):
+    """An archive or gzip file would expand past its :class:`Expansion` bounds."""
+
+
+RATIO_FLOOR = 64 * 1024 * 1024  # below this, an archive's compression ratio is not checked
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """How far an archive may expand: unpacked bytes, members, and unpacked bytes per compressed byte."""
+
+    max_bytes: int
+    max_files: int = 100_000
+    max_ratio: int = 100  # 0: not checked
+
+    @classmethod
+    def from_quotas(cls, values: Mapping[str, int], volume_gb: int | None = None) -> Expansion:
+        """The account's archive quotas, the size capped by a volume of ``volume_gb`` GB when one is given."""
+        limit = values.get("archive_bytes", 30 * 1024**3)
+        if volume_gb:
+            limit = min(limit, volume_gb * 1024**3)
+        return cls(limit, values.get("archive_files", 100_000), values.get("archive_ratio", 100))
+
+    def check(self, unpacked: int, files: int, packed: int) -> None:
+        """Raises TooLarge when ``unpacked`` bytes in ``files`` members from ``packed`` bytes are over a bound."""
+        if unpacked > self.max_bytes:
+            raise TooLarge(f"it expands to more than {_size(self.max_bytes)}, the limit of the unpacked size")
+        if files > self.max_files:
+            raise TooLarge(f"it holds more than {self.max_files} files, the limit of files in an archive")
+        if self.max_ratio and unpacked > RATIO_FLOOR and unpacked > self.max_ratio * max(packed, 1):
+            raise TooLarge(
+                f"it expands more than {self.max_ratio} times ({_size(packed)} to over {_size(unpacked)}), "
+                "the limit of an archive's expansion ratio"
+            )
+
+
+def _size(n: int) -> str:
+    if n < 1024:
+        return f"{n} bytes"
+    value, unit = n / 1024, "KiB"
+    for bigger in ("MiB", "GiB"):
+        if value < 1024:
+            break
+        value, unit = value / 1024, bigger
+    return f"{value:.1f} {unit}"
+
+
+def unpack_tarball(archive: Path, target: Path, bounds: Expansion) -> None:
+    """Unpack ``archive`` into ``target`` with tarfile's ``data`` filter, once its members are within ``bounds``.
+
+    The members' sizes are read (decompressing, writing nothing) and checked before a byte is written.
+
+    Raises:
+        TooLarge: the archive expands past ``bounds``.
+        tarfile.TarError, OSError, EOFError: not a readable tarball.
+    """
+    packed = archive.stat().st_size
+    with tarfile.open(archive) as tar:
+        members, unpacked = [], 0
+        while (member := tar.next()) is not None:
+            members.append(member)
+            unpacked += member.size if member.isreg() else 0
+            bounds.check(unpacked, len(members), packed)
+        tar.extractall(target, members=members, filter="data")
+
+
+def gunzip_file(source: Path, target: Path, bounds: Expansion) -> None:
+    """Write ``source`` gunzipped to ``target``, in chunks, stopping (and removing ``target``) past ``bounds``."""
+    packed, unpacked = source.stat().st_size, 0
+    try:
+        with gzip.open(source, "rb") as src, open(target, "wb") as dst:
+            while chunk := src.read(1024 * 1024):
+                unpacked += len(chunk)
+                bounds.check(unpacked, 1, packed)
+                dst.write(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+
+
+def download_and_unpack(s3: Any, s3_uri: str, target: Path, bounds: Expansion | None = None) -> None:
+    """Unpack the tarball at ``s3_uri`` into ``target``; an object not ending in .tar.gz is copied as is.
+
+    Raises:
+        ArtifactError: the object is missing or unreadable, not a valid tarball, or (``TooLarge``) it
+            would expand past ``bounds`` (by default the account's default archive quotas).
+    """
     import botocore.exceptions
 
     bucket, key = split_s3_uri(s3_uri)
@@ -139,8 +227,7 @@ def download_and_unpack(s3: Any, s3_uri: str, target: Path) -> None:
                 raise ArtifactError(f"its file name '{name}' cannot be a local file")
             scratch.rename(target / name)
             return
-        with tarfile.open(scratch) as tar:
-            tar.extractall(target, filter="data")
+        unpack_tarball(scratch, target, bounds or Expansion(30 * 1024**3))
     except (tarfile.TarError, OSError, EOFError) as exc:
         raise ArtifactError(f"not a valid tar.gz ({exc})") from exc
     finally:

@@ -31,6 +31,7 @@ from opensage.compute.base import ComputeBackend
 from opensage.controller import Controller
 from opensage.errors import NotFound
 from opensage.logstore import LogStore
+from opensage.objects.transfer import Expansion
 from opensage.serving.artifacts import ModelCache
 from opensage.serving.fleet import (
     Fleet,
@@ -96,10 +97,14 @@ class EndpointEngine(Controller):
         work_dir: Path,
         clock: Callable[[], dt.datetime],
         rng: random.Random | None = None,
+        archive_bounds: Expansion | None = None,
     ) -> None:
         super().__init__(store, clock)
         self.work_dir = work_dir
-        self.launcher = Launcher(store, backend, ModelCache(s3, work_dir / "_models"), logs, clock)
+        self.launcher = Launcher(store, backend, ModelCache(s3, work_dir / "_models", archive_bounds), logs, clock)
+        self._models_in_use: dict[Path, Path] = {}  # a template's base -> the cached model directory it links
+        self._preparing = 0  # templates being prepared: no cached model is pruned meanwhile
+        self._closing = False  # at shutdown the cache stays whole, for the restart
         self._rng = rng or random.Random()
         self._fleets: dict[str, Fleet] = {}
         self._health: asyncio.Task[None] | None = None
@@ -150,6 +155,7 @@ class EndpointEngine(Controller):
                 self._launch(row.name, config_name, INTERRUPTED_UPDATE)
 
     async def shutdown(self) -> None:
+        self._closing = True
         if self._health is not None:
             self._health.cancel()
         await super().shutdown()
@@ -213,7 +219,7 @@ class EndpointEngine(Controller):
         fleet = Fleet(config_name, {}, directory)
         try:
             for pv in EndpointConfigSpec.from_document(config.data).variants:
-                template = await self.launcher.template(name, pv, directory)
+                template = await self._template(name, pv, directory)
                 await self._start_variant(fleet, template, pv.initial_weight, pv.initial_count)
             await wait_ready(self.launcher, fleet.instances(), READY_TIMEOUT_S)
         except BaseException:
@@ -228,11 +234,29 @@ class EndpointEngine(Controller):
             variant.instances.append(await self.launcher.add(template, n))
 
     async def _retire(self, fleet: Fleet) -> None:
-        """Stop every server of a whole fleet and remove its directory."""
+        """Stop every server of a whole fleet, remove its directory and the cached models no fleet serves now."""
         for instance in fleet.instances():
             instance.retired = True
         await self.launcher.stop(fleet.instances())
         shutil.rmtree(fleet.directory, ignore_errors=True)
+        for base in [b for b in self._models_in_use if b.is_relative_to(fleet.directory)]:
+            del self._models_in_use[base]
+        if not self._closing and not self._preparing:
+            since = self.launcher.models.generation
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(self.launcher.models.prune, list(self._models_in_use.values()), since)
+
+    async def _template(
+        self, owner: str, pv: VariantSpec, directory: Path, env: dict[str, str] | None = None
+    ) -> ServerTemplate:
+        """The launcher's template of variant ``pv``, its cached model noted as in use."""
+        self._preparing += 1
+        try:
+            template = await self.launcher.template(owner, pv, directory, env)
+        finally:
+            self._preparing -= 1
+        self._models_in_use[template.base] = (template.base / "model").resolve()
+        return template
 
     async def _drain(self, instances: Iterable[Instance], timeout: float = INVOKE_TIMEOUT_S) -> None:
         """Wait (up to ``timeout``) for the requests in flight on ``instances``, then stop them."""
@@ -320,7 +344,7 @@ class EndpointEngine(Controller):
         pv = VariantSpec("AllTraffic", model_name, instance_type, count, 1.0)
         fleet = Fleet("", {}, directory)
         try:
-            template = await self.launcher.template(owner, pv, directory, env)
+            template = await self._template(owner, pv, directory, env)
             await self._start_variant(fleet, template, 1.0, count)
             await wait_ready(self.launcher, fleet.instances(), READY_TIMEOUT_S)
         except BaseException:

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from opensage.images.xgboost.arrow import columns
+from opensage.images.xgboost.inflate import gunzip_bounded
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +147,18 @@ def channel_files(directory: Path, channel: str) -> list[Path]:
 
 
 def read_bytes(path: Path) -> bytes:
-    """A file's content, gunzipped when it is gzip (by magic number, whatever its name)."""
+    """A file's content, gunzipped when it is gzip (by magic number, whatever its name).
+
+    Raises:
+        DataError: a gzip file that is not valid gzip data or expands like a gzip bomb (see :mod:`.inflate`).
+    """
     raw = path.read_bytes()
-    return gzip.decompress(raw) if raw[:2] == GZIP_MAGIC else raw
+    if raw[:2] != GZIP_MAGIC:
+        return raw
+    try:
+        return gunzip_bounded(raw)
+    except ValueError as exc:
+        raise DataError(f"{path.name}: {exc}") from exc
 
 
 def load(directory: Path, channel: str, kind: str, *, csv_weights: bool, nthread: int) -> Channel | None:

@@ -23,6 +23,7 @@ from opensage.aws.context import RequestContext
 from opensage.compute import instances
 from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.listing import list_page
+from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse, refuse_nul
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.serving.fleet import unknown_instance_type
@@ -93,6 +94,7 @@ class InferenceOperations:
     store: SqlStore
     clock: Callable[[], dt.datetime]
     endpoints: EndpointEngine
+    quotas: QuotaChecks
     _require_role: Callable[[RequestContext, str], None]
 
     def _create(self, kind: str, name: str, arn: str, status: str, data: dict[str, Any], exists: str) -> None:
@@ -200,7 +202,8 @@ class InferenceOperations:
 
     async def create_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         spec = EndpointSpec.from_request(request)
-        await asyncio.to_thread(self._get, CONFIG, spec.config_name, "endpoint configuration")
+        config = await asyncio.to_thread(self._get, CONFIG, spec.config_name, "endpoint configuration")
+        await asyncio.to_thread(self.quotas.endpoint, config.data)
         arn = ctx.arn("sagemaker", f"endpoint/{spec.name.lower()}")
         try:
             await self.endpoints.create(spec, arn)

@@ -17,6 +17,7 @@ from opensage.errors import AlreadyExists, not_found, resource_in_use, validatio
 from opensage.jobs import processing
 from opensage.jobs.specs import ProcessingJobSpec
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.unsupported import refuse_nul
 from opensage.store.sql import SqlStore
@@ -28,11 +29,13 @@ class ProcessingOperations:
     store: SqlStore
     clock: Callable[[], dt.datetime]
     processing: processing.ProcessingEngine
+    quotas: QuotaChecks
     _require_role: Callable[[RequestContext, str], None]
 
     async def create_processing_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         _check_processing_request(request)
         await asyncio.to_thread(self._require_role, ctx, request["RoleArn"])
+        await asyncio.to_thread(self.quotas.job, processing.KIND, request)
         spec = ProcessingJobSpec.from_request(request)
         arn = ctx.arn("sagemaker", f"processing-job/{spec.name.lower()}")
         try:

@@ -8,7 +8,7 @@ naming it.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
@@ -18,6 +18,7 @@ from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.processing import ProcessingOperations
+from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.tags import TagOperations
 from opensage.providers.sagemaker.training import TrainingOperations
 from opensage.providers.sagemaker.transform import TransformOperations
@@ -39,7 +40,9 @@ class SageMakerProvider(
         transforms: TransformEngine,
         processing: ProcessingEngine,
         tuning: TuningController | None = None,
+        quotas: Mapping[str, int] | None = None,
     ) -> None:
+        self.quotas = QuotaChecks(store, quotas or {})
         if tuning is not None:
             self.tuning = tuning
         self.transforms = transforms

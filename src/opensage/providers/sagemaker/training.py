@@ -26,6 +26,7 @@ from opensage.errors import AlreadyExists, not_found, resource_in_use, validatio
 from opensage.jobs import training
 from opensage.jobs.specs import TrainingJobSpec
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse, refuse_nul
 from opensage.store.sql import SqlStore
@@ -65,6 +66,7 @@ class TrainingOperations:
     store: SqlStore
     clock: Callable[[], dt.datetime]
     training: training.TrainingEngine
+    quotas: QuotaChecks
     _require_role: Callable[[RequestContext, str], None]
 
     async def create_training_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -72,6 +74,7 @@ class TrainingOperations:
 
         self._check_training_request(request)
         await asyncio.to_thread(self._require_role, ctx, request["RoleArn"])
+        await asyncio.to_thread(self.quotas.job, training.KIND, request)
         spec = TrainingJobSpec.from_request(request)
         arn = ctx.arn("sagemaker", f"training-job/{spec.name.lower()}")
         try:

@@ -21,6 +21,7 @@ from opensage.errors import AlreadyExists, Conflict, not_found, resource_in_use,
 from opensage.jobs.specs import TransformJobSpec
 from opensage.jobs.transform import KIND, TransformEngine
 from opensage.providers.sagemaker.listing import list_jobs
+from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.providers.sagemaker.unsupported import Unsupported, refuse, refuse_nul
 from opensage.serving.endpoints import MODEL
@@ -33,6 +34,7 @@ class TransformOperations:
     store: SqlStore
     clock: Callable[[], dt.datetime]
     transforms: TransformEngine
+    quotas: QuotaChecks
 
     async def create_transform_job(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["TransformJobName"]
@@ -46,6 +48,7 @@ class TransformOperations:
             raise validation_error(
                 f"SplitType {request['TransformInput']['SplitType']} is not supported; use None or Line."
             )
+        await asyncio.to_thread(self.quotas.job, KIND, request)
         arn = ctx.arn("sagemaker", f"transform-job/{name.lower()}")
         try:
             await self.transforms.create(TransformJobSpec.from_request(request), arn)
