@@ -42,10 +42,15 @@ def _artifact(tmp: Path, rounds: int = 10) -> bytes:
     return buf.getvalue()
 
 
+AUTOSCALING_INTERVAL_S = 2.0
+
+
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     root = tmp_path_factory.mktemp("endpoints")
-    with running_platform(root / "home", root / "aws") as running:
+    # target-tracking policies are evaluated every 2 s instead of every minute (the autoscaling tests)
+    env = {"OPENSAGE_AUTOSCALING_INTERVAL_S": str(AUTOSCALING_INTERVAL_S)}
+    with running_platform(root / "home", root / "aws", extra_env=env) as running:
         s3 = running.session().client("s3")
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="model-a.tar.gz", Body=_artifact(root, 10))
@@ -471,3 +476,74 @@ def test_instance_counts_change_in_place(platform: RunningPlatform) -> None:
         assert _scores(rt.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY))[0] > 0.5
     desc = scale(2)
     assert len(_model_servers(platform, name)) == 2
+
+
+def test_autoscaling_api_refuses_what_it_cannot_scale(platform: RunningPlatform) -> None:
+    aas = platform.session().client("application-autoscaling")
+    target = {"ServiceNamespace": "sagemaker", "ScalableDimension": "sagemaker:variant:DesiredInstanceCount"}
+    with pytest.raises(ClientError) as missing:
+        aas.register_scalable_target(**target, ResourceId="endpoint/no-such/variant/v", MinCapacity=1, MaxCapacity=2)
+    assert missing.value.response["Error"]["Code"] == "ValidationException"
+    assert "does not exist" in missing.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as policy:
+        aas.put_scaling_policy(
+            **target,
+            PolicyName="p",
+            ResourceId="endpoint/no-such/variant/v",
+            PolicyType="TargetTrackingScaling",
+            TargetTrackingScalingPolicyConfiguration={"TargetValue": 10.0},
+        )
+    assert policy.value.response["Error"]["Code"] == "ObjectNotFoundException"
+
+
+def test_target_tracking_scales_a_variant_out_under_load(platform: RunningPlatform) -> None:
+    """boto3 application-autoscaling as the AWS guide uses it: register, put a policy, send load, watch the count."""
+    sm, runtime = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 1)]))
+    aas = platform.session().client("application-autoscaling")
+    resource = f"endpoint/{name}/variant/AllTraffic"
+    target = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource,
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    aas.register_scalable_target(**target, MinCapacity=1, MaxCapacity=2)
+    put = aas.put_scaling_policy(
+        **target,
+        PolicyName="invocations",
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 60.0,  # requests per minute per instance: one a second
+            "PredefinedMetricSpecification": {"PredefinedMetricType": "SageMakerVariantInvocationsPerInstance"},
+            "ScaleOutCooldown": 0,
+            "ScaleInCooldown": 0,
+        },
+    )
+    assert put["PolicyARN"].startswith("arn:aws:autoscaling:") and len(put["Alarms"]) == 2
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"][0][
+        "MaxCapacity"
+    ] == 2
+    policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
+    assert [p["PolicyName"] for p in policies] == ["invocations"]
+
+    stop, results = threading.Event(), []
+    load = threading.Thread(target=_stream, args=(platform, name, stop, results))
+    load.start()
+    try:
+        deadline = time.monotonic() + 60
+        count = 1
+        while count < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            count = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0].get("CurrentInstanceCount", 1)
+        assert count == 2, "the variant did not scale out under load"
+    finally:
+        stop.set()
+        load.join()
+    assert results and all(r == "AllTraffic" for r in results), Counter(map(str, results))  # none dropped
+    activities = aas.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=resource)
+    first = activities["ScalingActivities"][0]
+    assert first["StatusCode"] == "Successful" and "from 1 to 2" in first["Cause"]
+    aas.delete_scaling_policy(**target, PolicyName="invocations")
+    aas.deregister_scalable_target(**target)
+    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    sm.delete_endpoint(EndpointName=name)

@@ -206,6 +206,12 @@ class InvocationMetrics:
         with self._lock:
             return [(endpoint, variant, metric) for (endpoint, variant) in self._series for metric in METRICS]
 
+    def invocations(self, endpoint: str, variant: str) -> int:
+        """How many requests the variant has answered since this server started (the autoscaler's counter)."""
+        with self._lock:
+            series = self._series.get((endpoint, variant))
+            return series.totals.count if series is not None else 0
+
     def buckets(self, key: Key, start: float, end: float) -> list[tuple[int, Bucket]]:
         with self._lock:
             series = self._series.get((key[0], key[1]))
