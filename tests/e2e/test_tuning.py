@@ -472,6 +472,31 @@ def test_sdk_every_strategy_early_stopping_and_warm_start(platform: RunningPlatf
     assert warm["overall"] in (warm["best"], warm["parent_best"])
 
 
+SDK_MULTI = """
+import json
+tuner = HyperparameterTuner.create(
+    estimator_dict={"deep": estimator(), "shallow": estimator()},
+    objective_metric_name_dict={"deep": "validation:auc", "shallow": "validation:auc"},
+    hyperparameter_ranges_dict={"deep": {"max_depth": IntegerParameter(4, 6)},
+                                "shallow": {"max_depth": IntegerParameter(1, 2), "eta": ContinuousParameter(0.1, 0.5)}},
+    max_jobs=4, max_parallel_jobs=2, base_tuning_job_name="sdk-multi")
+tuner.fit(inputs={"deep": inputs, "shallow": inputs}, include_cls_metadata={})
+best = tuner.describe()["BestTrainingJob"]
+print("MULTI", json.dumps({"definition": best["TrainingJobDefinitionName"], "name": best["TrainingJobName"]}))
+again = HyperparameterTuner.attach(tuner.latest_tuning_job.name, sagemaker_session=session)
+print("ESTIMATORS", sorted(again.estimator_dict), again.best_estimator().latest_training_job.name)
+"""
+
+
+def test_sdk_tuner_over_two_algorithms(platform: RunningPlatform, tmp_path: Path) -> None:
+    import json
+
+    out = platform.run_python(SDK_PRELUDE % {"bucket": BUCKET} + SDK_MULTI, tmp_path, timeout=300)
+    best = json.loads(_lines(out, "MULTI")[0])
+    assert best["definition"] in ("deep", "shallow") and best["name"].startswith("sdk-multi")
+    assert _lines(out, "ESTIMATORS")[0] == f"['deep', 'shallow'] {best['name']}"
+
+
 TRAIN_SCRIPT = """
 import argparse, os
 import numpy as np
