@@ -71,3 +71,10 @@ def test_the_model_server_imports_nothing_server_side() -> None:
     path = SRC / "serving" / "modelserver.py"
     server_side = {"aws", "providers", "console", "jobs", "store", "app", "server", "compute"}
     assert {m for m in _imports(path) if m.split(".")[1:2] and m.split(".")[1] in server_side} == set()
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test modules by base name (the test folders are no packages): two alike break collection."""
+    tests = Path(__file__).resolve().parents[1]
+    names = [p.name for p in tests.rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
