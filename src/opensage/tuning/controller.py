@@ -176,7 +176,7 @@ class TuningController(RunController):
         names = {c.name for c in running}
         pending = [n for n, info in trials.items() if not info.get("Told") and n not in names]
         ended = await asyncio.to_thread(lambda: [(n, self.store.get_resource(TRAINING_KIND, n)) for n in pending])
-        changed, retried = await self._collect(spec, search, row, ended, trials)
+        changed, retried = await self._collect(spec, search, row, ended, trials, view.tails)
         if changed or view.children is None:
             view.children = await asyncio.to_thread(self.store.list_resources, TRAINING_KIND, parent_arn=row.arn)
         children = view.children
@@ -218,6 +218,7 @@ class TuningController(RunController):
         row: Resource,
         ended: list[tuple[str, Resource | None]],
         trials: dict[str, Any],
+        tails: dict[str, _Tail],
     ) -> tuple[bool, int]:
         """Tell the study about every trial job that ended since the last turn (retrying platform failures);
         whether any did, and how many jobs it started again.
@@ -247,11 +248,15 @@ class TuningController(RunController):
                 retried += 1
                 continue
             early = child.status == Status.STOPPED
-            if early and summaries.objective_value(child, info) is None:
-                # stopped before it wrote FinalMetricDataList: its objective so far, from its log
-                tail = _Tail()
+            per_round = spec.early_stopping or spec.strategy == "Hyperband"
+            if per_round or (early and summaries.objective_value(child, info) is None):
+                # the rest of its objective per round (the median rule and Hyperband compare whole
+                # series), and for a job stopped before it wrote FinalMetricDataList its objective so far
+                tail = tails.pop(name, None) or _Tail()
                 await asyncio.to_thread(self._read_objective, child, info["Metric"], tail)
-                if tail.values:
+                if per_round and tail.values:
+                    await asyncio.to_thread(search.report, info["Trial"], list(tail.values))
+                if early and tail.values:
                     info["Objective"] = tail.values[-1]
             value = summaries.objective_value(child, info)
             await asyncio.to_thread(search.tell, info["Trial"], value, stopped_early=early)
