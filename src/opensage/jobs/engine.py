@@ -73,10 +73,11 @@ class JobEngine(RunController):
             await asyncio.to_thread(send_leftovers, self.work_dir / row.name / "logs", self.logs, now_ms)
         shutil.rmtree(self.work_dir / row.name, ignore_errors=True)
 
-    async def _await_containers(self, run: Run, desc: dict, pump: Callable[[bool], None]) -> tuple[str, JobStatus]:
+    async def _await_containers(
+        self, run: Run, limit: int | None, pump: Callable[[bool], None]
+    ) -> tuple[str, JobStatus]:
         """Poll the containers (``pump`` moves their logs) until all have ended; stops them on request or
-        past ``MaxRuntimeInSeconds``. The outcome is 'done', 'stopped' or 'max-runtime'."""
-        limit = (desc.get("StoppingCondition") or {}).get("MaxRuntimeInSeconds")
+        past ``limit`` seconds (MaxRuntimeInSeconds). The outcome is 'done', 'stopped' or 'max-runtime'."""
         started = run.started or self.clock()
         deadline = started + dt.timedelta(seconds=limit) if limit else None  # on the injected clock
         outcome = "done"

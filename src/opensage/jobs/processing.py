@@ -52,6 +52,7 @@ from opensage.jobs.engine import (
     out_of_memory_reason,
     tail_lines,
 )
+from opensage.jobs.specs import ProcessingJobSpec
 from opensage.objects import transfer
 from opensage.objects.transfer import S3LocationError, files_under, split_s3_uri
 from opensage.timestamps import epoch as _epoch
@@ -205,7 +206,8 @@ class ProcessingEngine(JobEngine):
     async def _watch(self, run: Run, desc: dict, spec: JobSpec, streams: dict[str, str]) -> tuple[str, JobStatus]:
         """Tail logs until every container has ended; the outcome is 'done', 'stopped' or 'max-runtime'."""
         tails = {c.host: LogTail(c.log_path, LOG_GROUP, streams[c.host]) for c in spec.containers}
-        return await self._await_containers(run, desc, lambda final: self._pump_logs(tails, streams, final))
+        limit = ProcessingJobSpec.from_request(desc).max_runtime_s
+        return await self._await_containers(run, limit, lambda final: self._pump_logs(tails, streams, final))
 
     def _pump_logs(self, tails: dict[str, LogTail], streams: dict[str, str], final: bool = False) -> None:
         for host, tail in tails.items():

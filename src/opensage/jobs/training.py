@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,11 @@ from opensage import states
 from opensage.compute import instances, sandbox
 from opensage.compute.base import ContainerSpec, Handle, JobSpec, free_port
 from opensage.contract import (
+    CHANNEL_COMPRESSION,
+    CHANNEL_CONTENT_TYPE,
+    CHANNEL_DISTRIBUTION,
+    CHANNEL_INPUT_MODE,
+    CHANNEL_RECORD_WRAPPER,
     CURRENT_INSTANCE_TYPE_ENV,
     HOST_ADDRESSES_ENV,
     SDK_DRIVERS_CHANNEL,
@@ -57,6 +63,7 @@ from opensage.jobs.engine import (
     out_of_memory_reason,
     tail_lines,
 )
+from opensage.jobs.specs import TrainingJobSpec
 from opensage.objects import transfer
 from opensage.objects.transfer import S3LocationError
 from opensage.store.metrics import MetricStore, Point, Stats, dimensions
@@ -83,35 +90,34 @@ class TrainingEngine(JobEngine):
         name = run.name
         job_dir = self.work_dir / name
         try:
-            desc = await self._describe(name)
-            image = registry.resolve(desc["AlgorithmSpecification"].get("TrainingImage", ""))
-            hosts, itype = self._hosts(desc)
+            job = TrainingJobSpec.from_request(await self._describe(name))
+            image = registry.resolve(job.image)
+            hosts, itype = self._hosts(job)
             streams = await self._open_streams(name, hosts)
             await self._secondary(name, "Downloading")
             layouts = {h: Layout(job_dir / h) for h in hosts}
             for layout in layouts.values():
                 layout.create()
-            await asyncio.to_thread(self._download_channels, desc, layouts, job_dir / "cache", streams[hosts[0]])
-            await asyncio.to_thread(self._restore_checkpoints, desc, layouts, streams[hosts[0]])
+            await asyncio.to_thread(self._download_channels, job, layouts, job_dir / "cache", streams[hosts[0]])
+            await asyncio.to_thread(self._restore_checkpoints, job, layouts, streams[hosts[0]])
             if image is None:
                 raise JobFailed(
-                    f"ClientError: The training image '{desc['AlgorithmSpecification'].get('TrainingImage')}' is not "
+                    f"ClientError: The training image '{job.image}' is not "
                     f"one OpenSage provides; use an image URI of one of these repositories: "
                     f"{', '.join(registry.known_repositories())} (e.g. from sagemaker.image_uris.retrieve)."
                 )
-            hps = desc.get("HyperParameters") or {}
-            _refuse_nul({**hps, **(desc.get("Environment") or {})})
-            definitions = metric_definitions(desc, image)
-            if image.script_mode(hps):
-                await asyncio.to_thread(self._download_code, hps, layouts, desc)
+            _refuse_nul({**job.hyperparameters, **job.environment})
+            definitions = metric_definitions(job.document, image)
+            if image.script_mode(job.hyperparameters):
+                await asyncio.to_thread(self._download_code, job, layouts)
             bin_dir = await asyncio.to_thread(_interpreter, job_dir / "python")
-            spec = self._job_spec(desc, image, hosts, itype, layouts, job_dir, bin_dir)
+            spec = self._job_spec(job, image, hosts, itype, layouts, job_dir, bin_dir)
             await self._secondary(name, "Training", TrainingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
             await self._save(name, _Handle=run.handle)
-            self._report_sandbox(desc, run.handle, streams[hosts[0]])
-            outcome = await self._watch(run, desc, spec, streams, definitions)
-            await self._conclude(run, desc, layouts, hosts, outcome, streams[hosts[0]], job_dir)
+            self._report_sandbox(job, run.handle, streams[hosts[0]])
+            outcome = await self._watch(run, job, spec, streams, definitions)
+            await self._conclude(run, job, layouts, hosts, outcome, streams[hosts[0]], job_dir)
         except JobFailed as exc:
             await self._fail(run, str(exc))
         except S3LocationError as exc:
@@ -126,12 +132,11 @@ class TrainingEngine(JobEngine):
             self._runs.pop(name, None)
             shutil.rmtree(job_dir, ignore_errors=True)
 
-    def _hosts(self, desc: dict) -> tuple[list[str], instances.InstanceType]:
-        rc = desc["ResourceConfig"]
-        itype = instances.lookup(rc.get("InstanceType", "local"))
+    def _hosts(self, job: TrainingJobSpec) -> tuple[list[str], instances.InstanceType]:
+        itype = instances.lookup(job.instance_type)
         if itype is None:
-            raise JobFailed(f"ClientError: unknown instance type '{rc.get('InstanceType')}'.")
-        count = rc.get("InstanceCount", 1)
+            raise JobFailed(f"ClientError: unknown instance type '{job.instance_type}'.")
+        count = job.instance_count
         if count < 1:  # the API refuses it; a tuning job's definition reaches here as it was sent
             raise JobFailed(f"ClientError: ResourceConfig.InstanceCount must be at least 1 (got {count}).")
         return [f"algo-{i + 1}" for i in range(count)], itype
@@ -146,30 +151,29 @@ class TrainingEngine(JobEngine):
     def _platform_log(self, stream: str, message: str) -> None:
         self.logs.put_events(LOG_GROUP, stream, [(int(self.clock().timestamp() * 1000), message)])
 
-    def _download_channels(self, desc: dict, layouts: dict[str, Layout], cache: Path, stream: str) -> None:
+    def _download_channels(self, job: TrainingJobSpec, layouts: dict[str, Layout], cache: Path, stream: str) -> None:
         hosts = list(layouts)
-        for channel in desc.get("InputDataConfig") or []:
-            cname = channel["ChannelName"]
-            if channel.get("InputMode", desc["AlgorithmSpecification"].get("TrainingInputMode", "File")) != "File":
+        requested = {c["ChannelName"]: c for c in job.document.get("InputDataConfig") or []}
+        for channel in job.channels:
+            cname = channel.name
+            if channel.input_mode != "File":
                 self._platform_log(
                     stream,
-                    f"Channel '{cname}' asks for {channel.get('InputMode')} mode; "
-                    "OpenSage downloads it as in File mode.",
+                    f"Channel '{cname}' asks for {channel.input_mode} mode; OpenSage downloads it as in File mode.",
                 )
-            objects = channels.list_channel(self.s3, channel, self.store_region(desc))
-            distribution = channel["DataSource"]["S3DataSource"].get("S3DataDistributionType", "FullyReplicated")
-            per_host = channels.assign(objects, hosts, distribution)
+            objects = channels.list_channel(self.s3, requested[cname], self.store_region(job.document))
+            per_host = channels.assign(objects, hosts, channel.distribution)
             targets = {h: layouts[h].channel_dir(cname) for h in hosts}
             report = channels.download(self.s3, per_host, targets, cache / cname)
             self._platform_log(stream, report.describe(cname))
 
-    def _download_code(self, hps: dict, layouts: dict[str, Layout], desc: dict) -> None:
+    def _download_code(self, job: TrainingJobSpec, layouts: dict[str, Layout]) -> None:
         """The job's ``sourcedir.tar.gz`` (``sagemaker_submit_directory``) unpacked into each code dir, within
         the archive quotas and the instance's ``VolumeSizeInGB``."""
-        uri = str(toolkit.decode(hps.get("sagemaker_submit_directory", "")))  # the SDK JSON-encodes it
+        uri = str(toolkit.decode(job.hyperparameters.get("sagemaker_submit_directory", "")))  # JSON-encoded
         if not uri.startswith("s3://"):
             return
-        volume = (desc.get("ResourceConfig") or {}).get("VolumeSizeInGB")
+        volume = (job.document.get("ResourceConfig") or {}).get("VolumeSizeInGB")
         bounds = transfer.Expansion.from_quotas(self.archive_quotas, volume)
         for layout in layouts.values():
             try:
@@ -177,21 +181,21 @@ class TrainingEngine(JobEngine):
             except transfer.ArtifactError as exc:
                 raise JobFailed(f"ClientError: the source directory {uri} cannot be used: {exc}") from exc
 
-    def _report_sandbox(self, desc: dict, handle: Handle, stream: str) -> None:
+    def _report_sandbox(self, job: TrainingJobSpec, handle: Handle, stream: str) -> None:
         containers = handle.get("containers", [])
         if containers and not all(c.get("mounted") for c in containers):
             rewritten = (
                 f"; /opt/ml in ContainerEntrypoint, ContainerArguments, Environment and the {SDK_DRIVERS_CHANNEL} "
                 "channel is rewritten to it"
-                if desc["AlgorithmSpecification"].get("ContainerEntrypoint")
+                if job.entrypoint
                 else ""
             )
             self._platform_log(
                 stream,
                 "This machine does not let OpenSage mount the job's directory at /opt/ml; the SM_* variables "
-                f"point to {self.work_dir / desc['TrainingJobName']}{rewritten}.",
+                f"point to {self.work_dir / job.name}{rewritten}.",
             )
-        if desc.get("EnableNetworkIsolation") and not all(c.get("network_isolated") for c in containers):
+        if job.network_isolation and not all(c.get("network_isolated") for c in containers):
             why = (
                 "the job has more than one instance, which talk to each other over the network"
                 if len(containers) > 1
@@ -200,11 +204,11 @@ class TrainingEngine(JobEngine):
             self._platform_log(stream, f"EnableNetworkIsolation is set, but the network is not cut: {why}.")
 
     @staticmethod
-    def store_region(desc: dict) -> str:
+    def store_region(desc: Mapping[str, Any]) -> str:
         return desc["TrainingJobArn"].split(":")[3]
 
-    def _restore_checkpoints(self, desc: dict, layouts: dict[str, Layout], stream: str) -> None:
-        config = desc.get("CheckpointConfig")
+    def _restore_checkpoints(self, job: TrainingJobSpec, layouts: dict[str, Layout], stream: str) -> None:
+        config = job.document.get("CheckpointConfig")
         if not config:
             return
         for layout in layouts.values():
@@ -214,7 +218,7 @@ class TrainingEngine(JobEngine):
 
     def _job_spec(
         self,
-        desc: dict,
+        job: TrainingJobSpec,
         image: registry.BuiltinImage,
         hosts: list[str],
         itype: instances.InstanceType,
@@ -222,25 +226,24 @@ class TrainingEngine(JobEngine):
         job_dir: Path,
         bin_dir: Path,
     ) -> JobSpec:
-        name = desc["TrainingJobName"]
-        algorithm = desc["AlgorithmSpecification"]
-        entrypoint = list(algorithm.get("ContainerEntrypoint") or [])
-        if algorithm.get("ContainerArguments") and not entrypoint:
+        name = job.name
+        entrypoint = list(job.entrypoint)
+        if job.arguments and not entrypoint:
             raise JobFailed(
                 "ClientError: ContainerArguments needs a ContainerEntrypoint in OpenSage (its images have no "
                 "default entrypoint to pass them to); give the job both, e.g. ['/bin/bash', '-c']."
             )
         mounted = sandbox.mounts_available()
-        hps = {k: str(v) for k, v in (desc.get("HyperParameters") or {}).items()}
+        hps = dict(job.hyperparameters)
         channel_cfg = {
-            c["ChannelName"]: {
-                "ContentType": c.get("ContentType", ""),
-                "TrainingInputMode": c.get("InputMode", "File"),
-                "S3DistributionType": c["DataSource"]["S3DataSource"].get("S3DataDistributionType", "FullyReplicated"),
-                "RecordWrapperType": c.get("RecordWrapperType", "None"),
-                "CompressionType": c.get("CompressionType", "None"),
+            c.name: {
+                CHANNEL_CONTENT_TYPE: c.content_type,
+                CHANNEL_INPUT_MODE: c.input_mode,
+                CHANNEL_DISTRIBUTION: c.distribution,
+                CHANNEL_RECORD_WRAPPER: c.record_wrapper,
+                CHANNEL_COMPRESSION: c.compression,
             }
-            for c in desc.get("InputDataConfig") or []
+            for c in job.channels
         }
         tracker_port = free_port()
         addresses = json.dumps({h: "127.0.0.1" for h in hosts})
@@ -260,7 +263,7 @@ class TrainingEngine(JobEngine):
                 num_gpus=itype.gpus,
             )
             env.update(image.environment())
-            env.update({k: str(v) for k, v in (desc.get("Environment") or {}).items()})
+            env.update(job.environment)
             env.update(
                 {
                     CURRENT_INSTANCE_TYPE_ENV: itype.name,
@@ -271,8 +274,7 @@ class TrainingEngine(JobEngine):
             )
             argv = image.train_argv(hps)
             if entrypoint:
-                arguments = algorithm.get("ContainerArguments") or []
-                argv, env = entrypoint_command(entrypoint, arguments, env, layout.base, mounted)
+                argv, env = entrypoint_command(entrypoint, list(job.arguments), env, layout.base, mounted)
                 if not mounted:
                     rewrite_tree(layout.channel_dir(SDK_DRIVERS_CHANNEL), layout.base)
             containers.append(
@@ -285,20 +287,20 @@ class TrainingEngine(JobEngine):
                     itype.vcpus,
                     itype.memory_bytes,
                     mounts=((layout.base, "/opt/ml"),),
-                    isolate_network=bool(desc.get("EnableNetworkIsolation")) and len(hosts) == 1,
+                    isolate_network=job.network_isolation and len(hosts) == 1,
                     peers=tuple((h, "127.0.0.1") for h in hosts),
                 )
             )
         return JobSpec(f"{KIND}/{name}", tuple(containers))
 
     async def _watch(
-        self, run: Run, desc: dict, spec: JobSpec, streams: dict[str, str], definitions: list[dict[str, str]]
+        self, run: Run, job: TrainingJobSpec, spec: JobSpec, streams: dict[str, str], definitions: list[dict[str, str]]
     ) -> str:
         """Tail logs (and metrics) until every container has ended; returns 'done', 'stopped' or 'max-runtime'."""
         tails = {c.host: LogTail(c.log_path, LOG_GROUP, streams[c.host]) for c in spec.containers}
         patterns = rules.compile_definitions(definitions)
         outcome, _ = await self._await_containers(
-            run, desc, lambda final: self._pump_logs(tails, streams, patterns, run.metrics, final)
+            run, job.max_runtime_s, lambda final: self._pump_logs(tails, streams, patterns, run.metrics, final)
         )
         return outcome
 
@@ -332,7 +334,7 @@ class TrainingEngine(JobEngine):
     async def _conclude(
         self,
         run: Run,
-        desc: dict,
+        job: TrainingJobSpec,
         layouts: dict[str, Layout],
         hosts: list[str],
         outcome: str,
@@ -345,9 +347,9 @@ class TrainingEngine(JobEngine):
             raise JobFailed(SHUTDOWN_REASON)
         failed = [c for c in status.containers if c.exit_code != 0]
         if outcome == "done" and failed:
-            raise JobFailed(self._failure_reason(failed[0], layouts, desc, job_dir))
+            raise JobFailed(self._failure_reason(failed[0], layouts, job, job_dir))
         await self._secondary(run.name, "Uploading")
-        extra = await asyncio.to_thread(self._upload, desc, layouts[hosts[0]], layouts, job_dir, stream)
+        extra = await asyncio.to_thread(self._upload, job, layouts[hosts[0]], layouts, job_dir, stream)
         metrics = [{"MetricName": k, "Value": v, "Timestamp": _epoch(self.clock())} for k, v in run.metrics.items()]
         if outcome == "done":
             await self._finish(run.name, COMPLETED, "Completed", None, FinalMetricDataList=metrics, **extra)
@@ -355,9 +357,9 @@ class TrainingEngine(JobEngine):
             secondary = "MaxRuntimeExceeded" if outcome == "max-runtime" else "Stopped"
             await self._finish(run.name, STOPPED, secondary, None, FinalMetricDataList=metrics, **extra)
 
-    def _failure_reason(self, state: Any, layouts: dict[str, Layout], desc: dict, job_dir: Path) -> str:
+    def _failure_reason(self, state: Any, layouts: dict[str, Layout], job: TrainingJobSpec, job_dir: Path) -> str:
         if state.out_of_memory:
-            itype = desc["ResourceConfig"].get("InstanceType", "")
+            itype = job.instance_type
             advice = "Use a larger instance type, more instances, or less data per instance."
             return out_of_memory_reason(state, "training process", itype, advice)
         log_path = job_dir / "logs" / f"{state.host}.log"
@@ -375,8 +377,10 @@ class TrainingEngine(JobEngine):
             f"Last log lines: {tail}"
         )
 
-    def _upload(self, desc: dict, main: Layout, layouts: dict[str, Layout], job_dir: Path, stream: str) -> dict:
-        name, out = desc["TrainingJobName"], desc["OutputDataConfig"]["S3OutputPath"]
+    def _upload(
+        self, job: TrainingJobSpec, main: Layout, layouts: dict[str, Layout], job_dir: Path, stream: str
+    ) -> dict:
+        name, out = job.name, job.output_path
         model_uri = transfer.output_uri(out, name, "model.tar.gz")
         transfer.upload_tarball(self.s3, main.model_dir, job_dir / "model.tar.gz", model_uri)
         extra: dict[str, Any] = {"ModelArtifacts": {"S3ModelArtifacts": model_uri}}
@@ -387,7 +391,7 @@ class TrainingEngine(JobEngine):
                 job_dir / "output.tar.gz",
                 transfer.output_uri(out, name, "output.tar.gz"),
             )
-        config = desc.get("CheckpointConfig")
+        config = job.document.get("CheckpointConfig")
         if config:
             n = sum(
                 transfer.upload_tree(self.s3, layout.checkpoints_dir, config["S3Uri"]) for layout in layouts.values()
@@ -467,7 +471,7 @@ def _interpreter(target: Path) -> Path:
         raise JobFailed(f"InternalServerError: {exc}") from exc
 
 
-def metric_definitions(desc: dict, image: registry.BuiltinImage | None) -> list[dict[str, str]]:
+def metric_definitions(desc: Mapping[str, Any], image: registry.BuiltinImage | None) -> list[dict[str, str]]:
     """The job's MetricDefinitions, else its image's standard ones (the built-in algorithm's)."""
     given = desc["AlgorithmSpecification"].get("MetricDefinitions")
     if given or image is None:
