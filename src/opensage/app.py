@@ -36,7 +36,8 @@ from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
 from opensage.serving.autoscaler import Autoscaler
-from opensage.serving.endpoints import EndpointEngine
+from opensage.serving.capture import CaptureConfigs, DataCapture
+from opensage.serving.endpoints import CONFIG, EndpointEngine
 from opensage.serving.metrics import InvocationMetrics
 from opensage.store.metrics import MetricStore
 from opensage.store.sql import SqlStore, open_store
@@ -84,6 +85,7 @@ class Platform:
     metric_store: MetricStore | None = None
     tuning: TuningController | None = None
     autoscaler: Autoscaler | None = None
+    capture: DataCapture | None = None
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,6 +114,8 @@ class Platform:
                 await self.endpoints.recover()
                 if self.autoscaler is not None:
                     self.autoscaler.start()
+                if self.capture is not None:
+                    self.capture.start()
                 await self.transforms.recover()
                 if self.processing is not None:
                     await self.processing.recover()
@@ -125,6 +129,8 @@ class Platform:
                 await self.transforms.shutdown()
                 if self.autoscaler is not None:
                     await self.autoscaler.shutdown()
+                if self.capture is not None:  # what was captured last is written before the store stops
+                    await self.capture.stop()
                 await self.endpoints.shutdown()
                 await self._stop_metrics()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -259,12 +265,13 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         )
         tuning = TuningController(store, clock, training, logs, settings.home / "tuning")
         autoscaler = Autoscaler(store, clock, endpoints, metrics, settings.autoscaling_interval_s)
+        capture = DataCapture(s3, CaptureConfigs(store, endpoints.serving_config, CONFIG), clock)
         authenticator = Authenticator(store.get_access_key)
         providers = {
             "sagemaker": SageMakerProvider(
                 store, clock, training, endpoints, transforms, processing, tuning, settings.quotas
             ),
-            "sagemaker-runtime": RuntimeProvider(endpoints, metrics),
+            "sagemaker-runtime": RuntimeProvider(endpoints, metrics, capture),
             "cloudwatch": CloudWatchProvider(metrics, metric_store, clock),
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
@@ -290,6 +297,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         metric_store=metric_store,
         tuning=tuning,
         autoscaler=autoscaler,
+        capture=capture,
     )
     platform.console = create_console(
         ConsoleDeps(

@@ -547,3 +547,53 @@ def test_target_tracking_scales_a_variant_out_under_load(platform: RunningPlatfo
     aas.deregister_scalable_target(**target)
     assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
     sm.delete_endpoint(EndpointName=name)
+
+
+def test_data_capture_writes_requests_and_answers_to_s3(platform: RunningPlatform) -> None:
+    """DataCaptureConfig as the SDK's DataCaptureConfig sends it: JSON Lines under <dest>/<endpoint>/<variant>/..."""
+    import json
+
+    sm, runtime = _clients(platform)
+    model = _model(platform)
+    config = f"config-{uuid.uuid4().hex[:8]}"
+    destination = f"s3://{BUCKET}/capture/{config}"
+    sm.create_endpoint_config(
+        EndpointConfigName=config,
+        ProductionVariants=[
+            {"VariantName": "AllTraffic", "ModelName": model, "InitialInstanceCount": 1, "InstanceType": "ml.m5.large"}
+        ],
+        DataCaptureConfig={
+            "EnableCapture": True,
+            "InitialSamplingPercentage": 100,
+            "DestinationS3Uri": destination,
+            "CaptureOptions": [{"CaptureMode": "Input"}, {"CaptureMode": "Output"}],
+        },
+    )
+    name = _endpoint(platform, config)
+    desc = sm.describe_endpoint(EndpointName=name)
+    assert desc["DataCaptureConfig"]["CaptureStatus"] == "Started"
+    assert desc["DataCaptureConfig"]["DestinationS3Uri"] == destination
+    answers = [runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=BODY) for _ in range(3)]
+    s3 = platform.session().client("s3")
+    deadline = time.monotonic() + 30
+    keys: list[str] = []
+    while len(keys) < 1 and time.monotonic() < deadline:
+        time.sleep(0.5)
+        listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"capture/{config}/{name}/AllTraffic/")
+        keys = [o["Key"] for o in listing.get("Contents", [])]
+    assert keys and all(k.endswith(".jsonl") for k in keys)
+    assert len(keys[0].split("/")) == 9  # capture/<config>/<endpoint>/<variant>/yyyy/mm/dd/hh/<file>
+    records = [
+        json.loads(line)
+        for key in keys
+        for line in s3.get_object(Bucket=BUCKET, Key=key)["Body"].read().decode().splitlines()
+    ]
+    assert len(records) == 3
+    first = records[0]["captureData"]
+    assert first["endpointInput"] == {
+        "observedContentType": "text/csv", "mode": "INPUT", "data": BODY, "encoding": "CSV"
+    }
+    assert first["endpointOutput"]["mode"] == "OUTPUT" and first["endpointOutput"]["encoding"] == "CSV"
+    assert first["endpointOutput"]["data"] in {a["Body"].read().decode() for a in answers[:1]}
+    assert records[0]["eventVersion"] == "0" and records[0]["eventMetadata"]["eventId"]
+    sm.delete_endpoint(EndpointName=name)

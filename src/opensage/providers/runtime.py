@@ -11,14 +11,18 @@ from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
+from opensage.serving.capture import DataCapture
 from opensage.serving.endpoints import EndpointEngine, NoEndpoint, NotReady, NoVariant
 from opensage.serving.metrics import InvocationMetrics
 
 
 class RuntimeProvider:
-    def __init__(self, endpoints: EndpointEngine, metrics: InvocationMetrics) -> None:
+    def __init__(
+        self, endpoints: EndpointEngine, metrics: InvocationMetrics, capture: DataCapture | None = None
+    ) -> None:
         self.endpoints = endpoints
         self.metrics = metrics
+        self.capture = capture  # the endpoints' data capture (DataCaptureConfig)
 
     async def invoke_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["EndpointName"]
@@ -59,5 +63,10 @@ class RuntimeProvider:
                 f"See {log_arn} for more information.",
                 424,
                 fields={"OriginalStatusCode": answer.status, "OriginalMessage": message, "LogStreamArn": log_arn},
+            )
+        if self.capture is not None:
+            self.capture.record(
+                name, answer.variant, request.get("ContentType", ""), request.get("Body", b""),
+                answer.content_type, answer.body,
             )
         return {"Body": answer.body, "ContentType": answer.content_type, "InvokedProductionVariant": answer.variant}

@@ -117,6 +117,11 @@ class EndpointEngine(Controller):
         """Whether endpoint ``name`` has a fleet taking requests."""
         return name in self._fleets
 
+    def serving_config(self, name: str) -> str | None:
+        """The endpoint config that endpoint ``name``'s fleet serves (None: no fleet serves)."""
+        fleet = self._fleets.get(name)
+        return fleet.config_name if fleet is not None else None
+
     def variant_health(self, name: str) -> dict[str, list[InstanceHealth]]:
         """Per variant of endpoint ``name``, each model server's port, health and requests in flight."""
         fleet = self._fleets.get(name)
@@ -482,17 +487,5 @@ class EndpointEngine(Controller):
         drop = ("FailureReason",) if not reason and not rollback else ()
         return await self._move(name, status, fields=fields, drop=drop, quiet_from=(_S.DELETING,))
 
-__all__ = [
-    "CONFIG",
-    "ENDPOINT",
-    "LOG_GROUP",
-    "MODEL",
-    "Answer",
-    "EndpointEngine",
-    "Fleet",
-    "FleetError",
-    "NoEndpoint",
-    "NoVariant",
-    "NotReady",
-    "variant_description",
-]
+__all__ = ["CONFIG", "ENDPOINT", "LOG_GROUP", "MODEL", "Answer", "EndpointEngine", "Fleet", "FleetError"]
+__all__ += ["NoEndpoint", "NoVariant", "NotReady", "variant_description"]

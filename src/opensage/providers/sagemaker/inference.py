@@ -8,7 +8,9 @@ and without effect on one machine: ``VpcConfig``, ``KmsKeyId``, ``VolumeSizeInGB
 ``EnableSSMAccess``, ``InferenceAmiVersion``, ``AcceleratorType``. Refused with a
 ValidationException, because the endpoint would not do what they ask: the members in
 :data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (multi-model, serverless and asynchronous
-endpoints, data capture, shadow variants, inference pipelines).
+endpoints, shadow variants, inference pipelines). ``DataCaptureConfig`` is applied
+(:mod:`opensage.serving.capture`); its ``KmsKeyId`` is recorded, the capture files are written
+with the bucket's own encryption.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.listing import list_page
 from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse, refuse_nul
+from opensage.serving.capture import describe as capture_description
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.serving.fleet import unknown_instance_type
 from opensage.serving.specs import EndpointConfigSpec, EndpointSpec
@@ -70,11 +73,6 @@ CONFIG_UNSUPPORTED = (
     Unsupported(
         "ProductionVariants[].ServerlessConfig",
         "serverless endpoints are not supported yet; give InstanceType and InitialInstanceCount instead.",
-    ),
-    Unsupported(
-        "DataCaptureConfig",
-        "data capture is not supported yet; leave it out (or set EnableCapture to false).",
-        enabled("EnableCapture"),
     ),
     Unsupported(
         "ShadowProductionVariants",
@@ -153,6 +151,9 @@ class InferenceOperations:
 
     def create_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         refuse(request, CONFIG_UNSUPPORTED)
+        capture = request.get("DataCaptureConfig") or {}
+        if capture and not str(capture.get("DestinationS3Uri", "")).startswith("s3://"):
+            raise validation_error("DataCaptureConfig.DestinationS3Uri must be an S3 URI (s3://bucket/prefix).")
         variants = request["ProductionVariants"]
         names = [v["VariantName"] for v in variants]
         if len(names) != len(set(names)):
@@ -212,7 +213,12 @@ class InferenceOperations:
         return {"EndpointArn": arn}
 
     def describe_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        return _public(self._get(ENDPOINT, request["EndpointName"], "endpoint").data)
+        answer = _public(self._get(ENDPOINT, request["EndpointName"], "endpoint").data)
+        config = self.store.get_resource(CONFIG, answer.get("EndpointConfigName", ""))
+        capture = capture_description(config.data.get("DataCaptureConfig") if config else None)
+        if capture is not None:
+            answer["DataCaptureConfig"] = capture
+        return answer
 
     def list_endpoints(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         rows, token = list_page(
