@@ -350,6 +350,7 @@ def _transform_row(store: SqlStore, clock: FakeClock, name: str) -> None:
         "ModelName": "m",
         "TransformInput": {"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": "s3://b/in"}}},
         "TransformResources": {"InstanceType": "ml.m5.large", "InstanceCount": 1},
+        "TransformOutput": {"S3OutputPath": "s3://b/out"},
     }
     store.create_resource(Resource(TRANSFORM, name, data["TransformJobArn"], "InProgress", now, now, data))
 

@@ -78,37 +78,36 @@ class ProcessingEngine(JobEngine):
         job_dir = self.work_dir / name
         uploader: _Uploader | None = None
         try:
-            desc = await self._describe(name)
-            cluster = desc["ProcessingResources"]["ClusterConfig"]
-            itype = instances.lookup(cluster["InstanceType"])
+            job = ProcessingJobSpec.from_request(await self._describe(name))
+            itype = instances.lookup(job.instance_type)
             if itype is None:
-                raise JobFailed(f"ClientError: unknown instance type '{cluster['InstanceType']}'.")
-            hosts = [f"algo-{i + 1}" for i in range(cluster.get("InstanceCount", 1))]
+                raise JobFailed(f"ClientError: unknown instance type '{job.instance_type}'.")
+            hosts = [f"algo-{i + 1}" for i in range(job.instance_count)]
             epoch = int(self.clock().timestamp())
             streams = {h: f"{name}/{h}-{epoch}" for h in hosts}
             for stream in streams.values():
                 await asyncio.to_thread(self.logs.create_stream, LOG_GROUP, stream, exist_ok=True)
             roots = {h: job_dir / h for h in hosts}
-            image = registry.resolve(desc["AppSpecification"]["ImageUri"])
+            image = registry.resolve(job.image)
             if image is None:
                 raise JobFailed(
-                    f"ClientError: The image '{desc['AppSpecification']['ImageUri']}' is not one OpenSage provides; "
+                    f"ClientError: The image '{job.image}' is not one OpenSage provides; "
                     f"use an image URI of one of these repositories: {', '.join(registry.known_repositories())}."
                 )
-            await asyncio.to_thread(self._download_inputs, desc, roots, job_dir / "cache", streams[hosts[0]])
+            await asyncio.to_thread(self._download_inputs, job, roots, job_dir / "cache", streams[hosts[0]])
             try:
                 bin_dir = await asyncio.to_thread(registry.job_interpreter, job_dir / "python")
             except registry.InterpreterError as exc:
                 raise JobFailed(f"InternalServerError: {exc}") from exc
-            spec = self._job_spec(desc, image, hosts, itype, roots, job_dir, bin_dir)
+            spec = self._job_spec(job, image, hosts, itype, roots, job_dir, bin_dir)
             await self._save(name, ProcessingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
             await self._save(name, _Handle=run.handle)
-            uploader = _Uploader(self, desc, roots)
+            uploader = _Uploader(self, dict(job.document), roots)
             uploader.start()
-            outcome, status = await self._watch(run, desc, spec, streams)
+            outcome, status = await self._watch(run, job, spec, streams)
             uploader.stop()
-            await self._conclude(run, desc, roots, outcome, status, job_dir, uploader)
+            await self._conclude(run, job, roots, outcome, status, job_dir, uploader)
         except JobFailed as exc:
             await self._fail(run, str(exc))
         except S3LocationError as exc:
@@ -128,8 +127,9 @@ class ProcessingEngine(JobEngine):
     def _platform_log(self, stream: str, message: str) -> None:
         self.logs.put_events(LOG_GROUP, stream, [(int(self.clock().timestamp() * 1000), message)])
 
-    def _download_inputs(self, desc: dict, roots: dict[str, Path], cache: Path, stream: str) -> None:
+    def _download_inputs(self, job: ProcessingJobSpec, roots: dict[str, Path], cache: Path, stream: str) -> None:
         hosts = list(roots)
+        desc = job.document  # the inputs and outputs, as the request gave them
         region = desc["ProcessingJobArn"].split(":")[3]
         for item in desc.get("ProcessingInputs") or []:
             source = item.get("S3Input")
@@ -155,7 +155,7 @@ class ProcessingEngine(JobEngine):
 
     def _job_spec(
         self,
-        desc: dict,
+        job: ProcessingJobSpec,
         image: registry.BuiltinImage,
         hosts: list[str],
         itype: instances.InstanceType,
@@ -163,16 +163,15 @@ class ProcessingEngine(JobEngine):
         job_dir: Path,
         bin_dir: Path,
     ) -> JobSpec:
-        app = desc["AppSpecification"]
-        entrypoint = list(app.get("ContainerEntrypoint") or [])
+        entrypoint = list(job.entrypoint)
         if not entrypoint:
             raise JobFailed(
-                f"ClientError: the image '{app['ImageUri']}' has no default entrypoint in OpenSage; give the job a "
+                f"ClientError: the image '{job.image}' has no default entrypoint in OpenSage; give the job a "
                 "ContainerEntrypoint (e.g. ['python3', '/opt/ml/processing/input/code/script.py'])."
             )
-        config = json.dumps({k: v for k, v in desc.items() if not k.startswith("_")})
+        config = json.dumps({k: v for k, v in job.document.items() if not k.startswith("_")})
         mounted = sandbox.mounts_available()
-        isolated = bool((desc.get("NetworkConfig") or {}).get("EnableNetworkIsolation")) and len(hosts) == 1
+        isolated = job.network_isolation and len(hosts) == 1
         containers = []
         for host, root in roots.items():
             config_dir = root / PROCESSING_CONFIG_DIR
@@ -182,11 +181,11 @@ class ProcessingEngine(JobEngine):
             (config_dir / RESOURCE_CONFIG_FILE).write_text(json.dumps(resource_config(host, hosts, itype.name)))
             env = {
                 **image.environment(),
-                **{k: str(v) for k, v in (desc.get("Environment") or {}).items()},
+                **job.environment,
                 **process_env(root, registry.search_path(bin_dir), self.envs_dir),
                 BASE_DIR_ENV: str(root),
             }
-            argv, env = entrypoint_command(entrypoint, app.get("ContainerArguments") or [], env, root, mounted)
+            argv, env = entrypoint_command(entrypoint, list(job.arguments), env, root, mounted)
             containers.append(
                 ContainerSpec(
                     host,
@@ -201,13 +200,16 @@ class ProcessingEngine(JobEngine):
                     peers=tuple((h, "127.0.0.1") for h in hosts),
                 )
             )
-        return JobSpec(f"{KIND}/{desc['ProcessingJobName']}", tuple(containers))
+        return JobSpec(f"{KIND}/{job.name}", tuple(containers))
 
-    async def _watch(self, run: Run, desc: dict, spec: JobSpec, streams: dict[str, str]) -> tuple[str, JobStatus]:
+    async def _watch(
+        self, run: Run, job: ProcessingJobSpec, spec: JobSpec, streams: dict[str, str]
+    ) -> tuple[str, JobStatus]:
         """Tail logs until every container has ended; the outcome is 'done', 'stopped' or 'max-runtime'."""
         tails = {c.host: LogTail(c.log_path, LOG_GROUP, streams[c.host]) for c in spec.containers}
-        limit = ProcessingJobSpec.from_request(desc).max_runtime_s
-        return await self._await_containers(run, limit, lambda final: self._pump_logs(tails, streams, final))
+        return await self._await_containers(
+            run, job.max_runtime_s, lambda final: self._pump_logs(tails, streams, final)
+        )
 
     def _pump_logs(self, tails: dict[str, LogTail], streams: dict[str, str], final: bool = False) -> None:
         for host, tail in tails.items():
@@ -220,7 +222,7 @@ class ProcessingEngine(JobEngine):
     async def _conclude(
         self,
         run: Run,
-        desc: dict,
+        job: ProcessingJobSpec,
         roots: dict[str, Path],
         outcome: str,
         status: JobStatus,
@@ -234,7 +236,7 @@ class ProcessingEngine(JobEngine):
         if outcome == "done" and failed:
             if exit_message:
                 await self._save(run.name, ExitMessage=exit_message)
-            raise JobFailed(self._failure_reason(failed[0], desc, job_dir))
+            raise JobFailed(self._failure_reason(failed[0], job, job_dir))
         await asyncio.to_thread(uploader.upload_all)
         extra = {"ExitMessage": exit_message} if exit_message else {}
         if outcome == "done":
@@ -242,14 +244,13 @@ class ProcessingEngine(JobEngine):
         else:
             reason = None
             if outcome == "max-runtime":
-                limit = desc["StoppingCondition"]["MaxRuntimeInSeconds"]
-                reason = f"The job ran longer than its MaxRuntimeInSeconds ({limit} s) and was stopped."
+                reason = f"The job ran longer than its MaxRuntimeInSeconds ({job.max_runtime_s} s) and was stopped."
             await self._finish(run.name, STOPPED, reason, **extra)
 
     @staticmethod
-    def _failure_reason(state: Any, desc: dict, job_dir: Path) -> str:
+    def _failure_reason(state: Any, job: ProcessingJobSpec, job_dir: Path) -> str:
         if state.out_of_memory:
-            itype = desc["ProcessingResources"]["ClusterConfig"]["InstanceType"]
+            itype = job.instance_type
             advice = "Use a larger instance type or more instances."
             return out_of_memory_reason(state, "processing container", itype, advice)
         lines = tail_lines(job_dir / "logs" / f"{state.host}.log", 50)

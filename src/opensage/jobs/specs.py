@@ -209,10 +209,14 @@ class TransformJobSpec:
     model_name: str
     input_uri: str
     split_type: str  # None | Line
+    content_type: str
+    compression: str  # None | Gzip
     batch_strategy: str  # MultiRecord | SingleRecord
     max_payload_mb: int
     max_concurrent: int
     output_path: str
+    accept: str  # the content type asked of the model (the input's when not given)
+    assemble_with: str  # None | Line
     instance_type: str
     instance_count: int
     environment: Mapping[str, str]
@@ -227,15 +231,21 @@ class TransformJobSpec:
         document.setdefault("MaxPayloadInMB", 6)
         document.setdefault("MaxConcurrentTransforms", 1)
         resources = document["TransformResources"]
+        inputs, outputs = document["TransformInput"], document["TransformOutput"]
+        content_type = inputs.get("ContentType", "text/csv")
         return cls(
             name=document["TransformJobName"],
             model_name=document["ModelName"],
-            input_uri=document["TransformInput"]["DataSource"].get("S3DataSource", {}).get("S3Uri", ""),
+            input_uri=inputs["DataSource"].get("S3DataSource", {}).get("S3Uri", ""),
             split_type=split,
+            content_type=content_type,
+            compression=inputs.get("CompressionType", "None"),
             batch_strategy=document["BatchStrategy"],
             max_payload_mb=int(document["MaxPayloadInMB"]),
-            max_concurrent=int(document["MaxConcurrentTransforms"]),
-            output_path=document["TransformOutput"]["S3OutputPath"],
+            max_concurrent=max(1, int(document["MaxConcurrentTransforms"] or 1)),
+            output_path=outputs["S3OutputPath"],
+            accept=outputs.get("Accept") or content_type,
+            assemble_with=outputs.get("AssembleWith", "None"),
             instance_type=resources["InstanceType"],
             instance_count=int(resources.get("InstanceCount", 1)),
             environment={k: str(v) for k, v in (document.get("Environment") or {}).items()},

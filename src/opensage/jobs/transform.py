@@ -27,6 +27,7 @@ from opensage.contract import BATCH_ENV
 from opensage.controller import SHUTDOWN_REASON, Run, RunController
 from opensage.errors import OpenSageError
 from opensage.jobs import channels
+from opensage.jobs.specs import TransformJobSpec
 from opensage.objects.transfer import S3LocationError, split_s3_uri
 from opensage.serving.endpoints import EndpointEngine, Fleet, FleetError
 from opensage.serving.upstream import UpstreamError
@@ -162,21 +163,21 @@ class TransformEngine(RunController):
 
     async def _run(self, run: Run) -> None:
         name = run.name
-        desc = await self._describe(name)
         fleet: Fleet | None = None
         scratch = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=self._scratch_root()))
         try:
+            job = TransformJobSpec.from_request(await self._describe(name))
             await self._save(name, TransformStartTime=_epoch(self.clock()))
-            channel = {"ChannelName": "input", "DataSource": desc["TransformInput"]["DataSource"]}
+            channel = {"ChannelName": "input", "DataSource": job.document["TransformInput"]["DataSource"]}
             objects = await asyncio.to_thread(
-                channels.list_channel, self.s3, channel, desc["TransformJobArn"].split(":")[3]
+                channels.list_channel, self.s3, channel, job.document["TransformJobArn"].split(":")[3]
             )
-            count = desc["TransformResources"].get("InstanceCount", 1)
-            env = {BATCH_ENV: "true", **{k: str(v) for k, v in (desc.get("Environment") or {}).items()}}
+            count = job.instance_count
+            env = {BATCH_ENV: "true", **job.environment}
             fleet = await self.endpoints.start_servers(
                 f"transform-{name}",
-                desc["ModelName"],
-                desc["TransformResources"]["InstanceType"],
+                job.model_name,
+                job.instance_type,
                 count,
                 env,
                 scratch / "fleet",
@@ -184,7 +185,7 @@ class TransformEngine(RunController):
             instances = fleet.instances()
             work = [objects[i::count] for i in range(count)]
             await asyncio.gather(
-                *(self._worker(desc, inst, files, scratch) for inst, files in zip(instances, work, strict=True))
+                *(self._worker(job, inst, files, scratch) for inst, files in zip(instances, work, strict=True))
             )
             await self._finish(name, Status.COMPLETED, None)
         except asyncio.CancelledError:
@@ -207,9 +208,11 @@ class TransformEngine(RunController):
         self.work_dir.mkdir(parents=True, exist_ok=True)
         return self.work_dir
 
-    async def _worker(self, desc: dict, instance: Any, files: list[channels.S3Object], scratch: Path) -> None:
+    async def _worker(
+        self, job: TransformJobSpec, instance: Any, files: list[channels.S3Object], scratch: Path
+    ) -> None:
         for obj in files:
-            await self._transform_file(desc, instance, obj, scratch)
+            await self._transform_file(job, instance, obj, scratch)
 
     async def _records(self, obj: channels.S3Object, split: str, gzipped: bool) -> AsyncIterator[bytes]:
         """The input file's records, streamed from S3 in chunks (and gunzipped on the way, if asked)."""
@@ -244,13 +247,13 @@ class TransformEngine(RunController):
         if pending.strip():
             yield pending.rstrip(b"\r")
 
-    async def _batches(self, desc: dict, obj: channels.S3Object) -> AsyncIterator[list[bytes]]:
-        split = desc["TransformInput"].get("SplitType", "None")
-        multi = desc.get("BatchStrategy", "MultiRecord") == "MultiRecord"
-        limit = int(desc.get("MaxPayloadInMB", 6)) * 1024 * 1024
+    async def _batches(self, job: TransformJobSpec, obj: channels.S3Object) -> AsyncIterator[list[bytes]]:
+        split = job.split_type
+        multi = job.batch_strategy == "MultiRecord"
+        limit = job.max_payload_mb * 1024 * 1024
         batch: list[bytes] = []
         size = 0
-        gzipped = desc["TransformInput"].get("CompressionType", "None") == "Gzip"
+        gzipped = job.compression == "Gzip"
         async for record in self._records(obj, split, gzipped):
             if batch and (not multi or size + len(record) + 1 > limit):
                 yield batch
@@ -260,14 +263,14 @@ class TransformEngine(RunController):
         if batch:
             yield batch
 
-    async def _transform_file(self, desc: dict, instance: Any, obj: channels.S3Object, scratch: Path) -> None:
-        processing = desc.get("DataProcessing") or {}
-        content_type = desc["TransformInput"].get("ContentType", "text/csv")
-        accept = (desc.get("TransformOutput") or {}).get("Accept") or content_type
-        window = max(1, int(desc.get("MaxConcurrentTransforms") or 1))
+    async def _transform_file(
+        self, job: TransformJobSpec, instance: Any, obj: channels.S3Object, scratch: Path
+    ) -> None:
+        processing = job.document.get("DataProcessing") or {}
+        content_type, accept, window = job.content_type, job.accept, job.max_concurrent
         out_path = scratch / "out" / (obj.relpath + ".out")
         out_path.parent.mkdir(parents=True, exist_ok=True)
-        line_end = b"\n" if (desc.get("TransformOutput") or {}).get("AssembleWith", "None") == "Line" else b""
+        line_end = b"\n" if job.assemble_with == "Line" else b""
         in_flight: list[asyncio.Task[list[bytes]]] = []
         first_record = 1
         with open(out_path, "wb") as out:
@@ -277,16 +280,16 @@ class TransformEngine(RunController):
                     for result in await in_flight.pop(0):
                         out.write(result + line_end)
 
-            async for batch in self._batches(desc, obj):
+            async for batch in self._batches(job, obj):
                 in_flight.append(
                     asyncio.ensure_future(
-                        self._invoke(desc, instance, obj, batch, first_record, content_type, accept, processing)
+                        self._invoke(job, instance, obj, batch, first_record, content_type, accept, processing)
                     )
                 )
                 first_record += len(batch)
                 await drain(window - 1)
             await drain(0)
-        bucket, prefix = split_s3_uri(desc["TransformOutput"]["S3OutputPath"])
+        bucket, prefix = split_s3_uri(job.output_path)
         key = f"{prefix.rstrip('/')}/{obj.relpath}.out" if prefix else f"{obj.relpath}.out"
         try:
             await asyncio.to_thread(self.s3.upload_file, str(out_path), bucket, key)
@@ -298,7 +301,7 @@ class TransformEngine(RunController):
 
     async def _invoke(
         self,
-        desc: dict,
+        job: TransformJobSpec,
         instance: Any,
         obj: channels.S3Object,
         batch: list[bytes],
@@ -310,8 +313,9 @@ class TransformEngine(RunController):
         json_in, json_out = _is_json(content_type), _is_json(accept)
         in_filter = _filter_json if json_in else _filter_csv
         records = [in_filter(r.decode(), processing.get("InputFilter")).encode() for r in batch]
-        timeout = float((desc.get("ModelClientConfig") or {}).get("InvocationsTimeoutInSeconds", 600))
-        retries = int((desc.get("ModelClientConfig") or {}).get("InvocationsMaxRetries", 3))
+        client = job.document.get("ModelClientConfig") or {}
+        timeout = float(client.get("InvocationsTimeoutInSeconds", 600))
+        retries = int(client.get("InvocationsMaxRetries", 3))
         body = b"\n".join(records)
         for attempt in range(retries + 1):
             try:
