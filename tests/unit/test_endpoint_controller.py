@@ -218,3 +218,30 @@ def test_a_config_with_a_missing_model_fails_the_endpoint(store: SqlStore, tmp_p
     asyncio.run(scenario())
     assert 'Could not find model "no-such-model"' in _status(store, "bad").data["FailureReason"]
     assert backend.started == []
+
+
+def test_after_a_restart_an_endpoint_is_system_updating_and_requests_wait_for_its_fleet(
+    store: SqlStore, tmp_path: Path
+) -> None:
+    clock, backend = FakeClock(), ThreadBackend()
+    now = clock()
+    data = {"ModelName": "m", "PrimaryContainer": {"Image": XGBOOST, "ModelDataUrl": "s3://b/model.tar.gz"}}
+    store.create_resource(Resource(MODEL, "m", "arn:m", "", now, now, data))
+    _config(store, clock, "one", "m")
+    record = EndpointSpec("ep", "one").initial_description("arn:ep", now)
+    record.update(EndpointStatus="InService", _Handles=[{"job_id": "gone", "socket": "/nonexistent"}])
+    store.create_resource(Resource(ENDPOINT, "ep", "arn:ep", "InService", now, now, record))
+
+    async def scenario() -> None:
+        engine = EndpointEngine(store, ArtifactS3(), backend, LogStore(tmp_path / "logs"), tmp_path / "ep", clock)
+        try:
+            await engine.recover()  # what a new server does first
+            assert _status(store, "ep").status == "SystemUpdating"  # not InService before it serves
+            answer = await engine.invoke("ep", b"a", "text/csv", "", None, None)  # waits for the fleet
+            assert answer.status == 200 and answer.body == b"A"
+            assert _status(store, "ep").status == "InService"
+        finally:
+            await engine.shutdown()
+            backend.close()
+
+    asyncio.run(scenario())
