@@ -127,14 +127,7 @@ class InferenceOperations:
         return _public(self._get(MODEL, request["ModelName"], "model").data)
 
     def list_models(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows, token = list_page(
-            self.store,
-            MODEL,
-            request,
-            name_contains=request.get("NameContains"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-        )
+        rows, token = list_page(self.store, MODEL, request)
         return {
             "Models": [{"ModelName": r.name, "ModelArn": r.arn, "CreationTime": r.data["CreationTime"]} for r in rows],
             "NextToken": token,
@@ -176,14 +169,7 @@ class InferenceOperations:
         return _public(self._get(CONFIG, request["EndpointConfigName"], "endpoint configuration").data)
 
     def list_endpoint_configs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows, token = list_page(
-            self.store,
-            CONFIG,
-            request,
-            name_contains=request.get("NameContains"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-        )
+        rows, token = list_page(self.store, CONFIG, request)
         return {
             "EndpointConfigs": [
                 {"EndpointConfigName": r.name, "EndpointConfigArn": r.arn, "CreationTime": r.data["CreationTime"]}
@@ -221,17 +207,7 @@ class InferenceOperations:
         return answer
 
     def list_endpoints(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
-        rows, token = list_page(
-            self.store,
-            ENDPOINT,
-            request,
-            name_contains=request.get("NameContains"),
-            status=request.get("StatusEquals"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-            modified_after=request.get("LastModifiedTimeAfter"),
-            modified_before=request.get("LastModifiedTimeBefore"),
-        )
+        rows, token = list_page(self.store, ENDPOINT, request)
         keys = ("EndpointName", "EndpointArn", "CreationTime", "LastModifiedTime", "EndpointStatus")
         return {"Endpoints": [{k: r.data[k] for k in keys if k in r.data} for r in rows], "NextToken": token}
 

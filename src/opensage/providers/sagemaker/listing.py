@@ -22,10 +22,21 @@ DEFAULT_PAGE_SIZE = 10  # SageMaker's List* MaxResults default (the service mode
 _TOKEN_KIND = "after"
 
 
-def list_page(store: SqlStore, kind: str, request: dict[str, Any], **filters: Any) -> tuple[list[Resource], str | None]:
-    """One page of ``kind`` for a List* ``request`` (SortBy, SortOrder, MaxResults, NextToken) whose
-    other members the caller maps to ``filters`` of :meth:`SqlStore.list_resources`; and the token of
-    the next page, None on the last.
+# The filter members SageMaker's List* requests share -> the matching :meth:`SqlStore.list_resources` filter.
+_FILTERS = {
+    "NameContains": "name_contains",
+    "StatusEquals": "status",
+    "CreationTimeAfter": "created_after",
+    "CreationTimeBefore": "created_before",
+    "LastModifiedTimeAfter": "modified_after",
+    "LastModifiedTimeBefore": "modified_before",
+}
+
+
+def list_page(store: SqlStore, kind: str, request: dict[str, Any]) -> tuple[list[Resource], str | None]:
+    """One page of ``kind`` for a List* ``request`` (SortBy, SortOrder, MaxResults, NextToken and the
+    shared filters NameContains, StatusEquals and the creation and modification times); and the
+    token of the next page, None on the last.
 
     Raises:
         ServiceError: ``ValidationException`` for a token this listing did not hand out.
@@ -34,6 +45,7 @@ def list_page(store: SqlStore, kind: str, request: dict[str, Any], **filters: An
     descending = request.get("SortOrder", "Descending") == "Descending"
     size = request.get("MaxResults") or DEFAULT_PAGE_SIZE
     after = _after(request["NextToken"], sort_by, descending) if request.get("NextToken") else None
+    filters: dict[str, Any] = {column: request.get(member) for member, column in _FILTERS.items()}
     rows = store.list_resources(kind, sort_by=sort_by, descending=descending, after=after, limit=size + 1, **filters)
     if len(rows) <= size:
         return rows, None
@@ -65,17 +77,7 @@ def list_jobs(
     """``{"<noun>Summaries": [...], "NextToken": ...}`` for ``List<noun>s``: NameContains, StatusEquals,
     the time filters, SortBy, SortOrder and the page; each summary has the name, ARN, status and
     ``extra_keys`` when set."""
-    rows, token = list_page(
-        store,
-        kind,
-        request,
-        name_contains=request.get("NameContains"),
-        status=request.get("StatusEquals"),
-        created_after=request.get("CreationTimeAfter"),
-        created_before=request.get("CreationTimeBefore"),
-        modified_after=request.get("LastModifiedTimeAfter"),
-        modified_before=request.get("LastModifiedTimeBefore"),
-    )
+    rows, token = list_page(store, kind, request)
     return {
         f"{noun}Summaries": [
             {

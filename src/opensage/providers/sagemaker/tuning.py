@@ -67,17 +67,7 @@ class TuningOperations:
 
     def list_hyper_parameter_tuning_jobs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         paged = {"SortBy": "Name", "SortOrder": "Ascending", **request}  # this operation's defaults
-        rows, token = list_page(
-            self.store,
-            KIND,
-            paged,
-            name_contains=request.get("NameContains"),
-            status=request.get("StatusEquals"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-            modified_after=request.get("LastModifiedTimeAfter"),
-            modified_before=request.get("LastModifiedTimeBefore"),
-        )
+        rows, token = list_page(self.store, KIND, paged)
         out = []
         for r in rows:
             d = r.data
