@@ -232,6 +232,7 @@ def test_training_stop_request_from_another_thread_ends_stopped(
         store.modify_resource(TRAINING, "halt", change, now=clock())
         assert await asyncio.to_thread(engine.request_stop, "halt")  # as the provider's worker thread does
         await _until(lambda: _row(store, TRAINING, "halt").status == "Stopped")
+        await _until(lambda: not engine.running("halt"))  # the run's task ends just after its record
         assert not engine.request_stop("halt")  # nothing runs it any more
         await engine.shutdown()
 
