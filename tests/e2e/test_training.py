@@ -226,6 +226,60 @@ def test_stop_training_job(platform: RunningPlatform) -> None:
     assert "status Stopped" in str(exc.value)
 
 
+STOPPED_SCRIPT = (  # one line: ContainerEntrypoint members are single-line strings
+    "import os, pathlib, time; model = pathlib.Path(os.environ['SM_MODEL_DIR']); "
+    "(model / 'weights.txt').write_text('after epoch 3'); "
+    "[print(f'epoch={e} loss={1 / e:.3f}', flush=True) for e in (1, 2, 3)]; time.sleep(600)"
+)
+
+
+def test_a_stopped_job_keeps_its_model_and_metrics(platform: RunningPlatform) -> None:
+    """As on SageMaker: StopTrainingJob uploads /opt/ml/model as it is and records the metrics logged so far."""
+    sm = platform.session().client("sagemaker")
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    name = f"stopped-{uuid.uuid4().hex[:8]}"
+    sm.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={
+            "TrainingImage": IMAGE,
+            "TrainingInputMode": "File",
+            "ContainerEntrypoint": ["python3", "-c", STOPPED_SCRIPT],
+            "MetricDefinitions": [{"Name": "train:loss", "Regex": "loss=([0-9.]+)"}],
+        },
+        RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        StoppingCondition={"MaxRuntimeInSeconds": 3600},
+    )
+    logs = platform.session().client("logs")
+    deadline = time.monotonic() + 60
+    while True:  # the script has written its model and logged its last metric
+        streams = logs.describe_log_streams(
+            logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=f"{name}/algo-1"
+        )["logStreams"]
+        events = (
+            logs.get_log_events(logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=streams[0]["logStreamName"])[
+                "events"
+            ]
+            if streams
+            else []
+        )
+        if any("epoch=3" in e["message"] for e in events):
+            break
+        assert time.monotonic() < deadline, f"{name} logged no third epoch: {events}"
+        time.sleep(0.1)
+    sm.stop_training_job(TrainingJobName=name)
+    desc = _wait(platform, name)
+    assert desc["TrainingJobStatus"] == "Stopped" and desc["SecondaryStatus"] == "Stopped", desc
+    assert [(m["MetricName"], m["Value"]) for m in desc["FinalMetricDataList"]] == [("train:loss", 0.333)]
+    uri = desc["ModelArtifacts"]["S3ModelArtifacts"]
+    assert uri == f"s3://{BUCKET}/output/{name}/output/model.tar.gz"
+    blob = platform.session().client("s3").get_object(Bucket=BUCKET, Key=uri.split("/", 3)[3])["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(blob)) as tar:
+        member = tar.extractfile("weights.txt")
+        assert member is not None and member.read() == b"after epoch 3"
+
+
 def test_max_runtime_is_enforced(platform: RunningPlatform) -> None:
     name = _long_job(platform, max_runtime=2)
     desc = _wait(platform, name)

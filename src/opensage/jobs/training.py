@@ -55,6 +55,7 @@ from opensage.jobs.engine import (
     IN_PROGRESS,
     SHUTDOWN_REASON,
     STOPPED,
+    STOPPING,
     JobEngine,
     JobFailed,
     LogTail,
@@ -348,7 +349,9 @@ class TrainingEngine(JobEngine):
         failed = [c for c in status.containers if c.exit_code != 0]
         if outcome == "done" and failed:
             raise JobFailed(self._failure_reason(failed[0], layouts, job, job_dir))
-        await self._secondary(run.name, "Uploading")
+        if outcome == "done":  # a stop that came after the containers ended: the job still completes
+            await self._secondary(run.name, "Uploading", only_from=frozenset({IN_PROGRESS, STOPPING}))
+        # a stopped job keeps its model as it is and the metrics it logged, as on SageMaker
         extra = await asyncio.to_thread(self._upload, job, layouts[hosts[0]], layouts, job_dir, stream)
         metrics = [{"MetricName": k, "Value": v, "Timestamp": _epoch(self.clock())} for k, v in run.metrics.items()]
         if outcome == "done":
@@ -402,11 +405,11 @@ class TrainingEngine(JobEngine):
 
     # --- persistence -------------------------------------------------------------------------------
 
-    async def _secondary(self, name: str, secondary: str, **fields: Any) -> None:
+    async def _secondary(
+        self, name: str, secondary: str, only_from: frozenset[str] = frozenset({IN_PROGRESS}), **fields: Any
+    ) -> None:
         """Move to ``secondary`` (still InProgress); raises when the job was stopped meanwhile."""
-        change = states.transition(
-            KIND, None, self.clock(), fields=fields, secondary=secondary, only_from=frozenset({IN_PROGRESS})
-        )
+        change = states.transition(KIND, None, self.clock(), fields=fields, secondary=secondary, only_from=only_from)
         try:
             await asyncio.to_thread(self.store.modify_resource, KIND, name, change, now=self.clock())
         except Conflict as exc:
