@@ -240,6 +240,56 @@ def test_early_stopping_auto_stops_poor_trials(platform: RunningPlatform) -> Non
     assert desc["BestTrainingJob"]["TrainingJobStatus"] == "Completed"
 
 
+def _rounds(platform: RunningPlatform, job: str) -> int:
+    """How many rounds a trial's log shows (one evaluation line per round)."""
+    logs = platform.session().client("logs")
+    group = "/aws/sagemaker/TrainingJobs"
+    stream = logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{job}/algo-1")["logStreams"][0]
+    events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], startFromHead=True)
+    return sum("validation-logloss" in e["message"] for e in events["events"])
+
+
+def test_hyperband_stops_poor_trials_early(platform: RunningPlatform) -> None:
+    """Hyperband, fed the built-in XGBoost's objective per round, stops the trials that fall behind at a rung."""
+    sm = platform.session().client("sagemaker")
+    name = _name("hyperband")
+    rounds = 3000
+    config = _config(
+        "Hyperband",
+        jobs=6,
+        RandomSeed=2,
+        StrategyConfig={"HyperbandStrategyConfig": {"MinResource": 1, "MaxResource": 9}},
+    )
+    config["HyperParameterTuningJobObjective"] = {"Type": "Minimize", "MetricName": "validation:logloss"}
+    config["ParameterRanges"] = {
+        "ContinuousParameterRanges": [
+            {"Name": "eta", "MinValue": "0.0001", "MaxValue": "0.3", "ScalingType": "Logarithmic"}
+        ]
+    }
+    sm.create_hyper_parameter_tuning_job(
+        HyperParameterTuningJobName=name,
+        HyperParameterTuningJobConfig=config,
+        TrainingJobDefinition=_definition(platform, rounds=rounds),
+    )
+    desc = _wait(sm, name, timeout=300)
+    assert desc["HyperParameterTuningJobStatus"] == "Completed", desc.get("FailureReason")
+    jobs = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name)[
+        "TrainingJobSummaries"
+    ]
+    stopped = [j for j in jobs if j["TrainingJobStatus"] == "Stopped"]
+    assert stopped, [(j["TunedHyperParameters"], j["TrainingJobStatus"]) for j in jobs]
+    assert desc["TrainingJobStatusCounters"]["Stopped"] == len(stopped)
+    assert desc["TrainingJobStatusCounters"]["Completed"] == len(jobs) - len(stopped)
+    for job in stopped:
+        assert _rounds(platform, job["TrainingJobName"]) < rounds
+        assert job["ObjectiveStatus"] == "Succeeded"  # the objective it reached before it was stopped
+        child = sm.describe_training_job(TrainingJobName=job["TrainingJobName"])
+        assert child["ModelArtifacts"]["S3ModelArtifacts"].endswith("/output/model.tar.gz")
+        assert "validation:logloss" in {m["MetricName"] for m in child["FinalMetricDataList"]}
+    best = desc["BestTrainingJob"]
+    assert best["TrainingJobStatus"] == "Completed", best
+
+
 def test_completion_criteria_end_the_job_early(platform: RunningPlatform) -> None:
     sm = platform.session().client("sagemaker")
     name = _name("target")
