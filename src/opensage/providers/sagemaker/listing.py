@@ -33,10 +33,13 @@ _FILTERS = {
 }
 
 
-def list_page(store: SqlStore, kind: str, request: dict[str, Any]) -> tuple[list[Resource], str | None]:
+def list_page(
+    store: SqlStore, kind: str, request: dict[str, Any], **extra: Any
+) -> tuple[list[Resource], str | None]:
     """One page of ``kind`` for a List* ``request`` (SortBy, SortOrder, MaxResults, NextToken and the
     shared filters NameContains, StatusEquals and the creation and modification times); and the
-    token of the next page, None on the last.
+    token of the next page, None on the last. ``extra`` are more :meth:`SqlStore.list_resources`
+    filters (they win over the shared ones).
 
     Raises:
         ServiceError: ``ValidationException`` for a token this listing did not hand out.
@@ -46,6 +49,7 @@ def list_page(store: SqlStore, kind: str, request: dict[str, Any]) -> tuple[list
     size = request.get("MaxResults") or DEFAULT_PAGE_SIZE
     after = _after(request["NextToken"], sort_by, descending) if request.get("NextToken") else None
     filters: dict[str, Any] = {column: request.get(member) for member, column in _FILTERS.items()}
+    filters.update(extra)
     rows = store.list_resources(kind, sort_by=sort_by, descending=descending, after=after, limit=size + 1, **filters)
     if len(rows) <= size:
         return rows, None

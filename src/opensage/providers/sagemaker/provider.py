@@ -19,6 +19,7 @@ from opensage.jobs.transform import TransformEngine
 from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.processing import ProcessingOperations
 from opensage.providers.sagemaker.quotas import QuotaChecks
+from opensage.providers.sagemaker.registry import RegistryOperations
 from opensage.providers.sagemaker.tags import TagOperations
 from opensage.providers.sagemaker.training import TrainingOperations
 from opensage.providers.sagemaker.transform import TransformOperations
@@ -29,7 +30,13 @@ from opensage.tuning.controller import TuningController
 
 
 class SageMakerProvider(
-    TrainingOperations, InferenceOperations, TransformOperations, ProcessingOperations, TuningOperations, TagOperations
+    TrainingOperations,
+    RegistryOperations,
+    InferenceOperations,
+    TransformOperations,
+    ProcessingOperations,
+    TuningOperations,
+    TagOperations,
 ):
     def __init__(
         self,
