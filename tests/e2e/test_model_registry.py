@@ -215,3 +215,39 @@ def test_sdk_register_then_model_package_deploy_serves_the_model(platform: Runni
     scores = [float(v) for v in answer["Body"].read().decode().replace("\n", ",").split(",") if v.strip()]
     assert scores[0] > 0.5 > scores[1]
     sm.delete_endpoint(EndpointName=endpoint)
+
+
+def test_search_over_packages_and_groups_as_the_sdk_and_console_use_it(api: ApiServer) -> None:
+    sm = api.client("sagemaker")
+    group = _name("searched")
+    sm.create_model_package_group(ModelPackageGroupName=group, Tags=[{"Key": "team", "Value": "risk"}])
+    arns = [_version(sm, group) for _ in range(3)]
+    sm.update_model_package(ModelPackageArn=arns[1], ModelApprovalStatus="Approved")
+    found = sm.search(
+        Resource="ModelPackageGroup",
+        SearchExpression={"Filters": [{"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": group}]},
+    )
+    assert [r["ModelPackageGroup"]["ModelPackageGroupName"] for r in found["Results"]] == [group]
+    assert found["Results"][0]["ModelPackageGroup"]["Tags"] == [{"Key": "team", "Value": "risk"}]
+    approved = sm.search(
+        Resource="ModelPackage",
+        SearchExpression={
+            "Filters": [
+                {"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": group},
+                {"Name": "ModelApprovalStatus", "Operator": "Equals", "Value": "Approved"},
+            ]
+        },
+    )
+    assert [r["ModelPackage"]["ModelPackageArn"] for r in approved["Results"]] == [arns[1]]
+    pages = sm.get_paginator("search").paginate(
+        Resource="ModelPackage",
+        SearchExpression={"Filters": [{"Name": "ModelPackageGroupName", "Operator": "Equals", "Value": group}]},
+        SortBy="ModelPackageVersion",
+        SortOrder="Ascending",
+        PaginationConfig={"PageSize": 2},
+    )
+    versions = [r["ModelPackage"]["ModelPackageVersion"] for p in pages for r in p["Results"]]
+    assert versions == [1, 2, 3]
+    with pytest.raises(ClientError) as err:
+        sm.search(Resource="FeatureGroup")
+    assert "searchable" in err.value.response["Error"]["Message"]

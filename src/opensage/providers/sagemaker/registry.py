@@ -18,6 +18,7 @@ from typing import Any
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, NotFound, ServiceError, not_found, validation_error
 from opensage.providers.sagemaker.listing import list_page
+from opensage.providers.sagemaker.search import SearchOperations
 from opensage.registry import packages as reg
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
@@ -36,9 +37,10 @@ def _check_spec(spec: dict[str, Any] | None, member: str) -> None:
             raise validation_error(f"{member}.Containers[{i}].ModelDataUrl must be an s3:// URI, not {url!r}.")
 
 
-class RegistryOperations:
+class RegistryOperations(SearchOperations):
     """Comes before :class:`InferenceOperations` among the provider's bases: its ``create_model`` resolves
-    model packages, then hands the request on."""
+    model packages, then hands the request on. Search (over the registry and the other resources) comes
+    with it."""
 
     store: SqlStore
     clock: Callable[[], dt.datetime]
