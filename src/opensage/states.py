@@ -40,6 +40,14 @@ class TuningJobStatus(StrEnum):
     DELETE_FAILED = "DeleteFailed"
 
 
+class PipelineExecutionStatus(StrEnum):
+    EXECUTING = "Executing"
+    STOPPING = "Stopping"
+    STOPPED = "Stopped"
+    FAILED = "Failed"
+    SUCCEEDED = "Succeeded"
+
+
 class EndpointStatus(StrEnum):
     OUT_OF_SERVICE = "OutOfService"
     CREATING = "Creating"
@@ -110,6 +118,14 @@ _TUNING: Mapping[str, frozenset[str]] = {
     _T.DELETING: frozenset({_T.DELETING, _T.DELETE_FAILED}),
     _T.DELETE_FAILED: frozenset({_T.DELETING}),
 }
+_P = PipelineExecutionStatus
+_PIPELINE_EXECUTION: Mapping[str, frozenset[str]] = {
+    _P.EXECUTING: frozenset({_P.EXECUTING, _P.STOPPING, _P.STOPPED, _P.FAILED, _P.SUCCEEDED}),
+    _P.STOPPING: frozenset({_P.STOPPING, _P.STOPPED, _P.FAILED, _P.SUCCEEDED}),
+    _P.STOPPED: frozenset({_P.EXECUTING}),  # RetryPipelineExecution
+    _P.FAILED: frozenset({_P.EXECUTING}),
+    _P.SUCCEEDED: frozenset(),
+}
 # resource kind -> its transition table
 TRANSITIONS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "training-job": _JOB,
@@ -117,6 +133,7 @@ TRANSITIONS: Mapping[str, Mapping[str, frozenset[str]]] = {
     "transform-job": _JOB,
     "endpoint": _ENDPOINT,
     "hyper-parameter-tuning-job": _TUNING,
+    "pipeline-execution": _PIPELINE_EXECUTION,
 }
 STATUS_FIELD = {
     "training-job": "TrainingJobStatus",
@@ -124,6 +141,7 @@ STATUS_FIELD = {
     "transform-job": "TransformJobStatus",
     "endpoint": "EndpointStatus",
     "hyper-parameter-tuning-job": "HyperParameterTuningJobStatus",
+    "pipeline-execution": "PipelineExecutionStatus",
 }
 TERMINAL_JOB_STATUSES = frozenset({_J.COMPLETED, _J.FAILED, _J.STOPPED})
 

@@ -16,7 +16,11 @@ from opensage.identity import ROLE_KIND
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
+from opensage.pipelines.controller import ExecutionController
 from opensage.providers.sagemaker.inference import InferenceOperations
+from opensage.providers.sagemaker.pipeline_executions import PipelineExecutionOperations
+from opensage.providers.sagemaker.pipeline_steps import PipelineSteps
+from opensage.providers.sagemaker.pipelines import PipelineOperations
 from opensage.providers.sagemaker.processing import ProcessingOperations
 from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.registry import RegistryOperations
@@ -37,6 +41,8 @@ class SageMakerProvider(
     ProcessingOperations,
     TuningOperations,
     TagOperations,
+    PipelineOperations,
+    PipelineExecutionOperations,
 ):
     def __init__(
         self,
@@ -48,6 +54,7 @@ class SageMakerProvider(
         processing: ProcessingEngine,
         tuning: TuningController | None = None,
         quotas: Mapping[str, int] | None = None,
+        pipelines: ExecutionController | None = None,
     ) -> None:
         self.quotas = QuotaChecks(store, quotas or {})
         if tuning is not None:
@@ -58,6 +65,9 @@ class SageMakerProvider(
         self.clock = clock
         self.training = training
         self.endpoints = endpoints
+        if pipelines is not None:
+            self.pipelines = pipelines
+            pipelines.launcher = PipelineSteps(self, training.s3)
 
     def _require_role(self, ctx: RequestContext, role_arn: str) -> None:
         """Reject a ``RoleArn`` that names no role of this account, as SageMaker does."""

@@ -1,0 +1,1 @@
+"""SageMaker Pipelines: definition parsing and validation, expressions, and the execution controller."""

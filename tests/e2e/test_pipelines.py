@@ -1,0 +1,238 @@
+"""SageMaker Pipelines end to end: the SDK v2 example as the SageMaker docs write it, and boto3.
+
+The docs' pipeline (PipelineSession and step_args: preprocess -> train -> evaluate with a
+PropertyFile -> condition -> RegisterModel / Fail) runs three times: once, again from the cache,
+and with a parameter that takes the else branch. Data are tiny so the module stays fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import textwrap
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from botocore.exceptions import ClientError
+
+from helpers import RunningPlatform, running_platform
+
+pytestmark = pytest.mark.slow
+BUCKET = "pipeline-tests"
+SKLEARN_IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-scikit-learn:1.2-1-cpu-py3"
+
+PREPROCESS = """
+import glob, os
+import pandas as pd
+df = pd.concat([pd.read_csv(f, header=None) for f in sorted(glob.glob("/opt/ml/processing/input/*.csv"))])
+df = df.sample(frac=1.0, random_state=0)
+n = len(df)
+train, validation, test = df.iloc[: int(0.7 * n)], df.iloc[int(0.7 * n) : int(0.85 * n)], df.iloc[int(0.85 * n) :]
+for name, part in (("train", train), ("validation", validation), ("test", test)):
+    os.makedirs(f"/opt/ml/processing/{name}", exist_ok=True)
+    part.to_csv(f"/opt/ml/processing/{name}/{name}.csv", header=False, index=False)
+"""
+
+EVALUATE = """
+import json, os, pathlib, pickle, tarfile
+import numpy as np
+import pandas as pd
+import xgboost
+with tarfile.open("/opt/ml/processing/model/model.tar.gz") as tar:
+    tar.extractall(path=".")
+model = xgboost.Booster()
+try:
+    model.load_model("xgboost-model")
+except xgboost.core.XGBoostError:
+    model = pickle.load(open("xgboost-model", "rb"))
+df = pd.read_csv("/opt/ml/processing/test/test.csv", header=None)
+y_test = df.iloc[:, 0].to_numpy()
+predictions = model.predict(xgboost.DMatrix(df.iloc[:, 1:].values))
+mse = float(np.mean((y_test - predictions) ** 2))
+report = {"regression_metrics": {"mse": {"value": mse, "standard_deviation": float(np.std(y_test - predictions))}}}
+pathlib.Path("/opt/ml/processing/evaluation").mkdir(parents=True, exist_ok=True)
+with open("/opt/ml/processing/evaluation/evaluation.json", "w") as f:
+    f.write(json.dumps(report))
+"""
+
+# The docs' pipeline, as https://docs.aws.amazon.com/sagemaker/latest/dg/define-pipeline.html writes it.
+DOCS_PIPELINE = """
+import json, sys
+import sagemaker
+from sagemaker.estimator import Estimator
+from sagemaker.inputs import TrainingInput
+from sagemaker.model import Model
+from sagemaker.model_metrics import MetricsSource, ModelMetrics
+from sagemaker.processing import ProcessingInput, ProcessingOutput, ScriptProcessor
+from sagemaker.sklearn.processing import SKLearnProcessor
+from sagemaker.workflow.condition_step import ConditionStep
+from sagemaker.workflow.conditions import ConditionLessThanOrEqualTo
+from sagemaker.workflow.fail_step import FailStep
+from sagemaker.workflow.functions import Join, JsonGet
+from sagemaker.workflow.model_step import ModelStep
+from sagemaker.workflow.parameters import ParameterFloat, ParameterInteger, ParameterString
+from sagemaker.workflow.pipeline import Pipeline
+from sagemaker.workflow.pipeline_context import PipelineSession
+from sagemaker.workflow.properties import PropertyFile
+from sagemaker.workflow.steps import CacheConfig, ProcessingStep, TrainingStep
+
+role = sagemaker.get_execution_role()
+pipeline_session = PipelineSession()
+region = pipeline_session.boto_region_name
+default_bucket = pipeline_session.default_bucket()
+model_package_group_name = "AbaloneModelPackageGroupName"
+processing_instance_count = ParameterInteger(name="ProcessingInstanceCount", default_value=1)
+instance_type = ParameterString(name="TrainingInstanceType", default_value="ml.m5.xlarge")
+model_approval_status = ParameterString(name="ModelApprovalStatus", default_value="PendingManualApproval")
+input_data = ParameterString(name="InputData", default_value="s3://BUCKET/abalone/abalone-dataset.csv")
+mse_threshold = ParameterFloat(name="MseThreshold", default_value=1e9)
+cache_config = CacheConfig(enable_caching=True, expire_after="PT1H")
+
+sklearn_processor = SKLearnProcessor(framework_version="1.2-1", instance_type="ml.m5.xlarge",
+    instance_count=processing_instance_count, base_job_name="sklearn-abalone-process", role=role,
+    sagemaker_session=pipeline_session)
+processor_args = sklearn_processor.run(
+    inputs=[ProcessingInput(source=input_data, destination="/opt/ml/processing/input")],
+    outputs=[ProcessingOutput(output_name="train", source="/opt/ml/processing/train"),
+             ProcessingOutput(output_name="validation", source="/opt/ml/processing/validation"),
+             ProcessingOutput(output_name="test", source="/opt/ml/processing/test")],
+    code="preprocess.py")
+step_process = ProcessingStep(name="AbaloneProcess", step_args=processor_args, cache_config=cache_config)
+
+model_path = f"s3://{default_bucket}/AbaloneTrain"
+image_uri = sagemaker.image_uris.retrieve(framework="xgboost", region=region, version="1.7-1", py_version="py3",
+                                          instance_type="ml.m5.xlarge")
+xgb_train = Estimator(image_uri=image_uri, instance_type=instance_type, instance_count=1, output_path=model_path,
+                      role=role, sagemaker_session=pipeline_session)
+xgb_train.set_hyperparameters(objective="reg:squarederror", num_round=10, max_depth=5, eta=0.2, gamma=4,
+                              min_child_weight=6, subsample=0.7)
+train_args = xgb_train.fit(inputs={
+    "train": TrainingInput(s3_data=step_process.properties.ProcessingOutputConfig.Outputs["train"].S3Output.S3Uri,
+                           content_type="text/csv"),
+    "validation": TrainingInput(
+        s3_data=step_process.properties.ProcessingOutputConfig.Outputs["validation"].S3Output.S3Uri,
+        content_type="text/csv")})
+step_train = TrainingStep(name="AbaloneTrain", step_args=train_args, cache_config=cache_config)
+
+script_eval = ScriptProcessor(image_uri=image_uri, command=["python3"], instance_type="ml.m5.xlarge", instance_count=1,
+                              base_job_name="script-abalone-eval", role=role, sagemaker_session=pipeline_session)
+eval_args = script_eval.run(
+    inputs=[ProcessingInput(source=step_train.properties.ModelArtifacts.S3ModelArtifacts,
+                            destination="/opt/ml/processing/model"),
+            ProcessingInput(source=step_process.properties.ProcessingOutputConfig.Outputs["test"].S3Output.S3Uri,
+                            destination="/opt/ml/processing/test")],
+    outputs=[ProcessingOutput(output_name="evaluation", source="/opt/ml/processing/evaluation")],
+    code="evaluation.py")
+evaluation_report = PropertyFile(name="EvaluationReport", output_name="evaluation", path="evaluation.json")
+step_eval = ProcessingStep(name="AbaloneEval", step_args=eval_args, property_files=[evaluation_report],
+                           cache_config=cache_config)
+
+model_metrics = ModelMetrics(model_statistics=MetricsSource(
+    s3_uri="{}/evaluation.json".format(
+        step_eval.arguments["ProcessingOutputConfig"]["Outputs"][0]["S3Output"]["S3Uri"]),
+    content_type="application/json"))
+model = Model(image_uri=image_uri, model_data=step_train.properties.ModelArtifacts.S3ModelArtifacts,
+              sagemaker_session=pipeline_session, role=role)
+register_args = model.register(content_types=["text/csv"], response_types=["text/csv"],
+    inference_instances=["ml.t2.medium", "ml.m5.xlarge"], transform_instances=["ml.m5.xlarge"],
+    model_package_group_name=model_package_group_name, approval_status=model_approval_status,
+    model_metrics=model_metrics)
+step_register = ModelStep(name="AbaloneRegisterModel", step_args=register_args)
+
+step_fail = FailStep(name="AbaloneMSEFail",
+                     error_message=Join(on=" ", values=["Execution failed due to MSE >", mse_threshold]))
+cond_lte = ConditionLessThanOrEqualTo(
+    left=JsonGet(step_name=step_eval.name, property_file=evaluation_report, json_path="regression_metrics.mse.value"),
+    right=mse_threshold)
+step_cond = ConditionStep(name="AbaloneMSECond", conditions=[cond_lte], if_steps=[step_register],
+                          else_steps=[step_fail])
+
+pipeline = Pipeline(name="AbalonePipeline",
+    parameters=[processing_instance_count, instance_type, model_approval_status, input_data, mse_threshold],
+    steps=[step_process, step_train, step_eval, step_cond])
+pipeline.upsert(role_arn=role)
+pipeline.upsert(role_arn=role)  # a second upsert updates it (CreatePipeline answers "already exists")
+
+results = []
+for parameters in ({}, {}, {"MseThreshold": 0.0}):
+    execution = pipeline.start(parameters=parameters)
+    try:
+        execution.wait(delay=1, max_attempts=600)
+    except Exception as exc:
+        print("WAIT", type(exc).__name__, exc)
+    results.append({"describe": execution.describe(), "steps": execution.list_steps()})
+print("RESULTS " + json.dumps(results, default=str))
+"""
+
+
+def _abalone(rows: int = 300, seed: int = 0) -> bytes:
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(0.1, 1.0, size=(rows, 7))
+    y = 3 + 10 * x[:, 0] + 4 * x[:, 1] + rng.normal(scale=0.5, size=rows)
+    buf = io.StringIO()
+    np.savetxt(buf, np.column_stack([y, x]), delimiter=",", fmt="%.4f")
+    return buf.getvalue().encode()
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    root = tmp_path_factory.mktemp("pipelines")
+    with running_platform(root / "home", root / "aws") as running:
+        s3 = running.session().client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_object(Bucket=BUCKET, Key="abalone/abalone-dataset.csv", Body=_abalone())
+        yield running
+
+
+def _role(platform: RunningPlatform) -> str:
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    return f"arn:aws:iam::{account}:role/OpenSageExecutionRole"
+
+
+def _steps(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {s["StepName"]: s for s in result["steps"]}
+
+
+def test_docs_pipeline_runs_then_hits_the_cache_then_takes_the_else_branch(
+    platform: RunningPlatform, tmp_path: Path
+) -> None:
+    (tmp_path / "preprocess.py").write_text(textwrap.dedent(PREPROCESS))
+    (tmp_path / "evaluation.py").write_text(textwrap.dedent(EVALUATE))
+    out = platform.run_python(DOCS_PIPELINE.replace("BUCKET", BUCKET), tmp_path, timeout=600)
+    results = json.loads(out.split("RESULTS ", 1)[1].splitlines()[0])
+    first, second, third = results
+    reasons = {s["StepName"]: s.get("FailureReason") for s in first["steps"]}
+    assert first["describe"]["PipelineExecutionStatus"] == "Succeeded", reasons
+    steps = _steps(first)
+    assert set(steps) == {"AbaloneProcess", "AbaloneTrain", "AbaloneEval", "AbaloneMSECond",
+                          "AbaloneRegisterModel-RegisterModel"}
+    assert all(s["StepStatus"] == "Succeeded" for s in steps.values())
+    assert steps["AbaloneMSECond"]["Metadata"]["Condition"]["Outcome"] == "True"
+    assert ":training-job/" in steps["AbaloneTrain"]["Metadata"]["TrainingJob"]["Arn"]
+    package = steps["AbaloneRegisterModel-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"]
+    assert package.endswith("model-package/abalonemodelpackagegroupname/1")
+    assert not any("CacheHitResult" in s for s in steps.values())
+
+    assert second["describe"]["PipelineExecutionStatus"] == "Succeeded", second
+    cached = _steps(second)
+    source = first["describe"]["PipelineExecutionArn"]
+    for name in ("AbaloneProcess", "AbaloneTrain", "AbaloneEval"):
+        assert cached[name]["CacheHitResult"]["SourcePipelineExecutionArn"] == source, cached[name]
+        assert cached[name]["Metadata"] == steps[name]["Metadata"]
+    assert cached["AbaloneRegisterModel-RegisterModel"]["Metadata"]["RegisterModel"]["Arn"].endswith("/2")
+
+    assert third["describe"]["PipelineExecutionStatus"] == "Failed", third
+    failed = _steps(third)
+    assert failed["AbaloneMSECond"]["Metadata"]["Condition"]["Outcome"] == "False"
+    assert "AbaloneRegisterModel-RegisterModel" not in failed
+    assert failed["AbaloneMSEFail"]["StepStatus"] == "Failed"
+    assert failed["AbaloneMSEFail"]["FailureReason"] == "Execution failed due to MSE > 0.0"
+    assert failed["AbaloneMSEFail"]["Metadata"]["Fail"]["ErrorMessage"] == "Execution failed due to MSE > 0.0"
+    sm = platform.session().client("sagemaker")
+    params = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=third["describe"]["PipelineExecutionArn"])
+    assert {"Name": "MseThreshold", "Value": "0.0"} in params["PipelineParameters"]
