@@ -209,8 +209,13 @@ def test_docs_pipeline_runs_then_hits_the_cache_then_takes_the_else_branch(
     reasons = {s["StepName"]: s.get("FailureReason") for s in first["steps"]}
     assert first["describe"]["PipelineExecutionStatus"] == "Succeeded", reasons
     steps = _steps(first)
-    assert set(steps) == {"AbaloneProcess", "AbaloneTrain", "AbaloneEval", "AbaloneMSECond",
-                          "AbaloneRegisterModel-RegisterModel"}
+    assert set(steps) == {
+        "AbaloneProcess",
+        "AbaloneTrain",
+        "AbaloneEval",
+        "AbaloneMSECond",
+        "AbaloneRegisterModel-RegisterModel",
+    }
     assert all(s["StepStatus"] == "Succeeded" for s in steps.values())
     assert steps["AbaloneMSECond"]["Metadata"]["Condition"]["Outcome"] == "True"
     assert ":training-job/" in steps["AbaloneTrain"]["Metadata"]["TrainingJob"]["Arn"]
@@ -236,3 +241,254 @@ def test_docs_pipeline_runs_then_hits_the_cache_then_takes_the_else_branch(
     sm = platform.session().client("sagemaker")
     params = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=third["describe"]["PipelineExecutionArn"])
     assert {"Name": "MseThreshold", "Value": "0.0"} in params["PipelineParameters"]
+
+
+SLEEPER = """
+import json, os, sys, time
+seconds = float(os.environ.get("SLEEP", "0"))
+time.sleep(seconds)
+if os.environ.get("FAIL"):
+    sys.exit("the script failed on purpose")
+os.makedirs("/opt/ml/processing/out", exist_ok=True)
+json.dump({"slept": seconds, "nested": {"values": [1, 2, 3]}}, open("/opt/ml/processing/out/report.json", "w"))
+"""
+
+
+def _code(platform: RunningPlatform) -> str:
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key="code/sleeper.py", Body=SLEEPER.encode())
+    return f"s3://{BUCKET}/code/sleeper.py"
+
+
+def _processing(platform: RunningPlatform, name: str, env: dict[str, Any], count: Any = 1, **extra: Any) -> dict:
+    return {
+        "Name": name,
+        "Type": "Processing",
+        "Arguments": {
+            "ProcessingResources": {
+                "ClusterConfig": {"InstanceType": "ml.m5.large", "InstanceCount": count, "VolumeSizeInGB": 5}
+            },
+            "AppSpecification": {
+                "ImageUri": SKLEARN_IMAGE,
+                "ContainerEntrypoint": ["python3", "/opt/ml/processing/input/code/sleeper.py"],
+            },
+            "Environment": env,
+            "RoleArn": _role(platform),
+            "ProcessingInputs": [
+                {
+                    "InputName": "code",
+                    "S3Input": {
+                        "S3Uri": _code(platform),
+                        "LocalPath": "/opt/ml/processing/input/code",
+                        "S3DataType": "S3Prefix",
+                        "S3InputMode": "File",
+                    },
+                }
+            ],
+            "ProcessingOutputConfig": {
+                "Outputs": [
+                    {
+                        "OutputName": "out",
+                        "S3Output": {
+                            "S3Uri": {
+                                "Std:Join": {
+                                    "On": "/",
+                                    "Values": [f"s3://{BUCKET}/runs", {"Get": "Execution.PipelineExecutionId"}, name],
+                                }
+                            },
+                            "LocalPath": "/opt/ml/processing/out",
+                            "S3UploadMode": "EndOfJob",
+                        },
+                    }
+                ]
+            },
+        },
+        **extra,
+    }
+
+
+def _definition(steps: list[dict[str, Any]], parameters: list[dict[str, Any]] | None = None) -> str:
+    return json.dumps({"Version": "2020-12-01", "Metadata": {}, "Parameters": parameters or [], "Steps": steps})
+
+
+def _create(platform: RunningPlatform, steps: list[dict[str, Any]], **extra: Any) -> str:
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    sm = platform.session().client("sagemaker")
+    sm.create_pipeline(PipelineName=name, RoleArn=_role(platform), PipelineDefinition=_definition(steps), **extra)
+    return name
+
+
+def _wait(platform: RunningPlatform, arn: str, timeout: float = 180, until: tuple[str, ...] = ()) -> dict[str, Any]:
+    sm = platform.session().client("sagemaker")
+    deadline = time.monotonic() + timeout
+    while True:
+        d = sm.describe_pipeline_execution(PipelineExecutionArn=arn)
+        if d["PipelineExecutionStatus"] in (until or ("Succeeded", "Failed", "Stopped")):
+            return d
+        assert time.monotonic() < deadline, d
+        time.sleep(0.3)
+
+
+def _listed(platform: RunningPlatform, arn: str) -> dict[str, dict[str, Any]]:
+    sm = platform.session().client("sagemaker")
+    return {
+        s["StepName"]: s for s in sm.list_pipeline_execution_steps(PipelineExecutionArn=arn)["PipelineExecutionSteps"]
+    }
+
+
+def _refused(platform: RunningPlatform, steps: list[dict[str, Any]], parameters: Any = None) -> str:
+    sm = platform.session().client("sagemaker")
+    with pytest.raises(ClientError) as err:
+        sm.create_pipeline(
+            PipelineName=f"bad-{uuid.uuid4().hex[:8]}",
+            RoleArn=_role(platform),
+            PipelineDefinition=_definition(steps, parameters),
+        )
+    assert err.value.response["Error"]["Code"] == "ValidationException"
+    return err.value.response["Error"]["Message"]
+
+
+def test_bad_definitions_and_parameters_are_refused_naming_the_step(platform: RunningPlatform) -> None:
+    sm = platform.session().client("sagemaker")
+    ok = _processing(platform, "A", {})
+    missing_step = {**ok, "Name": "B", "DependsOn": ["Nope"]}
+    assert "Step 'B': DependsOn names a step 'Nope'" in _refused(platform, [ok, missing_step])
+    ref = _processing(platform, "B", {"X": {"Get": "Steps.Ghost.ProcessingJobName"}})
+    assert "Step 'B'" in (msg := _refused(platform, [ok, ref])) and "no step 'Ghost'" in msg
+    param = _processing(platform, "B", {"X": {"Get": "Parameters.Missing"}})
+    assert "no parameter 'Missing'" in _refused(platform, [param])
+    cycle_a = {**_processing(platform, "A", {}), "DependsOn": ["B"]}
+    cycle_b = {**_processing(platform, "B", {}), "DependsOn": ["A"]}
+    assert "cycle" in _refused(platform, [cycle_a, cycle_b])
+    assert "unknown step Type 'Magic'" in _refused(platform, [{"Name": "M", "Type": "Magic", "Arguments": {}}])
+    assert "Step 'L' is of type Lambda" in _refused(platform, [{"Name": "L", "Type": "Lambda", "Arguments": {}}])
+    condition = {
+        "Name": "C",
+        "Type": "Condition",
+        "Arguments": {
+            "Conditions": [{"Type": "GreaterThan", "LeftValue": {"Get": "Parameters.Name"}, "RightValue": 3}],
+            "IfSteps": [],
+            "ElseSteps": [],
+        },
+    }
+    msg = _refused(platform, [condition], [{"Name": "Name", "Type": "String", "DefaultValue": "x"}])
+    assert (
+        "Step 'C': Conditions[0] (GreaterThan) compares LeftValue of type String with RightValue of type Number" in msg
+    )
+    assert not sm.list_pipelines(PipelineNamePrefix="bad")["PipelineSummaries"]  # nothing was created
+
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    counted = _processing(platform, "A", {}, count={"Get": "Parameters.Count"})
+    sm.create_pipeline(
+        PipelineName=name,
+        RoleArn=_role(platform),
+        PipelineDefinition=_definition([counted], [{"Name": "Count", "Type": "Integer", "DefaultValue": 1}]),
+    )
+    with pytest.raises(ClientError) as err:  # Pipeline.upsert relies on this message
+        sm.create_pipeline(PipelineName=name, RoleArn=_role(platform), PipelineDefinition=_definition([ok]))
+    assert "already exists" in err.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as err:
+        sm.start_pipeline_execution(PipelineName=name, PipelineParameters=[{"Name": "Count", "Value": "two"}])
+    assert (
+        "parameter 'Count' is of type Integer; 'two' is not a valid Integer" in err.value.response["Error"]["Message"]
+    )
+    with pytest.raises(ClientError) as err:
+        sm.start_pipeline_execution(PipelineName=name, PipelineParameters=[{"Name": "Other", "Value": "1"}])
+    assert "no parameter 'Other'" in err.value.response["Error"]["Message"]
+    assert sm.list_pipeline_executions(PipelineName=name)["PipelineExecutionSummaries"] == []  # nothing started
+
+
+def test_retries_then_the_jobs_own_failure_reason(platform: RunningPlatform) -> None:
+    """A step refused for lack of capacity is retried as its RetryPolicy says; a script's failure is not."""
+    retry = {"ExceptionType": ["SageMaker.RESOURCE_LIMIT"], "IntervalSeconds": 1, "BackoffRate": 1.0, "MaxAttempts": 2}
+    too_big = _processing(platform, "TooBig", {}, count=9, RetryPolicies=[retry])  # over the 8-instance quota
+    broken = _processing(platform, "Broken", {"FAIL": "1"}, RetryPolicies=[retry])
+    sm = platform.session().client("sagemaker")
+    name = _create(platform, [too_big, broken])
+    arn = sm.start_pipeline_execution(PipelineName=name)["PipelineExecutionArn"]
+    d = _wait(platform, arn)
+    assert d["PipelineExecutionStatus"] == "Failed"
+    assert d["FailureReason"] == "Step failure: One or multiple steps failed."
+    steps = _listed(platform, arn)
+    assert steps["TooBig"]["StepStatus"] == "Failed" and steps["TooBig"]["AttemptCount"] == 3
+    assert steps["TooBig"]["FailureReason"].startswith("ResourceLimitExceeded:")
+    assert steps["Broken"]["AttemptCount"] == 1
+    job = steps["Broken"]["Metadata"]["ProcessingJob"]["Arn"].rsplit("/", 1)[1]
+    reason = sm.describe_processing_job(ProcessingJobName=job)["FailureReason"]
+    assert steps["Broken"]["FailureReason"] == reason and "the script failed on purpose" in reason
+
+
+def test_stop_in_the_middle_then_retry(platform: RunningPlatform) -> None:
+    first = _processing(platform, "Slow", {"SLEEP": "60"})
+    after = {**_processing(platform, "After", {}), "DependsOn": ["Slow"]}
+    sm = platform.session().client("sagemaker")
+    name = _create(platform, [first, after])
+    arn = sm.start_pipeline_execution(PipelineName=name, ClientRequestToken="t" * 32)["PipelineExecutionArn"]
+    again = sm.start_pipeline_execution(PipelineName=name, ClientRequestToken="t" * 32)["PipelineExecutionArn"]
+    assert again == arn  # idempotent on the token
+    deadline = time.monotonic() + 60
+    while "Slow" not in _listed(platform, arn):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    sm.stop_pipeline_execution(PipelineExecutionArn=arn)
+    d = _wait(platform, arn, timeout=60)
+    assert d["PipelineExecutionStatus"] == "Stopped"
+    steps = _listed(platform, arn)
+    assert steps["Slow"]["StepStatus"] == "Stopped" and "After" not in steps
+    job = steps["Slow"]["Metadata"]["ProcessingJob"]["Arn"].rsplit("/", 1)[1]
+    assert sm.describe_processing_job(ProcessingJobName=job)["ProcessingJobStatus"] == "Stopped"
+    assert len(sm.list_pipeline_executions(PipelineName=name)["PipelineExecutionSummaries"]) == 1
+
+
+def test_callback_step_waits_for_its_token_and_passes_its_outputs(platform: RunningPlatform) -> None:
+    callback = {
+        "Name": "Approve",
+        "Type": "Callback",
+        "Arguments": {"SqsQueueUrl": "https://sqs/q"},
+        "OutputParameters": [{"OutputName": "verdict", "OutputType": "String"}],
+    }
+    check = {
+        "Name": "Check",
+        "Type": "Condition",
+        "Arguments": {
+            "Conditions": [
+                {
+                    "Type": "Equals",
+                    "LeftValue": {"Get": "Steps.Approve.OutputParameters['verdict']"},
+                    "RightValue": "go",
+                }
+            ],
+            "IfSteps": [],
+            "ElseSteps": [
+                {
+                    "Name": "Refused",
+                    "Type": "Fail",
+                    "Arguments": {
+                        "ErrorMessage": {
+                            "Std:Join": {
+                                "On": " ",
+                                "Values": ["verdict was", {"Get": "Steps.Approve.OutputParameters['verdict']"}],
+                            }
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    sm = platform.session().client("sagemaker")
+    name = _create(platform, [callback, check])
+    arn = sm.start_pipeline_execution(PipelineName=name)["PipelineExecutionArn"]
+    deadline = time.monotonic() + 30
+    while "Approve" not in _listed(platform, arn):
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    token = _listed(platform, arn)["Approve"]["Metadata"]["Callback"]["CallbackToken"]
+    answered = sm.send_pipeline_execution_step_success(
+        CallbackToken=token, OutputParameters=[{"Name": "verdict", "Value": "stop"}]
+    )
+    assert answered["PipelineExecutionArn"] == arn
+    d = _wait(platform, arn, timeout=30)
+    steps = _listed(platform, arn)
+    assert d["PipelineExecutionStatus"] == "Failed"
+    assert steps["Refused"]["FailureReason"] == "verdict was stop"
+    with pytest.raises(ClientError):
+        sm.send_pipeline_execution_step_success(CallbackToken=token)

@@ -267,7 +267,7 @@ class ExecutionController(RunController):
         self, data: dict[str, Any], view: _View, steps: dict[str, dict[str, Any]], step: pd.Step, rec: dict[str, Any]
     ) -> dict[str, Any]:
         arguments = ex.evaluate(step.arguments, self._scope(data, view, steps))
-        token = secrets.token_hex(16)
+        token = secrets.token_hex(5)  # CallbackToken is at most 10 characters
         rec["_Token"] = token
         rec["Metadata"] = {
             "Callback": {

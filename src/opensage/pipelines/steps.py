@@ -57,6 +57,6 @@ class StepLauncher(Protocol):
 
 
 def resource_name(execution_id: str, step: str, suffix: str) -> str:
-    """``pipelines-<execution id>-<step>-<suffix>``, within SageMaker's 63 characters of [A-Za-z0-9-]."""
+    """``pipelines-<execution id>-<step, lower-cased>-<suffix>``, within SageMaker's 63 characters of [A-Za-z0-9-]."""
     clean = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]", "-", step)).strip("-")[:24] or "step"
-    return f"pipelines-{execution_id}-{clean}-{suffix}"[:63]
+    return f"pipelines-{execution_id}-{clean.lower()}-{suffix}"[:63]
