@@ -67,6 +67,9 @@ class SqlStore:
         self._fernet = master_key
         self.engine = self._create_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # told of every resource created (before None) or changed through modify_resource, after the write;
+        # they must be quick and not raise (the event bus only queues the change)
+        self.watchers: list[Callable[[Resource | None, Resource], None]] = []
 
     @staticmethod
     def _create_engine(url: str) -> Engine:
@@ -251,7 +254,16 @@ class SqlStore:
                 s.add(row)
         except IntegrityError as exc:
             raise AlreadyExists(f"{resource.kind} {resource.name} already exists.") from exc
-        return self._resource(row)
+        created = self._resource(row)
+        self._notify(None, created)
+        return created
+
+    def _notify(self, before: Resource | None, after: Resource) -> None:
+        for watcher in self.watchers:
+            try:
+                watcher(before, after)
+            except Exception:
+                log.exception("a watcher of %s %s failed", after.kind, after.name)
 
     def get_resource(self, kind: str, name: str) -> Resource | None:
         with self.session() as s:
@@ -378,11 +390,13 @@ class SqlStore:
                 return current
             data, status = changed
             try:
-                return self.update_resource(
+                updated = self.update_resource(
                     kind, name, data=data, status=status, expect_version=current.version, now=now
                 )
             except Conflict:
                 continue
+            self._notify(current, updated)
+            return updated
         raise Conflict(f"{kind} {name} kept changing; gave up after {attempts} attempts.")
 
     def delete_resource(self, kind: str, name: str) -> None:
