@@ -492,3 +492,81 @@ def test_callback_step_waits_for_its_token_and_passes_its_outputs(platform: Runn
     assert steps["Refused"]["FailureReason"] == "verdict was stop"
     with pytest.raises(ClientError):
         sm.send_pipeline_execution_step_success(CallbackToken=token)
+
+
+TUNING_PIPELINE = """
+import json
+import sagemaker
+from sagemaker.estimator import Estimator
+from sagemaker.inputs import TrainingInput
+from sagemaker.model import Model
+from sagemaker.tuner import ContinuousParameter, HyperparameterTuner, IntegerParameter
+from sagemaker.workflow.model_step import ModelStep
+from sagemaker.workflow.pipeline import Pipeline
+from sagemaker.workflow.pipeline_context import PipelineSession
+from sagemaker.workflow.steps import TuningStep
+
+role = sagemaker.get_execution_role()
+session = PipelineSession()
+image_uri = sagemaker.image_uris.retrieve("xgboost", session.boto_region_name, "1.7-1")
+xgb = Estimator(image_uri, role, instance_count=1, instance_type="ml.m5.large",
+                output_path="s3://BUCKET/tuning-out", sagemaker_session=session)
+xgb.set_hyperparameters(objective="reg:squarederror", num_round=5)
+tuner = HyperparameterTuner(xgb, objective_metric_name="validation:rmse", objective_type="Minimize",
+                            hyperparameter_ranges={"eta": ContinuousParameter(0.1, 0.5),
+                                                   "max_depth": IntegerParameter(2, 5)},
+                            max_jobs=2, max_parallel_jobs=2)
+data = TrainingInput("s3://BUCKET/abalone/abalone-dataset.csv", content_type="text/csv")
+step_tune = TuningStep(name="Tune", step_args=tuner.fit({"train": data, "validation": data}))
+best = Model(image_uri=image_uri, model_data=step_tune.get_top_model_s3_uri(top_k=0, s3_bucket="BUCKET",
+             prefix="tuning-out"), sagemaker_session=session, role=role)
+step_model = ModelStep(name="BestModel", step_args=best.create(instance_type="ml.m5.large"))
+pipeline = Pipeline(name="TuningPipeline", steps=[step_tune, step_model])
+pipeline.upsert(role_arn=role)
+execution = pipeline.start()
+execution.wait(delay=1, max_attempts=600)
+print("RESULTS " + json.dumps({"describe": execution.describe(), "steps": execution.list_steps()}, default=str))
+"""
+
+
+def test_tuning_step_and_its_top_model(platform: RunningPlatform, tmp_path: Path) -> None:
+    out = platform.run_python(TUNING_PIPELINE.replace("BUCKET", BUCKET), tmp_path, timeout=600)
+    result = json.loads(out.split("RESULTS ", 1)[1].splitlines()[0])
+    assert result["describe"]["PipelineExecutionStatus"] == "Succeeded", result["steps"]
+    steps = _steps(result)
+    sm = platform.session().client("sagemaker")
+    tuning = steps["Tune"]["Metadata"]["TuningJob"]["Arn"].rsplit("/", 1)[1]
+    best = sm.describe_hyper_parameter_tuning_job(HyperParameterTuningJobName=tuning)["BestTrainingJob"]
+    model = steps["BestModel-CreateModel"]["Metadata"]["Model"]["Arn"].rsplit("/", 1)[1]
+    url = sm.describe_model(ModelName=model)["PrimaryContainer"]["ModelDataUrl"]
+    assert url == f"s3://{BUCKET}/tuning-out/{best['TrainingJobName']}/output/model.tar.gz"
+    artifacts = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])["ModelArtifacts"]
+    assert artifacts["S3ModelArtifacts"] == url
+
+
+def test_an_execution_survives_a_platform_restart(tmp_path: Path) -> None:
+    home, aws = tmp_path / "home", tmp_path / "aws"
+    with running_platform(home, aws) as first:
+        s3 = first.session().client("s3")
+        s3.create_bucket(Bucket=BUCKET)
+        slow = _processing(first, "Slow", {"SLEEP": "30"})
+        after = {**_processing(first, "After", {}), "DependsOn": ["Slow"]}
+        name = _create(first, [slow, after])
+        sm = first.session().client("sagemaker")
+        arn = sm.start_pipeline_execution(PipelineName=name)["PipelineExecutionArn"]
+        deadline = time.monotonic() + 60
+        while _listed(first, arn).get("Slow", {}).get("Metadata") is None:
+            assert time.monotonic() < deadline
+            time.sleep(0.2)
+    with running_platform(home, aws) as second:
+        d = _wait(second, arn, timeout=180)
+        steps = _listed(second, arn)
+        assert d["PipelineExecutionStatus"] == "Succeeded", steps
+        assert steps["Slow"]["AttemptCount"] == 2 and steps["After"]["AttemptCount"] == 1
+        jobs = second.session().client("sagemaker").list_processing_jobs(NameContains=execution_id_of(arn))
+        statuses = sorted(j["ProcessingJobStatus"] for j in jobs["ProcessingJobSummaries"])
+        assert statuses == ["Completed", "Completed", "Failed"]  # the one the restart ended, run again
+
+
+def execution_id_of(arn: str) -> str:
+    return arn.rsplit("/", 1)[1]
