@@ -251,3 +251,127 @@ def test_search_over_packages_and_groups_as_the_sdk_and_console_use_it(api: ApiS
     with pytest.raises(ClientError) as err:
         sm.search(Resource="FeatureGroup")
     assert "searchable" in err.value.response["Error"]["Message"]
+
+
+# --- CI/CD promotion: approving a version deploys it through an EventBridge rule and a pipeline -----------
+
+
+def _deploy_pipeline(role: str, staging: str, production: str) -> dict[str, Any]:
+    variant = {
+        "VariantName": "AllTraffic",
+        "ModelName": {"Get": "Steps.CreateModel.ModelName"},
+        "InitialInstanceCount": 1,
+        "InstanceType": "ml.m5.large",
+    }
+    return {
+        "Version": "2020-12-01",
+        "Metadata": {},
+        "Parameters": [
+            {"Name": "ModelPackageArn", "Type": "String"},
+            {"Name": "StagingEndpoint", "Type": "String", "DefaultValue": staging},
+            {"Name": "ProductionEndpoint", "Type": "String", "DefaultValue": production},
+        ],
+        "Steps": [
+            {
+                "Name": "CreateModel",
+                "Type": "Model",
+                "Arguments": {
+                    "PrimaryContainer": {"ModelPackageName": {"Get": "Parameters.ModelPackageArn"}},
+                    "ExecutionRoleArn": role,
+                },
+            },
+            {"Name": "EndpointConfig", "Type": "EndpointConfig", "Arguments": {"ProductionVariants": [variant]}},
+            {
+                "Name": "Staging",
+                "Type": "Endpoint",
+                "Arguments": {
+                    "EndpointName": {"Get": "Parameters.StagingEndpoint"},
+                    "EndpointConfigName": {"Get": "Steps.EndpointConfig.EndpointConfigName"},
+                },
+            },
+            {
+                "Name": "StagingInService",
+                "Type": "Condition",
+                "Arguments": {
+                    "Conditions": [
+                        {
+                            "Type": "Equals",
+                            "LeftValue": {"Get": "Steps.Staging.EndpointStatus"},
+                            "RightValue": "InService",
+                        }
+                    ],
+                    "IfSteps": [
+                        {
+                            "Name": "Production",
+                            "Type": "Endpoint",
+                            "Arguments": {
+                                "EndpointName": {"Get": "Parameters.ProductionEndpoint"},
+                                "EndpointConfigName": {"Get": "Steps.EndpointConfig.EndpointConfigName"},
+                            },
+                        }
+                    ],
+                    "ElseSteps": [{"Name": "StagingFailed", "Type": "Fail", "Arguments": {"ErrorMessage": "staging"}}],
+                },
+            },
+        ],
+    }
+
+
+@pytest.mark.slow
+def test_approval_starts_the_deploy_pipeline_through_eventbridge_and_production_serves_it(
+    platform: RunningPlatform,
+) -> None:
+    import json
+
+    session = platform.session()
+    sm, events, runtime = session.client("sagemaker"), session.client("events"), session.client("sagemaker-runtime")
+    account = session.client("sts").get_caller_identity()["Account"]
+    role = f"arn:aws:iam::{account}:role/OpenSageExecutionRole"
+    group, pipeline = _name("promoted"), _name("deploy")
+    staging, production = _name("staging"), _name("production")
+    pipeline_arn = sm.create_pipeline(
+        PipelineName=pipeline, RoleArn=role, PipelineDefinition=json.dumps(_deploy_pipeline(role, staging, production))
+    )["PipelineArn"]
+    rule = _name("promote")
+    pattern = {
+        "source": ["aws.sagemaker"],
+        "detail-type": ["SageMaker Model Package State Change"],
+        "detail": {"ModelPackageGroupName": [group], "ModelApprovalStatus": ["Approved"]},
+    }
+    events.put_rule(Name=rule, EventPattern=json.dumps(pattern))
+    parameters = [{"Name": "ModelPackageArn", "Value": "$.detail.ModelPackageArn"}]
+    events.put_targets(
+        Rule=rule,
+        Targets=[
+            {"Id": "deploy", "Arn": pipeline_arn, "RoleArn": role,
+             "SageMakerPipelineParameters": {"PipelineParameterList": parameters}}
+        ],
+    )  # fmt: skip
+    sm.create_model_package_group(ModelPackageGroupName=group)
+    arn = sm.create_model_package(
+        ModelPackageGroupName=group, InferenceSpecification=_spec(f"s3://{BUCKET}/model.tar.gz")
+    )["ModelPackageArn"]
+    time.sleep(1)  # a pending version is an event too, which the rule does not match
+    assert sm.list_pipeline_executions(PipelineName=pipeline)["PipelineExecutionSummaries"] == []
+    sm.update_model_package(ModelPackageArn=arn, ModelApprovalStatus="Approved", ApprovalDescription="AUC 0.9")
+    deadline = time.monotonic() + 120
+    while True:
+        runs = sm.list_pipeline_executions(PipelineName=pipeline)["PipelineExecutionSummaries"]
+        status = runs[0]["PipelineExecutionStatus"] if runs else None
+        if status in ("Succeeded", "Failed", "Stopped"):
+            break
+        assert time.monotonic() < deadline, runs
+        time.sleep(0.5)
+    execution = runs[0]["PipelineExecutionArn"]
+    steps = sm.list_pipeline_execution_steps(PipelineExecutionArn=execution)["PipelineExecutionSteps"]
+    assert status == "Succeeded", steps
+    assert {s["StepName"]: s["StepStatus"] for s in steps}["Production"] == "Succeeded"
+    for endpoint in (staging, production):
+        model = sm.describe_endpoint_config(EndpointConfigName=sm.describe_endpoint(EndpointName=endpoint)[
+            "EndpointConfigName"])["ProductionVariants"][0]["ModelName"]  # fmt: skip
+        assert sm.describe_model(ModelName=model)["PrimaryContainer"]["ModelPackageName"] == arn
+    answer = runtime.invoke_endpoint(EndpointName=production, ContentType="text/csv", Body="1.5,0,0,0\n-1.5,0,0,0")
+    scores = [float(v) for v in answer["Body"].read().decode().replace("\n", ",").split(",") if v.strip()]
+    assert scores[0] > 0.5 > scores[1]
+    for endpoint in (staging, production):
+        sm.delete_endpoint(EndpointName=endpoint)
