@@ -7,8 +7,10 @@ store; every other series (training jobs' metrics under ``/aws/sagemaker/Trainin
 
 LIMITATIONS: one-minute resolution (StorageResolution 1 is stored per minute), kept 15 days;
 statistics SampleCount, Sum, Average, Minimum, Maximum at a period that is a multiple of 60 s (no
-ExtendedStatistics percentiles); GetMetricData takes MetricStat queries (no expressions); no
-alarms, dashboards or metric streams; EntityMetricData is refused.
+ExtendedStatistics percentiles); GetMetricData takes MetricStat queries (no expressions); metric
+alarms as :mod:`opensage.providers.cloudwatch_alarms` says, no dashboards or metric streams;
+EntityMetricData is refused. ``AWS/SageMaker`` ``InvocationsPerInstance`` is derived from the
+variant's Invocations and its current instance count.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
+from opensage.providers.cloudwatch_alarms import AlarmOperations
+from opensage.serving.alarms import MetricReader, variant_count
 from opensage.serving.metrics import NAMESPACE, UNITS, Bucket, InvocationMetrics
 from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 
@@ -56,20 +60,15 @@ def _endpoint_key(namespace: str, name: str, dims: list[dict[str, str]]) -> tupl
     return named["EndpointName"], named["VariantName"], name
 
 
-class CloudWatchProvider:
+class CloudWatchProvider(AlarmOperations):
     def __init__(self, metrics: InvocationMetrics, store: MetricStore, clock: Any = None) -> None:
         self.metrics = metrics
         self.store = store
         self.clock = clock or (lambda: dt.datetime.now(dt.UTC))
+        self.reader = MetricReader(metrics, store, lambda e, v: variant_count(store.store, e, v))
 
     def _minutes(self, namespace: str, name: str, dims: list[dict[str, str]], start: float, end: float) -> Any:
-        key = _endpoint_key(namespace, name, dims)
-        if key is not None:
-            return self.metrics.buckets(key, start, end)
-        return [
-            (p.minute, Bucket(int(p.stats.count), p.stats.total, p.stats.low, p.stats.high))
-            for p in self.store.points(start, end, key=(namespace, name, dimensions(dims)))
-        ]
+        return self.reader.minutes(namespace, name, dims, start, end)
 
     def _unit(self, namespace: str, name: str, dims: list[dict[str, str]], start: float, end: float) -> str:
         if _endpoint_key(namespace, name, dims) is not None:
