@@ -247,7 +247,8 @@ class ExecutionController(RunController):
         execution_id = data["_Variables"]["PipelineExecutionId"]
         arguments = dict(rec["_Arguments"])
         given = arguments.get(member) if kind in ("EndpointConfig", "Endpoint") else None
-        job = given or resource_name(execution_id, rec["StepName"], secrets.token_hex(5))
+        limit = 32 if kind == "Tuning" else 63
+        job = given or resource_name(execution_id, rec["StepName"], secrets.token_hex(4), limit)
         if member:
             arguments[member] = job
         arguments = _with_job_name(arguments, job)

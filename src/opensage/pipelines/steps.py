@@ -56,7 +56,9 @@ class StepLauncher(Protocol):
         """The JSON document at an S3 URI."""
 
 
-def resource_name(execution_id: str, step: str, suffix: str) -> str:
-    """``pipelines-<execution id>-<step, lower-cased>-<suffix>``, within SageMaker's 63 characters of [A-Za-z0-9-]."""
-    clean = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]", "-", step)).strip("-")[:24] or "step"
-    return f"pipelines-{execution_id}-{clean.lower()}-{suffix}"[:63]
+def resource_name(execution_id: str, step: str, suffix: str, limit: int = 63) -> str:
+    """``pipelines-<execution id>-<step, lower-cased>-<suffix>`` in [A-Za-z0-9-], at most ``limit``
+    characters (63 for jobs; a tuning job's name has 32: ``<execution id>-<step>-<suffix>``)."""
+    clean = re.sub(r"-+", "-", re.sub(r"[^A-Za-z0-9-]", "-", step)).strip("-").lower()[:24] or "step"
+    head = f"pipelines-{execution_id}-{clean}" if limit >= 63 else f"{execution_id}-{clean}"
+    return head[: limit - len(suffix) - 1].rstrip("-") + "-" + suffix
