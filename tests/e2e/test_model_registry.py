@@ -375,3 +375,51 @@ def test_approval_starts_the_deploy_pipeline_through_eventbridge_and_production_
     assert scores[0] > 0.5 > scores[1]
     for endpoint in (staging, production):
         sm.delete_endpoint(EndpointName=endpoint)
+
+
+# --- the console's model registry -----------------------------------------------------------------------
+
+
+def test_console_shows_versions_metrics_side_by_side_and_approves_with_a_note(platform: RunningPlatform) -> None:
+    import json
+    import re
+
+    import httpx
+
+    session = platform.session()
+    sm, s3 = session.client("sagemaker"), session.client("s3")
+    group = _name("console-group")
+    sm.create_model_package_group(ModelPackageGroupName=group, ModelPackageGroupDescription="credit scoring")
+    arns = []
+    for version, auc in ((1, 0.81), (2, 0.87)):
+        key = f"{group}/v{version}/evaluation.json"
+        report = {"binary_classification_metrics": {"auc": {"value": auc}, "accuracy": {"value": auc - 0.1}}}
+        s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(report).encode())
+        metrics = {"ModelQuality": {"Statistics": {"ContentType": "application/json", "S3Uri": f"s3://{BUCKET}/{key}"}}}
+        arns.append(_version(sm, group, ModelMetrics=metrics, CustomerMetadataProperties={"data": f"2024-0{version}"}))
+    credentials = session.get_credentials()
+    with httpx.Client(base_url=platform.api_url, follow_redirects=False, timeout=30) as client:
+        token = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/signin").text).group(1)  # type: ignore[union-attr]
+        form = {"csrf": token, "access_key_id": credentials.access_key, "secret": credentials.secret_key}
+        signed = client.post("/console/signin", data={**form, "next": "/console/"})
+        assert signed.status_code == 303
+        listing = client.get("/console/model-registry")
+        assert listing.status_code == 200 and group in listing.text
+        page = client.get(f"/console/model-registry/{group}")
+        assert page.status_code == 200, page.text[:500]
+        html = page.text
+        row = re.search(r"binary_classification_metrics\.auc</th>(.*?)</tr>", html, re.S)
+        assert row and re.findall(r">([0-9.]+)<", row.group(1)) == ["0.81", "0.87"]
+        assert "2024-01" in html and "2024-02" in html and "credit scoring" in html
+        csrf = re.search(r'name="csrf" value="([^"]+)"', html).group(1)  # type: ignore[union-attr]
+        approved = client.post(
+            f"/console/model-registry/{group}/2/approval", data={"csrf": csrf, "status": "Approved", "note": "best AUC"}
+        )
+        assert approved.status_code == 303
+        rejected = client.post(
+            f"/console/model-registry/{group}/1/approval", data={"csrf": csrf, "status": "Rejected", "note": "older"}
+        )
+        assert rejected.status_code == 303
+    second = sm.describe_model_package(ModelPackageName=arns[1])
+    assert second["ModelApprovalStatus"] == "Approved" and second["ApprovalDescription"] == "best AUC"
+    assert sm.describe_model_package(ModelPackageName=arns[0])["ModelApprovalStatus"] == "Rejected"
