@@ -527,9 +527,12 @@ def test_target_tracking_scales_a_variant_out_under_load(platform: RunningPlatfo
         },
     )
     assert put["PolicyARN"].startswith("arn:aws:autoscaling:") and len(put["Alarms"]) == 2
-    assert aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"][0][
-        "MaxCapacity"
-    ] == 2
+    assert (
+        aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"][0][
+            "MaxCapacity"
+        ]
+        == 2
+    )
     policies = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
     assert [p["PolicyName"] for p in policies] == ["invocations"]
 
@@ -550,9 +553,105 @@ def test_target_tracking_scales_a_variant_out_under_load(platform: RunningPlatfo
     activities = aas.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=resource)
     first = activities["ScalingActivities"][0]
     assert first["StatusCode"] == "Successful" and "from 1 to 2" in first["Cause"]
+    cloudwatch = platform.session().client("cloudwatch")
+    made = {a["AlarmName"] for a in put["Alarms"]}
+    assert {a["AlarmName"].rsplit("-", 5)[0] for a in put["Alarms"]} == {
+        f"TargetTracking-{resource}-AlarmHigh",
+        f"TargetTracking-{resource}-AlarmLow",
+    }
+    shown = cloudwatch.describe_alarms(AlarmNamePrefix=f"TargetTracking-{resource}-")["MetricAlarms"]
+    assert {a["AlarmName"] for a in shown} == made
+    assert all(a["MetricName"] == "InvocationsPerInstance" and a["AlarmActions"] == [put["PolicyARN"]] for a in shown)
     aas.delete_scaling_policy(**target, PolicyName="invocations")
+    assert cloudwatch.describe_alarms(AlarmNamePrefix=f"TargetTracking-{resource}-")["MetricAlarms"] == []
     aas.deregister_scalable_target(**target)
     assert aas.describe_scalable_targets(ServiceNamespace="sagemaker")["ScalableTargets"] == []
+    sm.delete_endpoint(EndpointName=name)
+
+
+def _count(sm: Any, name: str, wanted: int, timeout: float = 60) -> int:
+    deadline = time.monotonic() + timeout
+    while True:
+        count = sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0].get("CurrentInstanceCount", 1)
+        if count == wanted or time.monotonic() > deadline:
+            return int(count)
+        time.sleep(0.5)
+
+
+def test_step_scaling_by_an_alarm_and_a_scheduled_action(platform: RunningPlatform) -> None:
+    """A CloudWatch alarm on a user's metric runs a StepScaling policy; a scheduled action then lowers MaxCapacity."""
+    sm, _ = _clients(platform)
+    name = _endpoint(platform, _config(platform, [("AllTraffic", _model(platform), 1.0, 1)]))
+    aas = platform.session().client("application-autoscaling")
+    cloudwatch = platform.session().client("cloudwatch")
+    resource = f"endpoint/{name}/variant/AllTraffic"
+    target = {
+        "ServiceNamespace": "sagemaker",
+        "ResourceId": resource,
+        "ScalableDimension": "sagemaker:variant:DesiredInstanceCount",
+    }
+    aas.register_scalable_target(**target, MinCapacity=1, MaxCapacity=2)
+    policy = aas.put_scaling_policy(
+        **target,
+        PolicyName="backlog",
+        PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity",
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+            "Cooldown": 0,
+        },
+    )
+    dims = [{"Name": "EndpointName", "Value": name}]
+    cloudwatch.put_metric_alarm(
+        AlarmName=f"{name}-backlog",
+        Namespace="Custom/Queue",
+        MetricName="Backlog",
+        Dimensions=dims,
+        Statistic="Maximum",
+        Period=60,
+        EvaluationPeriods=1,
+        Threshold=10,
+        ComparisonOperator="GreaterThanThreshold",
+        AlarmActions=[policy["PolicyARN"]],
+    )
+    described = aas.describe_scaling_policies(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingPolicies"]
+    assert described[0]["Alarms"][0]["AlarmName"] == f"{name}-backlog"
+    cloudwatch.put_metric_data(
+        Namespace="Custom/Queue", MetricData=[{"MetricName": "Backlog", "Dimensions": dims, "Value": 50}]
+    )
+    assert _count(sm, name, 2) == 2, "the alarm's policy did not scale the variant out"
+    alarm = cloudwatch.describe_alarms(AlarmNames=[f"{name}-backlog"])["MetricAlarms"][0]
+    assert alarm["StateValue"] == "ALARM" and "greater than the threshold" in alarm["StateReason"]
+
+    cloudwatch.delete_alarms(AlarmNames=[f"{name}-backlog"])
+    at = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(time.time() + 2))
+    aas.put_scheduled_action(
+        **target, ScheduledActionName="night", Schedule=f"at({at})", ScalableTargetAction={"MaxCapacity": 1}
+    )
+    assert [
+        a["ScheduledActionName"]
+        for a in aas.describe_scheduled_actions(ServiceNamespace="sagemaker")["ScheduledActions"]
+    ] == ["night"]
+    assert _count(sm, name, 1) == 1, "the scheduled action did not bring the variant back to its new maximum"
+    assert (
+        aas.describe_scalable_targets(ServiceNamespace="sagemaker", ResourceIds=[resource])["ScalableTargets"][0][
+            "MaxCapacity"
+        ]
+        == 1
+    )
+    causes = [
+        a["Cause"]
+        for a in aas.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=resource)["ScalingActivities"]
+    ]
+    assert any("scheduled action name night was triggered" in c for c in causes)
+    assert any(f"monitor alarm {name}-backlog in state ALARM triggered policy backlog" in c for c in causes)
+    with pytest.raises(ClientError) as bad:
+        aas.put_scheduled_action(
+            **target, ScheduledActionName="bad", Schedule="cron(0 9 * * *)", ScalableTargetAction={"MinCapacity": 1}
+        )
+    assert "six fields" in bad.value.response["Error"]["Message"]
+    aas.delete_scheduled_action(**target, ScheduledActionName="night")
+    aas.deregister_scalable_target(**target)
     sm.delete_endpoint(EndpointName=name)
 
 
