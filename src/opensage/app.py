@@ -250,6 +250,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             archive_bounds=Expansion.from_quotas(settings.quotas),
         )
         metrics = InvocationMetrics()
+        endpoints.multi_models.metrics = metrics.models  # multi-model endpoints' load and cache metrics
         metric_store = MetricStore(store)
         training.metric_store = metric_store
         transforms = TransformEngine(store, s3, endpoints, settings.home / "jobs" / "transform", clock)

@@ -67,6 +67,12 @@ SUBMIT_DIRECTORY_ENV = "SAGEMAKER_SUBMIT_DIRECTORY"
 BIND_TO_PORT_ENV = "SAGEMAKER_BIND_TO_PORT"
 INFERENCE_OUTPUT_ENV = "SAGEMAKER_INFERENCE_OUTPUT"
 DEFAULT_ACCEPT_ENV = "SAGEMAKER_DEFAULT_INVOCATIONS_ACCEPT"
+# Multi-model endpoints: a container started with SAGEMAKER_MULTI_MODEL=true loads no model at start and
+# answers the /models routes (load, list, describe, unload, invoke); the platform downloads each target's
+# artifact to /opt/ml/models/<name>/model and passes the request's TargetModel on in this header.
+MULTI_MODEL_ENV = "SAGEMAKER_MULTI_MODEL"
+MULTI_MODEL_DIR = "models"
+TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
 
 # OpenSage's own variables. For multi-host jobs whose hosts share one machine: a JSON object of
 # host -> address (``{"algo-1": "127.0.0.1", ...}``) and the port of the first host's tracker

@@ -316,10 +316,10 @@ IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
         (
             lambda sm: sm.create_model(
                 ModelName="mme",
-                PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://b/models/", "Mode": "MultiModel"},
+                PrimaryContainer={"Image": IMAGE, "ModelDataUrl": "s3://b/models/a.tar.gz", "Mode": "MultiModel"},
                 ExecutionRoleArn="arn:aws:iam::000000000000:role/OpenSageExecutionRole",
             ),
-            "multi-model endpoints are not supported yet",
+            "needs ModelDataUrl to be the S3 prefix of its models",
         ),
         (
             lambda sm: sm.create_model(

@@ -150,7 +150,9 @@ class _Key:
 
 
 class _Engine:
-    async def invoke(self, name: str, body: bytes, content_type: str, accept: str, target: Any, attrs: Any = None):
+    async def invoke(
+        self, name: str, body: bytes, content_type: str, accept: str, target: Any, attrs: Any = None, **_: Any
+    ):
         from opensage.serving.endpoints import Answer, NoEndpoint
 
         if name == "missing":

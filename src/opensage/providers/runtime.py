@@ -1,7 +1,8 @@
 """SageMaker Runtime: InvokeEndpoint through the endpoint router.
 
 LIMITATIONS: InvokeEndpoint only (no async or streaming invocations, no sessions, no
-TargetModel/TargetContainerHostname routing); the model's response is answered in full.
+TargetContainerHostname routing); the model's response is answered in full. TargetModel routes on
+multi-model endpoints.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
 from opensage.serving.capture import DataCapture
 from opensage.serving.endpoints import EndpointEngine, NoEndpoint, NotReady, NoVariant
+from opensage.serving.forward import TargetModelError
 from opensage.serving.metrics import InvocationMetrics
 
 
@@ -34,7 +36,10 @@ class RuntimeProvider:
                 request.get("Accept", ""),
                 request.get("TargetVariant"),
                 request.get("CustomAttributes"),
+                target_model=request.get("TargetModel"),
             )
+        except TargetModelError as exc:  # multi-model endpoints (serving.multimodel)
+            raise ServiceError("ValidationError", str(exc)) from exc
         except NoEndpoint as exc:
             raise ServiceError("ValidationError", f"Endpoint {name} of account {ctx.account_id} not found.") from exc
         except NoVariant as exc:

@@ -23,7 +23,6 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +46,11 @@ from opensage.serving.fleet import (
     variant_description,
     variant_health,
 )
+from opensage.serving.forward import Answer, forward
 from opensage.serving.health import READY_TIMEOUT_S, wait_ready, watch
 from opensage.serving.launcher import LOG_GROUP, MODEL, Launcher
-from opensage.serving.router import pick
+from opensage.serving.multimodel import MultiModels
 from opensage.serving.specs import EndpointConfigSpec, EndpointSpec, VariantSpec
-from opensage.serving.upstream import UpstreamError
 from opensage.states import EndpointStatus
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
@@ -65,15 +64,6 @@ INVOKE_TIMEOUT_S = 60.0
 RESTORE_HOLD_S = 45.0
 INTERRUPTED_UPDATE = "Update failed and was rolled back: OpenSage restarted while the endpoint was updating."
 _S = EndpointStatus
-
-
-@dataclass(frozen=True, slots=True)
-class Answer:
-    status: int
-    body: bytes
-    content_type: str
-    variant: str
-    model_seconds: float = 0.0
 
 
 def _reason(exc: Exception) -> str:
@@ -106,6 +96,7 @@ class EndpointEngine(Controller):
         self._preparing = 0  # templates being prepared: no cached model is pruned meanwhile
         self._closing = False  # at shutdown the cache stays whole, for the restart
         self._rng = rng or random.Random()
+        self.multi_models = MultiModels(s3, archive_bounds)  # multi-model variants' loaded models
         self._fleets: dict[str, Fleet] = {}
         self._health: asyncio.Task[None] | None = None
         self._starting: set[str] = set()
@@ -293,33 +284,20 @@ class EndpointEngine(Controller):
         accept: str,
         target: str | None,
         custom_attributes: str | None = None,
+        target_model: str | None = None,
     ) -> Answer:
-        """Forward one request to an instance of the endpoint (in-memory lookup, no I/O besides the hop).
+        """Forward one request to an instance of the endpoint (:func:`~opensage.serving.forward.forward`).
 
         Raises:
             NoEndpoint, NoVariant, NotReady: the request cannot be routed.
+            TargetModelError: ``target_model`` does not fit the endpoint, or cannot be served.
         """
         fleet = self._fleets.get(name) or await self._restored_fleet(name)
-        variant, instance = pick(fleet.variants, target, self._rng)
         headers = {"content-type": content_type or "application/octet-stream", "accept": accept or "*/*"}
         if custom_attributes:
             headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
-        upstream = instance.upstream or instance.connection()
-        instance.outstanding += 1
-        sent = time.perf_counter()
-        try:
-            reply = await upstream.request("POST", "/invocations", body, headers, INVOKE_TIMEOUT_S)
-        except TimeoutError:
-            return Answer(
-                0, b"Your invocation timed out while waiting for a response from the model.", "", variant.name
-            )
-        except UpstreamError:
-            instance.healthy = False
-            return Answer(0, b"The model server did not answer.", "", variant.name)
-        finally:
-            instance.outstanding -= 1
-        return Answer(
-            reply.status, reply.body, reply.headers.get("content-type", ""), variant.name, time.perf_counter() - sent
+        return await forward(
+            fleet, target, target_model, body, headers, self._rng, self.multi_models, INVOKE_TIMEOUT_S
         )
 
     async def _restored_fleet(self, name: str) -> Fleet:

@@ -14,12 +14,15 @@ import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from opensage.compute import instances
 from opensage.compute.base import Handle, free_port
 from opensage.errors import OpenSageError
 from opensage.serving.upstream import Upstream
+
+if TYPE_CHECKING:
+    from opensage.serving.multimodel import VariantModels
 
 # Named in the message for an unknown type; every one of them is known to compute.instances (a unit
 # test checks), so the hint never points to a type that fails in its turn.
@@ -75,6 +78,8 @@ class ServerTemplate:
     env: Mapping[str, str]
     base: Path  # mounted at /opt/ml; holds model/, code/ and the instances' logs
     isolated: bool  # EnableNetworkIsolation: no network, reached over a Unix socket
+    model_prefix: str | None = None  # a multi-model endpoint's S3 prefix (Mode MultiModel): models by TargetModel
+    model_cache: bool = True  # MultiModelConfig.ModelCacheSetting: Disabled unloads a model after each request
 
 
 @dataclass(slots=True)
@@ -118,6 +123,7 @@ class Variant:
     weight: float
     template: ServerTemplate
     instances: list[Instance] = field(default_factory=list)
+    models: VariantModels | None = None  # a multi-model variant's loaded models (serving.multimodel)
 
 
 @dataclass(slots=True)

@@ -4,7 +4,8 @@
 ``GET /ping``, and fails as soon as one exits, with the last lines it wrote. :func:`watch` runs for
 the life of the platform: every half second, per serving endpoint, it copies the servers' new log
 lines, starts a server that exited again from its variant's template, and marks an unhealthy one
-healthy once it answers ``/ping`` (the router marks one unhealthy when a request cannot reach it).
+healthy once it answers ``/ping`` (the router marks one unhealthy when a request cannot reach it);
+a multi-model variant's cold models are unloaded on the way (:mod:`opensage.serving.multimodel`).
 """
 
 from __future__ import annotations
@@ -72,9 +73,13 @@ async def check_variant(launcher: Launcher, endpoint: str, variant: Variant) -> 
                 endpoint,
                 status.containers[0].exit_code,
             )
+            if variant.models is not None:  # a multi-model server's models went with it
+                variant.models.forget(instance)
             await launcher.replace(variant.template, instance)
         elif not instance.healthy and await ping(instance):
             instance.healthy = True
+    if variant.models is not None:  # cold models unloaded, loaded-model counts sampled
+        await variant.models.sweep(variant)
 
 
 async def watch(launcher: Launcher, fleets: Mapping[str, Fleet], interval: float = WATCH_INTERVAL_S) -> None:

@@ -19,7 +19,14 @@ from typing import Any
 
 from opensage.compute import sandbox
 from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobStatus
-from opensage.contract import BASE_DIR_ENV, BIND_TO_PORT_ENV, BIND_TO_SOCKET_ENV, SUBMIT_DIRECTORY_ENV
+from opensage.contract import (
+    BASE_DIR_ENV,
+    BIND_TO_PORT_ENV,
+    BIND_TO_SOCKET_ENV,
+    MULTI_MODEL_DIR,
+    MULTI_MODEL_ENV,
+    SUBMIT_DIRECTORY_ENV,
+)
 from opensage.images import registry
 from opensage.logstore import LogStore
 from opensage.serving.artifacts import ModelCache
@@ -35,6 +42,20 @@ STOP_GRACE_S = 5.0
 def primary_container(model: Mapping[str, Any]) -> dict[str, Any]:
     """The model's one container (PrimaryContainer, else the first of Containers)."""
     return dict(model.get("PrimaryContainer") or (model.get("Containers") or [{}])[0])
+
+
+def multi_model_prefix(container: Mapping[str, Any], model_name: str) -> str | None:
+    """The S3 prefix of a multi-model container (``Mode: MultiModel``), or None for a single model.
+
+    Raises:
+        FleetError: a multi-model container without an S3 prefix.
+    """
+    if container.get("Mode") != "MultiModel":
+        return None
+    prefix = str(container.get("ModelDataUrl") or "")
+    if not prefix.startswith("s3://"):
+        raise FleetError(f"Model {model_name} is a multi-model container: its ModelDataUrl must be an S3 prefix.")
+    return prefix
 
 
 class Launcher:
@@ -75,13 +96,19 @@ class Launcher:
                 f"serves; use one of these repositories: {', '.join(registry.known_repositories())}."
             )
         itype = instance_type(pv.instance_type, variant)
-        model_dir = await asyncio.to_thread(self.models.model_dir, container.get("ModelDataUrl", ""), model_name)
         base = directory / variant
-        base.mkdir(parents=True, exist_ok=True)
-        with contextlib.suppress(FileExistsError):
-            (base / "model").symlink_to(model_dir, target_is_directory=True)
+        prefix = multi_model_prefix(container, model_name)
+        if prefix is None:
+            model_dir = await asyncio.to_thread(self.models.model_dir, container.get("ModelDataUrl", ""), model_name)
+            base.mkdir(parents=True, exist_ok=True)
+            with contextlib.suppress(FileExistsError):
+                (base / "model").symlink_to(model_dir, target_is_directory=True)
+        else:  # models are downloaded as requests name them (serving.multimodel)
+            (base / MULTI_MODEL_DIR).mkdir(parents=True, exist_ok=True)
         env = await asyncio.to_thread(self._container_env, container, image, base, model_name)
         env.update(extra_env or {})
+        if prefix is not None:
+            env[MULTI_MODEL_ENV] = "true"
         return ServerTemplate(
             owner,
             variant,
@@ -92,6 +119,8 @@ class Launcher:
             env,
             base,
             bool(model.data.get("EnableNetworkIsolation")),
+            prefix,
+            (container.get("MultiModelConfig") or {}).get("ModelCacheSetting", "Enabled") != "Disabled",
         )
 
     def _container_env(

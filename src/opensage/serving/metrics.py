@@ -19,6 +19,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from opensage.serving.modelmetrics import ModelMetrics
 from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 
 NAMESPACE = "AWS/SageMaker"
@@ -125,6 +126,7 @@ class InvocationMetrics:
         self._latency: dict[str, dict[int, dict[int, int]]] = {}  # endpoint -> minute -> bin -> count
         self._lock = threading.Lock()
         self._flushed = -1  # the newest minute the last flush wrote (it is written again: it may have grown)
+        self.models = ModelMetrics()  # multi-model endpoints' load and cache metrics, flushed with these
 
     def record(
         self, endpoint: str, variant: str, status: int, model_us: float, overhead_us: float, now: float | None = None
@@ -183,7 +185,7 @@ class InvocationMetrics:
             for metric in METRICS
         ]
         store.replace(points)
-        return len(points)
+        return len(points) + self.models.flush(store)
 
     def restore(self, store: MetricStore, now: float | None = None) -> None:
         """Load the stored minutes of the retention window (at start-up, before any invocation)."""

@@ -4,7 +4,9 @@
 (``SAGEMAKER_BASE_DIR``, default ``/opt/ml``) with the module's ``load_model(model_dir)`` and answers
 with its ``predict(model, body, content_type, accept) -> (body, content_type)`` on the port in
 ``SAGEMAKER_BIND_TO_PORT``. A ``PredictError`` from the module is the caller's mistake (400); any
-other exception is the model's (500). It imports nothing from the platform's server side.
+other exception is the model's (500). With ``SAGEMAKER_MULTI_MODEL=true`` it loads no model at start
+and answers the multi-model ``/models`` routes instead (:mod:`opensage.serving.modelstore`). It
+imports nothing from the platform's server side.
 
 The HTTP side is a small HTTP/1.1 protocol on httptools' parser (on uvloop when installed): two
 routes and a synchronous predict need no framework, and every microsecond here is one the endpoint
@@ -210,7 +212,12 @@ def main() -> int:
     port = int(os.environ.get("SAGEMAKER_BIND_TO_PORT", "8080"))
     unix_path = os.environ.get("OPENSAGE_BIND_TO_SOCKET")  # a model server without a network
     try:
-        app = ModelApp(sys.argv[1], base / "model")
+        if os.environ.get("SAGEMAKER_MULTI_MODEL", "").lower() == "true":
+            from opensage.serving.modelstore import MultiModelApp  # the /models routes
+
+            app: ModelApp = MultiModelApp(sys.argv[1], base)  # models loaded as the platform asks
+        else:
+            app = ModelApp(sys.argv[1], base / "model")
     except Exception as exc:
         log.error("the model could not be loaded: %s: %s", type(exc).__name__, exc)
         return 1

@@ -8,12 +8,20 @@ With exactly two healthy instances both are compared without drawing, the first 
 ties, so that a light load stays on one warm server. Randomness comes from the ``rng`` passed in;
 nothing here reads a clock, the network or global state, so tests step it with a seeded
 ``random.Random``.
+
+:func:`pick_for_model` chooses, within a multi-model variant, the instance for a ``TargetModel``
+(Ray Serve's model multiplexing): among the healthy instances that hold the model (loaded or being
+loaded) the one with fewer requests in flight of two, so a model once loaded keeps being served
+where it is; when none holds it, the instance its name hashes to (rendezvous hashing over the
+instances' names), so that every router, and the same router after a restart, loads it in the
+same place, and a variant's models spread evenly over its instances.
 """
 
 from __future__ import annotations
 
+import hashlib
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol, TypeVar
 
 from opensage.serving.fleet import NotReady, NoVariant
@@ -76,3 +84,30 @@ def pick(variants: Mapping[str, Pool[C]], target: str | None, rng: random.Random
         return variant, healthy[0]
     a, b = rng.sample(healthy, 2) if len(healthy) > 2 else healthy
     return variant, b if b.outstanding < a.outstanding else a
+
+
+def pick_for_model(
+    candidates: Sequence[C], target: str, holds: Callable[[C], bool], key: Callable[[C], str], rng: random.Random
+) -> C:
+    """The instance of a multi-model variant that serves ``target``.
+
+    ``holds`` says whether an instance has the model (loaded or loading), ``key`` names an
+    instance stably (its host name).
+
+    Raises:
+        NotReady: no instance is healthy.
+    """
+    healthy = [c for c in candidates if c.healthy]
+    if not healthy:
+        raise NotReady("no instance of the variant is healthy")
+    holders = [c for c in healthy if holds(c)]
+    if len(holders) == 1:
+        return holders[0]
+    if holders:
+        a, b = rng.sample(holders, 2) if len(holders) > 2 else holders
+        return b if b.outstanding < a.outstanding else a
+    return max(healthy, key=lambda c: _rendezvous(target, key(c)))
+
+
+def _rendezvous(target: str, instance: str) -> bytes:
+    return hashlib.blake2b(f"{target}\0{instance}".encode(), digest_size=8).digest()

@@ -23,6 +23,11 @@ class UpstreamError(Exception):
     """The model server could not be reached or answered malformed HTTP."""
 
 
+class UpstreamLost(UpstreamError):
+    """The model server could not be reached, or closed the connection before its answer was complete
+    (it died or is being replaced): the request may be sent to another instance."""
+
+
 @dataclass(frozen=True, slots=True)
 class Reply:
     status: int
@@ -137,7 +142,7 @@ class Upstream:
             _, conn = await asyncio.wait_for(opening, timeout)
         except (OSError, TimeoutError) as exc:
             where = self.unix_path or f"{self.host}:{self.port}"
-            raise UpstreamError(f"cannot connect to {where}: {exc}") from exc
+            raise UpstreamLost(f"cannot connect to {where}: {exc}") from exc
         return conn
 
     def _take_idle(self) -> _Connection | None:
@@ -182,7 +187,7 @@ class Upstream:
                     continue  # the server closed an idle connection: try once on a new one
                 if isinstance(exc, UpstreamError):
                     raise
-                raise UpstreamError(str(exc) or type(exc).__name__) from exc
+                raise UpstreamLost(str(exc) or type(exc).__name__) from exc
             except BaseException:
                 conn.close()
                 raise

@@ -7,8 +7,10 @@ and without effect on one machine: ``VpcConfig``, ``KmsKeyId``, ``VolumeSizeInGB
 ``ModelDataDownloadTimeoutInSeconds``, ``ContainerStartupHealthCheckTimeoutInSeconds``,
 ``EnableSSMAccess``, ``InferenceAmiVersion``, ``AcceleratorType``. Refused with a
 ValidationException, because the endpoint would not do what they ask: the members in
-:data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (multi-model, serverless and asynchronous
-endpoints, shadow variants, inference pipelines). ``DataCaptureConfig`` is applied
+:data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (serverless and asynchronous
+endpoints, shadow variants, inference pipelines). A container's ``Mode: MultiModel`` serves the
+models under its ``ModelDataUrl`` prefix by ``TargetModel`` (:mod:`opensage.serving.multimodel`).
+``DataCaptureConfig`` is applied
 (:mod:`opensage.serving.capture`); its ``KmsKeyId`` is recorded, the capture files are written
 with the bucket's own encryption.
 """
@@ -42,17 +44,18 @@ def _public(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if not k.startswith("_") and k != "Tags"}
 
 
+def _check_multi_model(request: dict[str, Any]) -> None:
+    """A multi-model container (``Mode: MultiModel``) names an S3 prefix, not one artifact."""
+    for container in [request.get("PrimaryContainer") or {}, *(request.get("Containers") or [])]:
+        url = str(container.get("ModelDataUrl") or "")
+        if container.get("Mode") == "MultiModel" and (not url.startswith("s3://") or url.endswith(".tar.gz")):
+            raise validation_error(
+                f"A container in MultiModel mode needs ModelDataUrl to be the S3 prefix of its models "
+                f"(s3://bucket/prefix/), each model a model.tar.gz under it; got '{url}'."
+            )
+
+
 MODEL_UNSUPPORTED = (
-    Unsupported(
-        "PrimaryContainer.Mode",
-        "multi-model endpoints are not supported yet; give ModelDataUrl the model.tar.gz of one model.",
-        lambda v: v == "MultiModel",
-    ),
-    Unsupported(
-        "Containers[].Mode",
-        "multi-model endpoints are not supported yet; give ModelDataUrl the model.tar.gz of one model.",
-        lambda v: v == "MultiModel",
-    ),
     Unsupported(
         "Containers",
         "inference pipelines (more than one container) are not supported; give one container.",
@@ -115,6 +118,7 @@ class InferenceOperations:
             raise validation_error("A model needs a PrimaryContainer (or Containers).")
         refuse(request, MODEL_UNSUPPORTED)
         refuse_nul(request, ("PrimaryContainer.Environment", "Containers[].Environment"))
+        _check_multi_model(request)
         if request.get("ExecutionRoleArn"):
             self._require_role(ctx, request["ExecutionRoleArn"])
         name = request["ModelName"]
