@@ -27,6 +27,7 @@ from opensage.store.sql import SqlStore
 log = logging.getLogger(__name__)
 RULE = "events-rule"
 DEFAULT_BUS = "default"
+MAX_PENDING = 10_000  # events kept while the bus is not delivering (a platform that was never started)
 
 
 def rule_key(bus: str, name: str) -> str:
@@ -72,6 +73,8 @@ class EventBus:
         with self._lock:
             loop, queue = self._loop, self._queue
             if loop is None or queue is None or loop.is_closed():
+                if len(self._pending) >= MAX_PENDING:
+                    log.warning("the event bus is not delivering: event %s dropped", self._pending.pop(0)[1].get("id"))
                 self._pending.append((bus, event))
                 return
         loop.call_soon_threadsafe(queue.put_nowait, (bus, event))
