@@ -181,6 +181,10 @@ def _sort_key(rec: Any, path: str) -> tuple[int, Any]:
     return (0, value) if isinstance(value, int | float) else (0, str(value))
 
 
+def _with_tags(rec: dict[str, Any], tag_list: list[dict[str, str]]) -> dict[str, Any]:
+    return {**rec, "Tags": tag_list} if tag_list else rec
+
+
 class SearchOperations:
     store: SqlStore
 
@@ -192,12 +196,16 @@ class SearchOperations:
             )
         kind, member = SEARCHABLE[resource]
         expression = request.get("SearchExpression")
+        by = request.get("SortBy") or "CreationTime"
+        # a record's tags are a row of their own: read them for every record only when the search uses them
+        tagged = "Tags" in by or '"Tags' in json.dumps(expression or {})
         found = []
+        arns: dict[int, str] = {}
         for row in self.store.list_resources(kind):
-            rec = record(kind, row.data, tags.get_tags(self.store, row.arn))
+            rec = record(kind, row.data, tags.get_tags(self.store, row.arn) if tagged else [])
             if matches(rec, expression):
                 found.append(rec)
-        by = request.get("SortBy") or "CreationTime"
+                arns[id(rec)] = row.arn
         descending = request.get("SortOrder", "Descending") == "Descending"
         present = [r for r in found if _sort_key(r, by)[0] == 0]
         absent = [r for r in found if _sort_key(r, by)[0] == 1]
@@ -211,6 +219,8 @@ class SearchOperations:
                 raise invalid_token(request["NextToken"]) from exc
         size = request.get("MaxResults") or DEFAULT_PAGE
         page = ordered[start : start + size]
+        if not tagged:
+            page = [_with_tags(r, tags.get_tags(self.store, arns[id(r)])) for r in page]
         more = start + size < len(ordered)
         return {
             "Results": [{member: r} for r in page],
