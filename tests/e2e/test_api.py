@@ -331,14 +331,6 @@ IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
         ),
         (
             lambda sm: sm.create_endpoint_config(
-                EndpointConfigName="async",
-                ProductionVariants=[{"VariantName": "v", "ModelName": "m", "InstanceType": "ml.m5.large"}],
-                AsyncInferenceConfig={"OutputConfig": {"S3OutputPath": "s3://b/async"}},
-            ),
-            "asynchronous endpoints are not supported yet",
-        ),
-        (
-            lambda sm: sm.create_endpoint_config(
                 EndpointConfigName="serverless",
                 ProductionVariants=[
                     {

@@ -81,8 +81,9 @@ def serialize_json_error(error: ServiceError, request_id: str, json_version: str
 def serialize_rest_json(operation: OperationModel, output: dict[str, Any], request_id: str) -> Response:
     shape = operation.output_shape
     headers = {"x-amzn-requestid": request_id}
+    status = int(operation.http.get("responseCode", 200))  # InvokeEndpointAsync answers 202
     if shape is None:
-        return 200, headers, b""
+        return status, headers, b""
     payload_name = shape.serialization.get("payload")
     body_members: dict[str, Any] = {}
     for name, member in shape.members.items():
@@ -102,9 +103,9 @@ def serialize_rest_json(operation: OperationModel, output: dict[str, Any], reque
         else:
             body = _json_body(_to_json(member, value or {}))
             headers.setdefault("content-type", "application/json")
-        return 200, headers, body
+        return status, headers, body
     headers["content-type"] = "application/json"
-    return 200, headers, _json_body(_to_json(shape, body_members))
+    return status, headers, _json_body(_to_json(shape, body_members))
 
 
 def serialize_rest_json_error(error: ServiceError, request_id: str) -> Response:

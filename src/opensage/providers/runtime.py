@@ -1,6 +1,6 @@
-"""SageMaker Runtime: InvokeEndpoint through the endpoint router.
+"""SageMaker Runtime: InvokeEndpoint through the endpoint router; InvokeEndpointAsync (:mod:`.runtime_async`).
 
-LIMITATIONS: InvokeEndpoint only (no async or streaming invocations, no sessions, no
+LIMITATIONS: InvokeEndpoint and InvokeEndpointAsync only (no streaming invocations, no sessions, no
 TargetContainerHostname routing); the model's response is answered in full. TargetModel routes on
 multi-model endpoints.
 """
@@ -12,19 +12,26 @@ from typing import Any
 
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
+from opensage.providers.runtime_async import AsyncInvocations
+from opensage.serving.asyncinference import AsyncInference
 from opensage.serving.capture import DataCapture
 from opensage.serving.endpoints import EndpointEngine, NoEndpoint, NotReady, NoVariant
 from opensage.serving.forward import TargetModelError
 from opensage.serving.metrics import InvocationMetrics
 
 
-class RuntimeProvider:
+class RuntimeProvider(AsyncInvocations):
     def __init__(
-        self, endpoints: EndpointEngine, metrics: InvocationMetrics, capture: DataCapture | None = None
+        self,
+        endpoints: EndpointEngine,
+        metrics: InvocationMetrics,
+        capture: DataCapture | None = None,
+        asynchronous: AsyncInference | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.metrics = metrics
         self.capture = capture  # the endpoints' data capture (DataCaptureConfig)
+        self.asynchronous = asynchronous  # the asynchronous endpoints' queue (InvokeEndpointAsync)
 
     async def invoke_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["EndpointName"]

@@ -284,6 +284,7 @@ class EndpointEngine(Controller):
         accept: str,
         target: str | None,
         custom_attributes: str | None = None,
+        timeout: float = INVOKE_TIMEOUT_S,
         target_model: str | None = None,
     ) -> Answer:
         """Forward one request to an instance of the endpoint (:func:`~opensage.serving.forward.forward`).
@@ -296,9 +297,7 @@ class EndpointEngine(Controller):
         headers = {"content-type": content_type or "application/octet-stream", "accept": accept or "*/*"}
         if custom_attributes:
             headers["x-amzn-sagemaker-custom-attributes"] = custom_attributes
-        return await forward(
-            fleet, target, target_model, body, headers, self._rng, self.multi_models, INVOKE_TIMEOUT_S
-        )
+        return await forward(fleet, target, target_model, body, headers, self._rng, self.multi_models, timeout)
 
     async def _restored_fleet(self, name: str) -> Fleet:
         """The fleet of an endpoint that is not serving: waited for when it is coming back after a restart."""

@@ -7,10 +7,11 @@ and without effect on one machine: ``VpcConfig``, ``KmsKeyId``, ``VolumeSizeInGB
 ``ModelDataDownloadTimeoutInSeconds``, ``ContainerStartupHealthCheckTimeoutInSeconds``,
 ``EnableSSMAccess``, ``InferenceAmiVersion``, ``AcceleratorType``. Refused with a
 ValidationException, because the endpoint would not do what they ask: the members in
-:data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (serverless and asynchronous
-endpoints, shadow variants, inference pipelines). A container's ``Mode: MultiModel`` serves the
-models under its ``ModelDataUrl`` prefix by ``TargetModel`` (:mod:`opensage.serving.multimodel`).
-``DataCaptureConfig`` is applied
+:data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (serverless endpoints, shadow variants,
+inference pipelines).
+A container's ``Mode: MultiModel`` serves the models under its ``ModelDataUrl`` prefix by
+``TargetModel`` (:mod:`opensage.serving.multimodel`). ``AsyncInferenceConfig`` is applied
+(:mod:`opensage.serving.options`). ``DataCaptureConfig`` is applied
 (:mod:`opensage.serving.capture`); its ``KmsKeyId`` is recorded, the capture files are written
 with the bucket's own encryption.
 """
@@ -29,6 +30,7 @@ from opensage.errors import AlreadyExists, NotFound, not_found, validation_error
 from opensage.providers.sagemaker.listing import list_page
 from opensage.providers.sagemaker.quotas import QuotaChecks
 from opensage.providers.sagemaker.unsupported import Unsupported, enabled, refuse, refuse_nul
+from opensage.serving import options as inference_options
 from opensage.serving.capture import describe as capture_description
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL, EndpointEngine, variant_description
 from opensage.serving.fleet import unknown_instance_type
@@ -68,11 +70,6 @@ MODEL_UNSUPPORTED = (
     Unsupported("PrimaryContainer.AdditionalModelDataSources", "additional model data sources are not supported."),
 )
 CONFIG_UNSUPPORTED = (
-    Unsupported(
-        "AsyncInferenceConfig",
-        "asynchronous endpoints are not supported yet; leave it out for a "
-        "real-time endpoint, or use a batch transform job.",
-    ),
     Unsupported(
         "ProductionVariants[].ServerlessConfig",
         "serverless endpoints are not supported yet; give InstanceType and InitialInstanceCount instead.",
@@ -148,6 +145,9 @@ class InferenceOperations:
 
     def create_endpoint_config(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         refuse(request, CONFIG_UNSUPPORTED)
+        problem = inference_options.config_problem(request)  # AsyncInferenceConfig, ServerlessConfig
+        if problem:
+            raise validation_error(problem)
         capture = request.get("DataCaptureConfig") or {}
         if capture and not str(capture.get("DestinationS3Uri", "")).startswith("s3://"):
             raise validation_error("DataCaptureConfig.DestinationS3Uri must be an S3 URI (s3://bucket/prefix).")
@@ -208,6 +208,7 @@ class InferenceOperations:
         capture = capture_description(config.data.get("DataCaptureConfig") if config else None)
         if capture is not None:
             answer["DataCaptureConfig"] = capture
+        inference_options.describe(answer, config.data if config else None)
         return answer
 
     def list_endpoints(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
