@@ -35,6 +35,7 @@ from opensage.providers.logs import LogsProvider
 from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
+from opensage.serving.asyncinference import AsyncInference
 from opensage.serving.autoscaler import Autoscaler
 from opensage.serving.capture import CaptureConfigs, DataCapture
 from opensage.serving.endpoints import CONFIG, EndpointEngine
@@ -86,6 +87,7 @@ class Platform:
     tuning: TuningController | None = None
     autoscaler: Autoscaler | None = None
     capture: DataCapture | None = None
+    asynchronous: AsyncInference | None = None
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -112,6 +114,8 @@ class Platform:
                 if self.tuning is not None:  # after training: it retries the trials a restart failed
                     await self.tuning.recover()
                 await self.endpoints.recover()
+                if self.asynchronous is not None:  # after the endpoints: their queues wait for their fleets
+                    await self.asynchronous.recover()
                 if self.autoscaler is not None:
                     self.autoscaler.start()
                 if self.capture is not None:
@@ -131,6 +135,8 @@ class Platform:
                     await self.autoscaler.shutdown()
                 if self.capture is not None:  # what was captured last is written before the store stops
                     await self.capture.stop()
+                if self.asynchronous is not None:  # what is in flight stays queued for the restart
+                    await self.asynchronous.shutdown()
                 await self.endpoints.shutdown()
                 await self._stop_metrics()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -267,12 +273,13 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         tuning = TuningController(store, clock, training, logs, settings.home / "tuning")
         autoscaler = Autoscaler(store, clock, endpoints, metrics, settings.autoscaling_interval_s)
         capture = DataCapture(s3, CaptureConfigs(store, endpoints.serving_config, CONFIG), clock)
+        asynchronous = AsyncInference(store, s3, endpoints, clock, metric_store, metrics)
         authenticator = Authenticator(store.get_access_key)
         providers = {
             "sagemaker": SageMakerProvider(
                 store, clock, training, endpoints, transforms, processing, tuning, settings.quotas
             ),
-            "sagemaker-runtime": RuntimeProvider(endpoints, metrics, capture),
+            "sagemaker-runtime": RuntimeProvider(endpoints, metrics, capture, asynchronous),
             "cloudwatch": CloudWatchProvider(metrics, metric_store, clock),
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
@@ -299,6 +306,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         tuning=tuning,
         autoscaler=autoscaler,
         capture=capture,
+        asynchronous=asynchronous,
     )
     platform.console = create_console(
         ConsoleDeps(
