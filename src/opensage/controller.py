@@ -173,6 +173,13 @@ class RunController(Controller, ABC):
         super().__init__(store, clock)
         self.stop_grace_s = stop_grace_s
         self._runs: dict[str, Run] = {}
+        self._end_listeners: list[Callable[[str], None]] = []
+
+    def on_end(self, listener: Callable[[str], None]) -> None:
+        """Call ``listener(name)`` on the loop whenever a run of this controller's task ends (its end is
+        recorded by then, unless the task was cancelled): what drives child resources waits on this, not
+        on a poll."""
+        self._end_listeners.append(listener)
 
     @abstractmethod
     async def _run(self, run: Run) -> None:
@@ -219,6 +226,11 @@ class RunController(Controller, ABC):
             self._spawn(self._end(run.name, status, reason), f"{self.KIND}-ended:{run.name}")
         elif not task.cancelled() and task.exception() is not None:
             log.error("%s %s: its run raised", self.KIND, run.name, exc_info=task.exception())
+        for listener in self._end_listeners:
+            try:
+                listener(run.name)
+            except Exception:
+                log.exception("%s %s: a listener of its end raised", self.KIND, run.name)
 
     def running(self, name: str) -> bool:
         return name in self._runs

@@ -5,7 +5,10 @@ jobs created through :meth:`TrainingEngine.create` with ``parent_arn`` = the tun
 the study (:mod:`opensage.tuning.strategies`) the objective of each one that ended, feeds the
 objective per round of the running ones to Hyperband or the median rule (and stops those it
 condemns), writes the counters and the best job, checks the completion criteria, and asks the
-study for new trials while fewer than ``MaxParallelTrainingJobs`` run.
+study for new trials while fewer than ``MaxParallelTrainingJobs`` run. A turn follows at once when
+one of its trials ends (the training controller's end listeners) or the job is asked to stop, else
+after ``poll_interval_s`` while trials report per round (Hyperband, early stopping) and
+``idle_interval_s`` otherwise: the next trial starts the moment a slot frees, without polling for it.
 
 A trial whose job fails inside the platform (``InternalServerError...``, e.g. a restart) is retried
 with the same hyperparameters, up to :data:`MAX_ATTEMPTS` jobs (1 + the definition's
@@ -83,12 +86,22 @@ class TuningController(RunController):
         studies_dir: Path,
         *,
         poll_interval_s: float = 0.05,
+        idle_interval_s: float = 1.0,
     ) -> None:
         super().__init__(store, clock)
         self.training = training
         self.logs = logs
         self.studies_dir = studies_dir
-        self.poll_interval_s = poll_interval_s
+        self.poll_interval_s = poll_interval_s  # while trials report per round (Hyperband, early stopping)
+        self.idle_interval_s = max(poll_interval_s, idle_interval_s)  # otherwise: the end of a trial wakes it
+        self._wake: dict[str, asyncio.Event] = {}  # tuning job -> set when one of its trials ends
+        training.on_end(self._trial_ended)
+
+    def _trial_ended(self, job: str) -> None:
+        """A training job ended: wake its tuning job (trials are named ``<tuning job>-<NNN>-<8 hex>``)."""
+        event = self._wake.get(job.rsplit("-", 2)[0])
+        if event is not None:
+            event.set()
 
     def study_path(self, name: str) -> Path:
         return self.studies_dir / f"{name}.journal"
@@ -135,16 +148,20 @@ class TuningController(RunController):
                 await asyncio.to_thread(self._seed, search, spec, parents)
                 await self._save(name, _Seeded=True)
             view = _View()
+            wake = self._wake.setdefault(name, asyncio.Event())
+            per_round = spec.early_stopping or spec.strategy == "Hyperband"
             while not run.shutting_down:
+                wake.clear()
                 if await self._turn(run, spec, search, parents, view):
                     return
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(run.stop_requested.wait(), self.poll_interval_s)
+                await _first(run.stop_requested, wake, self.poll_interval_s if per_round else self.idle_interval_s)
         except Exception as exc:
             if run.shutting_down:
                 return
             log.exception("tuning job %s failed inside the platform", name)
             await self._finish(name, Status.FAILED, f"InternalServerError: {type(exc).__name__}: {exc}", {})
+        finally:
+            self._wake.pop(name, None)
 
     async def _parents(self, spec: TuningJobSpec, row: Resource) -> list[dict[str, Any]]:
         if not spec.parents:
@@ -438,6 +455,18 @@ class TuningController(RunController):
                 data["TuningJobCompletionDetails"] = details
 
         await self._move(name, status, edit=edit, quiet_from=(Status.COMPLETED, Status.FAILED, Status.STOPPED))
+
+
+async def _first(stop: asyncio.Event, wake: asyncio.Event, timeout: float) -> None:
+    """Wait until ``stop`` or ``wake`` is set, or ``timeout`` seconds have passed."""
+    if stop.is_set() or wake.is_set():
+        return
+    waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(wake.wait())]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()
 
 
 def strategies_best(values: list[float], maximize: bool) -> float:

@@ -167,8 +167,9 @@ def load(directory: Path, channel: str, kind: str, *, csv_weights: bool, nthread
     Raises:
         DataError: the data is malformed; the message names the file and line.
     """
-    if kind in (CSV, PARQUET, LIBSVM):
+    if kind in (CSV, LIBSVM):
         import pyarrow.csv  # noqa: F401 - imported before the clock starts: the rate is the data's
+    elif kind == PARQUET:
         import pyarrow.parquet  # noqa: F401
     started = time.monotonic()
     files = [p for p in channel_files(directory, channel) if p.stat().st_size > 0]
