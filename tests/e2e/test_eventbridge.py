@@ -195,3 +195,36 @@ def test_a_pipeline_target_starts_an_execution_with_the_event_s_values(api: ApiS
     execution = runs[0]["PipelineExecutionArn"]
     params = sm.list_pipeline_parameters_for_execution(PipelineExecutionArn=execution)["PipelineParameters"]
     assert params == [{"Name": "ModelPackageArn", "Value": "pkg-7"}]
+
+
+def test_pipeline_execution_and_step_status_changes_are_events(api: ApiServer) -> None:
+    events, sm = api.client("events"), api.client("sagemaker")
+    pipeline = _name("watched")
+    pipeline_arn = _pipeline(sm, api, pipeline)
+    rule, log_group = _name("pipeline-status"), _name("/aws/events/pipelines")
+    pattern = {
+        "source": ["aws.sagemaker"],
+        "detail-type": [
+            "SageMaker Model Building Pipeline Execution Status Change",
+            "SageMaker Model Building Pipeline Execution Step Status Change",
+        ],
+        "detail": {"pipelineArn": [pipeline_arn]},
+    }
+    events.put_rule(Name=rule, EventPattern=json.dumps(pattern))
+    events.put_targets(Rule=rule, Targets=[{"Id": "log", "Arn": _log_group_arn(api, log_group)}])
+    execution = sm.start_pipeline_execution(
+        PipelineName=pipeline, PipelineParameters=[{"Name": "ModelPackageArn", "Value": "stop here"}]
+    )["PipelineExecutionArn"]
+    deadline = time.monotonic() + 20
+    while True:
+        seen = [json.loads(m) for m in _messages(api, log_group, rule, 1, timeout=0.2)]
+        statuses = [e["detail"].get("currentPipelineExecutionStatus") for e in seen]
+        if "Failed" in statuses or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert statuses[0] == "Executing" and "Failed" in statuses, seen
+    final = seen[statuses.index("Failed")]["detail"]
+    assert final["pipelineExecutionArn"] == execution and final["previousPipelineExecutionStatus"] == "Executing"
+    steps = [e["detail"] for e in seen if e["detail-type"].endswith("Step Status Change")]
+    assert steps and {s["stepName"] for s in steps} == {"Reject"}
+    assert steps[-1]["currentStepStatus"] == "Failed"
