@@ -3,6 +3,7 @@ to a CloudWatch Logs log group, and a rule whose target is a SageMaker pipeline.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import time
 import uuid
@@ -144,6 +145,19 @@ def test_put_events_reach_the_rules_that_match_them(api: ApiServer) -> None:
     assert answer["FailedEntryCount"] == 1 and answer["Entries"][2]["ErrorCode"] == "NotAuthorizedForSourceException"
     assert all("EventId" in e for e in answer["Entries"][:2])
     assert [json.loads(m) for m in _messages(api, log_group, rule, 1)] == [{"score": 0.9, "n": 1}]
+    cloudwatch = api.client("cloudwatch")
+    now = dt.datetime.now(dt.UTC)
+    stats = {
+        name: cloudwatch.get_metric_statistics(
+            Namespace="AWS/Events", MetricName=name, Dimensions=[{"Name": "RuleName", "Value": rule}],
+            StartTime=now - dt.timedelta(minutes=5), EndTime=now + dt.timedelta(minutes=1), Period=60,
+            Statistics=["Sum"],
+        )["Datapoints"]
+        for name in ("TriggeredRules", "Invocations", "FailedInvocations")
+    }  # fmt: skip
+    assert {name: sum(p["Sum"] for p in points) for name, points in stats.items()} == {
+        "TriggeredRules": 1, "Invocations": 1, "FailedInvocations": 0,
+    }  # fmt: skip
     events.disable_rule(Name=rule)
     events.put_events(Entries=[{"Source": "my.app", "DetailType": "Scored", "Detail": json.dumps({"score": 0.95})}])
     time.sleep(0.5)

@@ -5,8 +5,10 @@ says which are events) and from PutEvents. :meth:`EventBus.publish` may be calle
 and only queues the event; one task on the server's loop takes them in order, matches each against
 the enabled rules of its bus (rows of kind ``events-rule``, named ``<bus>/<rule>``, with their
 targets in the document) and invokes every target of every matching rule. A target that fails is
-logged with the rule and the event's id and counted on the rule (``_Failed``); the others still run.
-Events published before the loop runs wait for it.
+logged with the rule and the event's id; the others still run. Per rule, CloudWatch gets EventBridge's
+metrics (namespace ``AWS/Events``, dimension ``RuleName``): TriggeredRules, Invocations and
+FailedInvocations. Events published before the loop runs wait for it; events are held in memory
+between the change and their delivery, so a crash of the server loses the ones not yet delivered.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from typing import Any
 from opensage.events import patterns, sagemaker, targets
 from opensage.logstore import LogStore
 from opensage.store.entities import Resource
+from opensage.store.metrics import MetricStore, Point, Stats
 from opensage.store.sql import SqlStore
 
 log = logging.getLogger(__name__)
@@ -45,7 +48,9 @@ class EventBus:
         account_id: str,
         logs: LogStore | None = None,
         start_pipeline: targets.PipelineStarter | None = None,
+        metric_store: MetricStore | None = None,
     ) -> None:
+        self.metric_store = metric_store
         self.store = store
         self.clock = clock
         self.region = region
@@ -132,11 +137,28 @@ class EventBus:
             if not patterns.matches(pattern, event):
                 continue
             matched.append(row.data["Name"])
+            failed = 0
             for target in row.data.get("Targets") or []:
-                await self._invoke(row, target, event)
+                failed += not await self._invoke(row, target, event)
+            await asyncio.to_thread(self._count, row.data["Name"], len(row.data.get("Targets") or []), failed)
         return matched
 
-    async def _invoke(self, rule: Resource, target: dict[str, Any], event: dict[str, Any]) -> None:
+    def _count(self, rule: str, invocations: int, failed: int) -> None:
+        if self.metric_store is None:
+            return
+        minute = int(self.clock().timestamp() // 60) * 60
+        dims = (("RuleName", rule),)
+        points = [
+            Point(("AWS/Events", name, dims), minute, "Count", Stats.of([float(value)]))
+            for name, value in (("TriggeredRules", 1), ("Invocations", invocations), ("FailedInvocations", failed))
+        ]
+        try:
+            self.metric_store.add(points)
+        except Exception:
+            log.exception("the metrics of rule %s could not be written", rule)
+
+    async def _invoke(self, rule: Resource, target: dict[str, Any], event: dict[str, Any]) -> bool:
+        """Deliver ``event`` to one target; whether it was."""
         try:
             kind = targets.kind_of(target["Arn"])
             if kind == "pipeline":
@@ -149,7 +171,8 @@ class EventBus:
                 await self._to_log_group(rule, target, event)
         except Exception as exc:
             log.warning("rule %s: target %s failed for event %s: %s", rule.arn, target.get("Id"), event["id"], exc)
-            await asyncio.to_thread(self._count_failure, rule, f"{type(exc).__name__}: {exc}")
+            return False
+        return True
 
     async def _to_log_group(self, rule: Resource, target: dict[str, Any], event: dict[str, Any]) -> None:
         if self.logs is None:
@@ -159,10 +182,3 @@ class EventBus:
         text = targets.target_input(target, event)
         ms = int(self.clock().timestamp() * 1000)
         await asyncio.to_thread(self.logs.put_events, match.group(1), rule.data["Name"], [(ms, text)])
-
-    def _count_failure(self, rule: Resource, reason: str) -> None:
-        def change(row: Resource) -> tuple[dict[str, Any], str | None]:
-            return {**row.data, "_Failed": int(row.data.get("_Failed", 0)) + 1, "_LastFailure": reason}, None
-
-        with contextlib.suppress(Exception):
-            self.store.modify_resource(RULE, rule.name, change, now=self.clock())

@@ -8,7 +8,9 @@ LIMITATIONS: one event bus, ``default`` (CreateEventBus, archives, replays, API 
 connections and endpoints are not served); rules need an ``EventPattern`` (``ScheduleExpression``
 rules are refused: no scheduler runs them); targets are SageMaker pipelines and CloudWatch Logs log
 groups (others are answered in ``FailedEntries``); ``RetryPolicy`` and ``DeadLetterConfig`` are
-recorded, a failed invocation is logged and not retried; ``RoleArn`` is recorded, not assumed.
+recorded, a failed invocation is logged (and counted in CloudWatch's ``AWS/Events`` FailedInvocations)
+and not retried; ``RoleArn`` is recorded, not assumed. Events wait in memory for their delivery: a
+crash of the server loses those not yet delivered.
 """
 
 from __future__ import annotations
@@ -175,6 +177,8 @@ class EventsProvider:
                     targets.check_path(path, member)
         except (targets.UnsupportedTarget, ValueError) as exc:
             return str(exc)
+        if kind == "pipeline" and not target.get("RoleArn"):
+            return "RoleArn is required for a SageMaker pipeline target."
         if kind != "pipeline" and target.get("SageMakerPipelineParameters"):
             return "SageMakerPipelineParameters are for a SageMaker pipeline target."
         if sum(1 for k in ("Input", "InputPath", "InputTransformer") if target.get(k) is not None) > 1:
