@@ -574,3 +574,54 @@ def test_an_execution_survives_a_platform_restart(tmp_path: Path) -> None:
 
 def execution_id_of(arn: str) -> str:
     return arn.rsplit("/", 1)[1]
+
+
+def test_definition_from_s3_parallelism_retry_and_selective_execution(platform: RunningPlatform) -> None:
+    """A definition of more than 100 KB from S3 (as the SDK sends those); two independent steps run one
+    at a time under MaxParallelExecutionSteps 1; a failed execution retried runs only what failed; a
+    selective execution runs the selected step and shows the other's earlier result."""
+    s3, sm = platform.session().client("s3"), platform.session().client("sagemaker")
+    flaky = _processing(platform, "Flaky", {"SLEEP": "0"})
+    flaky["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3Uri"] = f"s3://{BUCKET}/code/flaky/sleeper.py"
+    flaky["Arguments"]["ProcessingInputs"][0]["S3Input"]["S3DataType"] = "S3Prefix"
+    s3.put_object(Bucket=BUCKET, Key="code/flaky/sleeper.py", Body=b"import sys\nsys.exit('not yet')\n")
+    steady = _processing(platform, "Steady", {"SLEEP": "0"})
+    other = _processing(platform, "Other", {"SLEEP": "0"})
+    flaky["DependsOn"] = ["Steady", "Other"]
+    text = json.dumps(
+        {"Version": "2020-12-01", "Metadata": {"Padding": "x" * 120_000}, "Steps": [steady, other, flaky]}
+    )
+    s3.put_object(Bucket=BUCKET, Key="definitions/big.json", Body=text.encode())
+    name = f"p-{uuid.uuid4().hex[:8]}"
+    sm.create_pipeline(
+        PipelineName=name,
+        RoleArn=_role(platform),
+        ParallelismConfiguration={"MaxParallelExecutionSteps": 1},
+        PipelineDefinitionS3Location={"Bucket": BUCKET, "ObjectKey": "definitions/big.json"},
+    )
+    assert len(sm.describe_pipeline(PipelineName=name)["PipelineDefinition"]) == len(text)
+    arn = sm.start_pipeline_execution(PipelineName=name)["PipelineExecutionArn"]
+    assert _wait(platform, arn)["PipelineExecutionStatus"] == "Failed"
+    steps = _listed(platform, arn)
+    first, second, third = sorted(steps.values(), key=lambda s: s["StartTime"])
+    assert second["StartTime"] >= first["EndTime"] and third["StepName"] == "Flaky"  # one at a time
+    assert steps["Flaky"]["StepStatus"] == "Failed" and "not yet" in steps["Flaky"]["FailureReason"]
+    assert sm.describe_pipeline_definition_for_execution(PipelineExecutionArn=arn)["PipelineDefinition"] == text
+
+    s3.put_object(Bucket=BUCKET, Key="code/flaky/sleeper.py", Body=SLEEPER.encode())
+    sm.retry_pipeline_execution(PipelineExecutionArn=arn)
+    assert _wait(platform, arn)["PipelineExecutionStatus"] == "Succeeded"
+    retried = _listed(platform, arn)
+    assert retried["Flaky"]["AttemptCount"] == 2 and retried["Steady"]["AttemptCount"] == 1
+    assert retried["Steady"]["Metadata"] == steps["Steady"]["Metadata"]  # not run again
+
+    selective = sm.start_pipeline_execution(
+        PipelineName=name,
+        SelectiveExecutionConfig={"SourcePipelineExecutionArn": arn, "SelectedSteps": [{"StepName": "Flaky"}]},
+    )["PipelineExecutionArn"]
+    assert _wait(platform, selective)["PipelineExecutionStatus"] == "Succeeded"
+    chosen = _listed(platform, selective)
+    assert chosen["Steady"]["SelectiveExecutionResult"]["SourcePipelineExecutionArn"] == arn
+    assert chosen["Flaky"]["Metadata"] != retried["Flaky"]["Metadata"]
+    sm.update_pipeline_execution(PipelineExecutionArn=selective, PipelineExecutionDisplayName="renamed")
+    assert sm.describe_pipeline_execution(PipelineExecutionArn=selective)["PipelineExecutionDisplayName"] == "renamed"
