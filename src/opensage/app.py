@@ -17,6 +17,7 @@ from opensage.aws import sigv4
 from opensage.aws.auth import Authenticator
 from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
+from opensage.compute.confine import confinement
 from opensage.compute.local import LocalBackend, sweep_cgroups
 from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
@@ -235,7 +236,8 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             settings.region,
         )
         logs = LogStore(settings.home / "logs" / "cloudwatch")
-        backend = LocalBackend()
+        private = (settings.home, settings.aws_config_file.parent, settings.aws_credentials_file.parent)
+        backend = LocalBackend(confinement=confinement(private))  # user code reads none of them
         training = TrainingEngine(
             store,
             s3,

@@ -109,3 +109,61 @@ def test_a_jobs_hosts_resolve_by_name(backend: ComputeBackend, tmp_path: Path) -
     assert (tmp_path / "algo-2.log").read_text().strip() == "127.0.0.1 127.0.0.2"
     assert "algo-1" not in Path("/etc/hosts").read_text()  # the machine's own file is untouched
     backend.cleanup(handle)
+
+
+def test_a_confined_container_sees_its_own_directories_and_not_the_platforms_home(tmp_path: Path) -> None:
+    """User code runs as a user of its own that cannot read the platform's keys, nor undo what hides them."""
+    import os
+
+    from opensage.compute.confine import confinement
+
+    found = confinement([tmp_path / "home"], env={})
+    if found is None:
+        pytest.skip("containers run as the platform's user here (it is not root, or has no mount namespace)")
+    home = tmp_path / "home"
+    (home / "jobs" / "mine" / "algo-1").mkdir(parents=True)
+    (home / "jobs" / "theirs").mkdir(parents=True)
+    (home / "master.key").write_text("secret")
+    (home / "jobs" / "theirs" / "data.csv").write_text("theirs")
+    (home / "jobs" / "mine" / "algo-1" / "input.csv").write_text("mine")
+    own = home / "jobs" / "mine"
+    code = f"""
+import os, subprocess
+from pathlib import Path
+home, own = Path({str(home)!r}), Path({str(own)!r})
+print("uid", os.getuid())
+print("input", (own / "algo-1" / "input.csv").read_text())
+(own / "algo-1" / "model").mkdir()
+(own / "algo-1" / "model" / "m.bin").write_text("model")
+print("home", sorted(p.name for p in home.iterdir()))
+for path in (home / "master.key", home / "jobs" / "theirs" / "data.csv"):
+    print("hidden", path.name, not path.exists())
+print("umount", subprocess.run(["umount", str(home)], capture_output=True).returncode != 0)
+print("cwd", os.getcwd() == str(own / "algo-1"), sorted(os.listdir("..")))
+"""
+    spec = ContainerSpec(
+        "algo-1",
+        (sys.executable, "-c", code),
+        {"PATH": "/usr/bin:/bin"},
+        own / "algo-1",
+        tmp_path / "logs" / "algo-1.log",
+        owned=(own,),
+    )
+    backend = LocalBackend(use_cgroups=False, confinement=found)
+    handle = backend.submit(JobSpec("test/confined", (spec,)))
+    status = _wait(backend, handle)
+    log = (tmp_path / "logs" / "algo-1.log").read_text()
+    assert status.containers[0].exit_code == 0, log
+    lines = {}
+    for line in log.splitlines():
+        key, _, value = line.partition(" ")
+        lines[key] = f"{lines[key]}; {value}" if key in lines else value
+    assert lines["uid"] == str(found.uid) != "0"
+    assert lines["input"] == "mine"
+    assert lines["home"] == "['jobs']"  # the keys out of sight, and of the jobs only its own
+    assert lines["hidden"] == "master.key True; data.csv True"
+    assert lines["umount"] == "True"
+    assert lines["cwd"] == "True ['algo-1']"
+    assert (own / "algo-1" / "model" / "m.bin").stat().st_uid == found.uid  # its files, the platform reads them
+    assert os.stat(home / "master.key").st_uid == os.getuid()  # what it cannot see stays the platform's
+    backend.cleanup(handle)

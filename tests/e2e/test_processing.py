@@ -312,3 +312,33 @@ def test_framework_processor_runs_a_source_dir(platform: RunningPlatform, tmp_pa
         """,
     )
     assert "FRAMEWORK from the source dir ['--x', '1']" in out and "STATUS Completed" in out
+
+
+def test_user_code_reads_none_of_the_platforms_secrets(platform: RunningPlatform) -> None:
+    """A job's code runs as a user of its own: the keys, the database and the AWS files are out of its reach."""
+    from opensage.compute.confine import confinement
+
+    if confinement([platform.home]) is None:
+        pytest.skip("containers run as the platform's user here (it is not root, or has no mount namespace)")
+    secrets = [platform.home / name for name in ("master.key", "console.key", "opensage.db")]
+    secrets.append(Path(platform.env["AWS_SHARED_CREDENTIALS_FILE"]))
+    assert all(path.exists() for path in secrets)
+    script = f"""
+    import json, os
+    found = {{}}
+    for path in {[str(p) for p in secrets]!r} + [f"/proc/{platform.proc.pid}/environ"]:
+        try:
+            with open(path, "rb") as f:
+                found[path] = len(f.read())
+        except OSError as exc:
+            found[path] = type(exc).__name__
+    found["uid"] = os.getuid()
+    with open("/opt/ml/processing/output/found.json", "w") as f:
+        json.dump(found, f)
+    """
+    desc = _processing_job(platform, script, outputs=[_output(f"s3://{BUCKET}/secrets")])
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    s3 = platform.session().client("s3")
+    found = json.loads(s3.get_object(Bucket=BUCKET, Key="secrets/found.json")["Body"].read())
+    assert found.pop("uid") != 0
+    assert all(isinstance(result, str) for result in found.values()), found  # an error for each, no bytes

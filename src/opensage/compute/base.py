@@ -29,6 +29,10 @@ class ContainerSpec:
     isolate_network: bool = False
     # (name, address) the container resolves: the job's hosts (``algo-1``...), as a cluster's DNS gives them.
     peers: tuple[tuple[str, str], ...] = ()
+    # Host paths the container writes (its own directories, the caches it fills): where containers run
+    # as a user of their own (opensage.compute.confine) they stay in sight at their own paths and that
+    # user owns them.
+    owned: tuple[Path, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ import psutil
 
 from opensage.compute import cores, sandbox
 from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec, JobStatus
+from opensage.compute.confine import Confinement
 
 log = logging.getLogger(__name__)
 CGROUP_V1_MEMORY = Path("/sys/fs/cgroup/memory")
@@ -125,7 +126,8 @@ def _tree_rss(pid: int) -> int:
 class LocalBackend:
     name = "local"
 
-    def __init__(self, use_cgroups: bool = True) -> None:
+    def __init__(self, use_cgroups: bool = True, confinement: Confinement | None = None) -> None:
+        self.confinement = confinement  # None: containers run as this process's user
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._oom: set[int] = set()
         self._cgroups = _Cgroups()
@@ -158,7 +160,13 @@ class LocalBackend:
         if c.peers and sandbox.mounts_available():
             hosts = sandbox.hosts_file(c.log_path.with_name(f"{c.host}.hosts"), c.peers)
             mounts = (*mounts, (hosts, "/etc/hosts"))
-        argv, isolated = sandbox.wrap(c.argv, mounts, c.isolate_network)
+        confined = None
+        if self.confinement is not None:
+            self.confinement.take(c.owned)
+            covers, kept = self.confinement.plan(c.owned)
+            uid, gid = self.confinement.uid, self.confinement.gid
+            confined = sandbox.Confined(uid, gid, c.cwd, covers, kept)
+        argv, isolated = sandbox.wrap(c.argv, mounts, c.isolate_network, confined)
         with open(c.log_path, "ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -181,6 +189,7 @@ class LocalBackend:
             "watchdog": not any("memory" in p for p in cgroups),
             "mounted": bool(c.mounts) and sandbox.mounts_available(),
             "network_isolated": isolated,
+            "uid": confined.uid if confined else os.getuid(),
         }
 
     def poll(self, handle: Handle) -> JobStatus:

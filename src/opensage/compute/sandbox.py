@@ -19,6 +19,7 @@ import functools
 import shutil
 import subprocess
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 # The script run between unshare and the container's own command: mount, then exec the command.
@@ -32,6 +33,43 @@ shift
 if [ "$net" = cut ] && command -v ip >/dev/null; then ip link set lo up; fi
 exec "$@"
 """
+
+# The same for a confined container (:mod:`opensage.compute.confine`), in bash (for its numbered
+# descriptors): each path to keep in sight is opened before the covers go on and bound back at its
+# own path through its descriptor; then the command runs as the container's user, with no capability.
+_CONFINED_SETUP = """set -e
+net=$1; uid=$2; gid=$3; cwd=$4; shift 4
+while [ "$1" != -- ]; do
+  if [ -d "$1" ]; then mkdir -p "$2"; elif [ ! -e "$2" ]; then : >"$2"; fi
+  mount --bind "$1" "$2"; shift 2
+done
+shift
+kept=()
+while [ "$1" != -- ]; do exec {fd}<"$1"; kept+=("$1" "$fd"); shift; done
+shift
+while [ "$1" != -- ]; do mount -t tmpfs -o mode=0755,size=4m,nosuid,nodev opensage-hidden "$1"; shift; done
+shift
+for ((i = 0; i < ${#kept[@]}; i += 2)); do
+  path=${kept[i]}; fd=${kept[i+1]}
+  if [ -d "/proc/self/fd/$fd" ]; then mkdir -p "$path"; else mkdir -p "${path%/*}"; : >"$path"; fi
+  mount --no-canonicalize --bind "/proc/self/fd/$fd" "$path"
+  exec {fd}<&-
+done
+if [ "$net" = cut ] && command -v ip >/dev/null; then ip link set lo up; fi
+cd "$cwd"
+exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class Confined:
+    """How :func:`wrap` confines a container: its user, the directories to cover, what stays in sight."""
+
+    uid: int
+    gid: int
+    cwd: Path
+    covers: Sequence[Path]
+    kept: Sequence[Path]
 
 
 @functools.cache
@@ -67,16 +105,28 @@ def hosts_file(path: Path, peers: Sequence[tuple[str, str]], system: Path = Path
     return path
 
 
-def wrap(argv: Sequence[str], mounts: Sequence[tuple[Path, str]], isolate_network: bool) -> tuple[list[str], bool]:
+def wrap(
+    argv: Sequence[str],
+    mounts: Sequence[tuple[Path, str]],
+    isolate_network: bool,
+    confined: Confined | None = None,
+) -> tuple[list[str], bool]:
     """``argv`` run inside a namespace with ``mounts`` (host dir, container path) bound in.
 
     Returns the command and whether the network is cut. Without the means for a namespace the
     command comes back unchanged.
     """
-    if not mounts_available() or not (mounts or isolate_network):
+    if not mounts_available() or not (mounts or isolate_network or confined):
         return list(argv), False
     cut = isolate_network and network_isolation_available()
     flags = ["--mount", "--propagation", "private", *(["--net"] if cut else [])]
     pairs = [part for host, target in mounts for part in (str(host), target)]
-    setup = ["/bin/sh", "-c", _SETUP, "sh", "cut" if cut else "net", *pairs, "--"]
+    net = "cut" if cut else "net"
+    if confined is None:
+        setup = ["/bin/sh", "-c", _SETUP, "sh", net, *pairs, "--"]
+    else:
+        c = confined
+        head = [net, str(c.uid), str(c.gid), str(c.cwd)]
+        lists = [*pairs, "--", *map(str, c.kept), "--", *map(str, c.covers), "--"]
+        setup = [str(shutil.which("bash") or "/bin/bash"), "-c", _CONFINED_SETUP, "bash", *head, *lists]
     return [str(shutil.which("unshare")), *flags, *setup, *argv], cut

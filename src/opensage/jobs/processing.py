@@ -198,6 +198,7 @@ class ProcessingEngine(JobEngine):
                     mounts=((root, CONTAINER_ROOT),),
                     isolate_network=isolated,
                     peers=tuple((h, "127.0.0.1") for h in hosts),
+                    owned=(job_dir, self.envs_dir),
                 )
             )
         return JobSpec(f"{KIND}/{job.name}", tuple(containers))

@@ -293,6 +293,7 @@ class TrainingEngine(JobEngine):
                     mounts=((layout.base, "/opt/ml"),),
                     isolate_network=job.network_isolation and len(hosts) == 1,
                     peers=tuple((h, "127.0.0.1") for h in hosts),
+                    owned=(job_dir, self.envs_dir),
                 )
             )
         return JobSpec(f"{KIND}/{name}", tuple(containers))

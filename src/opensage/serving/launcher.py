@@ -176,6 +176,11 @@ class Launcher:
             template.instance_type.memory_bytes,
             mounts=((template.base, "/opt/ml"),),
             isolate_network=template.isolated,
+            owned=(
+                template.base,
+                (template.base / "model").resolve(),
+                *([Path(instance.socket).parent] if instance.socket else []),
+            ),
         )
         instance.handle = await asyncio.to_thread(
             self.backend.submit, JobSpec(f"endpoint/{template.owner}", (container,))
