@@ -347,6 +347,15 @@ def test_approval_starts_the_deploy_pipeline_through_eventbridge_and_production_
              "SageMakerPipelineParameters": {"PipelineParameterList": parameters}}
         ],
     )  # fmt: skip
+    watch = {"source": ["aws.sagemaker"], "detail-type": ["SageMaker Endpoint State Change"],
+             "detail": {"EndpointName": [staging, production]}}  # fmt: skip
+    events.put_rule(Name=rule + "-endpoints", EventPattern=json.dumps(watch))
+    log_arn = f"arn:aws:logs:us-east-1:{account}:log-group:/aws/events/{rule}"
+    transformer = {"InputPathsMap": {"e": "$.detail.EndpointName", "s": "$.detail.EndpointStatus"},
+                   "InputTemplate": "<e> <s>"}  # fmt: skip
+    events.put_targets(
+        Rule=rule + "-endpoints", Targets=[{"Id": "log", "Arn": log_arn, "InputTransformer": transformer}]
+    )
     sm.create_model_package_group(ModelPackageGroupName=group)
     arn = sm.create_model_package(
         ModelPackageGroupName=group, InferenceSpecification=_spec(f"s3://{BUCKET}/model.tar.gz")
@@ -373,6 +382,11 @@ def test_approval_starts_the_deploy_pipeline_through_eventbridge_and_production_
     answer = runtime.invoke_endpoint(EndpointName=production, ContentType="text/csv", Body="1.5,0,0,0\n-1.5,0,0,0")
     scores = [float(v) for v in answer["Body"].read().decode().replace("\n", ",").split(",") if v.strip()]
     assert scores[0] > 0.5 > scores[1]
+    logged = session.client("logs").get_log_events(
+        logGroupName=f"/aws/events/{rule}", logStreamName=rule + "-endpoints"
+    )
+    lines = [e["message"] for e in logged["events"]]
+    assert lines == [f"{staging} Creating", f"{staging} InService", f"{production} Creating", f"{production} InService"]
     for endpoint in (staging, production):
         sm.delete_endpoint(EndpointName=endpoint)
 
