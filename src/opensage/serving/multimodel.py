@@ -245,8 +245,8 @@ class VariantModels:
         url = artifact_url(self.prefix, target)
         bucket, key = split_s3_uri(url)
         s3 = self.owner.s3
-        try:
-            s3.head_object(Bucket=bucket, Key=key)
+        try:  # one streamed GET: a model is usually small, and the transfer manager's threads cost more than it
+            stream = s3.get_object(Bucket=bucket, Key=key)["Body"]
         except s3.exceptions.ClientError as exc:
             raise TargetModelError(
                 f"Failed to download model data(bucket: {bucket}, key: {key}) for TargetModel {target}. Please "
@@ -258,7 +258,9 @@ class VariantModels:
         directory.mkdir(parents=True)
         archive = directory / "model.tar.gz"
         try:
-            s3.download_file(bucket, key, str(archive))
+            with stream, open(archive, "wb") as out:
+                for chunk in stream.iter_chunks(1024 * 1024):
+                    out.write(chunk)
             transfer.unpack_tarball(archive, directory / "model", self.owner.bounds)
         except (transfer.TooLarge, tarfile.TarError, EOFError) as exc:
             shutil.rmtree(directory, ignore_errors=True)
