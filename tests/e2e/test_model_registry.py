@@ -382,10 +382,13 @@ def test_approval_starts_the_deploy_pipeline_through_eventbridge_and_production_
     answer = runtime.invoke_endpoint(EndpointName=production, ContentType="text/csv", Body="1.5,0,0,0\n-1.5,0,0,0")
     scores = [float(v) for v in answer["Body"].read().decode().replace("\n", ",").split(",") if v.strip()]
     assert scores[0] > 0.5 > scores[1]
-    logged = session.client("logs").get_log_events(
-        logGroupName=f"/aws/events/{rule}", logStreamName=rule + "-endpoints"
-    )
-    lines = [e["message"] for e in logged["events"]]
+    logs, lines = session.client("logs"), []
+    for _ in range(50):  # the last event may still be on its way
+        got = logs.get_log_events(logGroupName=f"/aws/events/{rule}", logStreamName=rule + "-endpoints")
+        lines = [e["message"] for e in got["events"]]
+        if len(lines) >= 4:
+            break
+        time.sleep(0.1)
     assert lines == [f"{staging} Creating", f"{staging} InService", f"{production} Creating", f"{production} InService"]
     for endpoint in (staging, production):
         sm.delete_endpoint(EndpointName=endpoint)
