@@ -6,7 +6,8 @@ transform jobs are not run; ``CertifyForMarketplace``, ``SecurityConfig``, ``Mod
 ``ManagedStorageType`` are recorded without effect; no cross-account sharing (``CrossAccountFilterOption``
 and group policies); ``CreatedBy``/``LastModifiedBy`` are not recorded. ``ListModelPackages`` without
 a ``ModelPackageGroupName`` lists unversioned packages unless ``ModelPackageType`` says otherwise,
-as AWS documents.
+as AWS documents. DeleteModelPackageGroup refuses a group that still has versions (ConflictException
+naming how many), so no version is left without its group.
 """
 
 from __future__ import annotations
