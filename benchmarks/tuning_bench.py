@@ -14,6 +14,9 @@ start-up trials) and xgboost parameters (the kit's, ``num_round`` 100):
 It prints wall time and best objective of each, the ratio (goal: <= 1.3x the floor) and the
 platform's overhead per trial ((OpenSage - floor) wall time x parallel trials / trials).
 
+Wall times move with whatever else the machine runs; the CPU seconds of each (the floor's process,
+the API server with the trial processes it reaped) do not, and are printed beside them.
+
 The floor is run twice: evaluating the validation set only, and both sets each round as the
 container does (SageMaker's XGBoost evaluates every channel of its watchlist, train included).
 
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -33,6 +37,8 @@ import textwrap
 import time
 import uuid
 from pathlib import Path
+
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 KIT = ROOT.parent / "shared" / "bench"
@@ -109,6 +115,7 @@ def floor(train: Path, val: Path, params: dict, rounds: int, trials: int, parall
     """``watch``: "validation" (the objective only) or "both" (train and validation each round, as the
     SageMaker XGBoost container's watchlist does, and so OpenSage's)."""
     started = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, "-c", textwrap.dedent(FLOOR), str(train), str(val), json.dumps(params), str(rounds)]
         + [str(trials), str(parallel), watch],
@@ -118,7 +125,23 @@ def floor(train: Path, val: Path, params: dict, rounds: int, trials: int, parall
         env={**os.environ, "PYTHONPATH": str(ROOT / "src")},
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
-    return {"wall_s": time.perf_counter() - started, "best": result["best"]}
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+    return {"wall_s": time.perf_counter() - started, "best": result["best"], "cpu_s": cpu}
+
+
+def _cpu(proc: psutil.Process) -> float:
+    """CPU seconds of a process, of the children it has reaped (the trials) and of those still running
+    (the object store)."""
+    t = proc.cpu_times()
+    total = t.user + t.system + t.children_user + t.children_system
+    for child in proc.children(recursive=True):
+        try:
+            c = child.cpu_times()
+        except psutil.Error:
+            continue
+        total += c.user + c.system
+    return total
 
 
 def opensage(platform, params: dict, rounds: int, trials: int, parallel: int) -> dict:  # type: ignore[no-untyped-def]
@@ -136,6 +159,8 @@ def opensage(platform, params: dict, rounds: int, trials: int, parallel: int) ->
         for channel in ("train", "validation")
     ]
     name = f"bench-{uuid.uuid4().hex[:8]}"
+    server = psutil.Process(platform.proc.pid)  # the API server; trials are its children, reaped by it
+    cpu_before = _cpu(server)
     started = time.perf_counter()
     sm.create_hyper_parameter_tuning_job(
         HyperParameterTuningJobName=name,
@@ -162,6 +187,7 @@ def opensage(platform, params: dict, rounds: int, trials: int, parallel: int) ->
             break
         time.sleep(0.25)
     wall = time.perf_counter() - started
+    cpu = _cpu(server) - cpu_before
     if desc["HyperParameterTuningJobStatus"] != "Completed":
         raise RuntimeError(f"{name}: {desc.get('FailureReason')}")
     jobs = sm.list_training_jobs_for_hyper_parameter_tuning_job(HyperParameterTuningJobName=name, MaxResults=100)
@@ -188,6 +214,7 @@ def opensage(platform, params: dict, rounds: int, trials: int, parallel: int) ->
     return {
         "gap_ms": 1000 * statistics.median(gaps) if gaps else 0.0,
         "wall_s": wall,
+        "cpu_s": cpu,
         "server_s": (desc["HyperParameterTuningEndTime"] - desc["CreationTime"]).total_seconds(),
         "best": desc["BestTrainingJob"]["FinalHyperParameterTuningJobObjectiveMetric"]["Value"],
         "trial_s": statistics.median(spans),
@@ -225,6 +252,9 @@ def main() -> None:
         "floor_s": statistics.median(f["wall_s"] for f in floors),
         "floor_best": max(f["best"] for f in floors),
         "floor_both_s": statistics.median(f["wall_s"] for f in fulls),
+        "floor_cpu_s": statistics.median(f["cpu_s"] for f in floors),
+        "floor_both_cpu_s": statistics.median(f["cpu_s"] for f in fulls),
+        "opensage_cpu_s": statistics.median(o["cpu_s"] for o in ours),
         "opensage_s": statistics.median(o["wall_s"] for o in ours),
         "server_s": statistics.median(o["server_s"] for o in ours),
         "opensage_best": max(o["best"] for o in ours),
@@ -252,6 +282,13 @@ def main() -> None:
         f"| {r['trials']} x {r['parallel']} | {r['floor_s']:.1f} | {r['floor_both_s']:.1f} | {r['opensage_s']:.1f} | "
         f"{r['server_s']:.1f} | {r['ratio']:.2f} | {r['ratio_both']:.2f} | {r['overhead_per_trial_s']:.2f} | "
         f"{r['trial_s']:.2f} | {r['gap_ms']:.0f} | {r['floor_best']:.4f} | {r['opensage_best']:.4f} |"
+    )
+    print(
+        "\nCPU seconds (user + system; they do not depend on what else the machine runs): floor "
+        f"{r['floor_cpu_s']:.1f}, floor with train+validation evals {r['floor_both_cpu_s']:.1f}, OpenSage "
+        f"(server and trials) {r['opensage_cpu_s']:.1f}; ratio {r['opensage_cpu_s'] / r['floor_cpu_s']:.2f}, "
+        f"to the train+validation floor {r['opensage_cpu_s'] / r['floor_both_cpu_s']:.2f}, per trial "
+        f"{(r['opensage_cpu_s'] - r['floor_both_cpu_s']) / r['trials']:.2f} s more than that floor"
     )
     if "container_s" in r:
         print("\nA trial job, medians (s): CreationTime -> Training (channels, environment) | Training -> Uploading")
