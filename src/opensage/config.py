@@ -55,6 +55,7 @@ class Settings:
     aws_credentials_file: Path = field(default_factory=lambda: Path.home() / ".aws" / "credentials")
     max_body_bytes: int = 8 * 1024 * 1024
     autoscaling_interval_s: float = 60.0  # how often target-tracking policies are evaluated (a CloudWatch minute)
+    serverless_idle_s: float = 300.0  # how long a serverless variant's model server may idle before it stops
     log_level: str = "info"
     ca_bundle_source: str = ""  # the CA bundle clients trusted before (kept in OpenSage's bundle)
     quotas: dict[str, int] = field(default_factory=_quotas.defaults)  # by key of opensage.quotas.QUOTAS
@@ -154,6 +155,7 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
         log_level=pick("log_level", "OPENSAGE_LOG_LEVEL", "info"),
         quotas=_load_quotas(env, saved.get("quotas")),
         autoscaling_interval_s=float(env.get("OPENSAGE_AUTOSCALING_INTERVAL_S") or 60.0),
+        serverless_idle_s=float(env.get("OPENSAGE_SERVERLESS_IDLE_S") or 300.0),
         ca_bundle_source=next(
             (
                 env[k]

@@ -336,11 +336,11 @@ IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
                     {
                         "VariantName": "v",
                         "ModelName": "m",
-                        "ServerlessConfig": {"MemorySizeInMB": 2048, "MaxConcurrency": 1},
+                        "ServerlessConfig": {"MemorySizeInMB": 1500, "MaxConcurrency": 1},
                     }
                 ],
             ),
-            "ProductionVariants.ServerlessConfig: serverless endpoints",
+            "MemorySizeInMB must be one of 1024, 2048, 3072, 4096, 5120, 6144",
         ),
         (
             lambda sm: sm.create_endpoint_config(

@@ -18,6 +18,7 @@ from opensage.serving.capture import DataCapture
 from opensage.serving.endpoints import EndpointEngine, NoEndpoint, NotReady, NoVariant
 from opensage.serving.forward import TargetModelError
 from opensage.serving.metrics import InvocationMetrics
+from opensage.serving.serverless import Serverless, StillProvisioning, Throttled
 
 
 class RuntimeProvider(AsyncInvocations):
@@ -27,16 +28,18 @@ class RuntimeProvider(AsyncInvocations):
         metrics: InvocationMetrics,
         capture: DataCapture | None = None,
         asynchronous: AsyncInference | None = None,
+        serverless: Serverless | None = None,
     ) -> None:
         self.endpoints = endpoints
         self.metrics = metrics
         self.capture = capture  # the endpoints' data capture (DataCaptureConfig)
         self.asynchronous = asynchronous  # the asynchronous endpoints' queue (InvokeEndpointAsync)
+        self.gate: EndpointEngine | Serverless = serverless or endpoints  # serverless variants' admission
 
     async def invoke_endpoint(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         name = request["EndpointName"]
         try:
-            answer = await self.endpoints.invoke(
+            answer = await self.gate.invoke(
                 name,
                 request.get("Body", b""),
                 request.get("ContentType", ""),
@@ -52,6 +55,14 @@ class RuntimeProvider(AsyncInvocations):
         except NoVariant as exc:
             raise ServiceError(
                 "ValidationError", f"Variant {request.get('TargetVariant')} not found for Endpoint {name}."
+            ) from exc
+        except Throttled as exc:  # a serverless variant at its MaxConcurrency
+            raise ServiceError("ThrottlingException", "Rate exceeded", 400) from exc
+        except StillProvisioning as exc:
+            raise ServiceError(
+                "ModelNotReadyException",
+                f"The serverless endpoint {name} is still provisioning its resources ({exc}); try again shortly.",
+                429,
             ) from exc
         except NotReady as exc:
             raise ServiceError(

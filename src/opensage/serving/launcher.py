@@ -19,6 +19,7 @@ from typing import Any
 
 from opensage.compute import sandbox
 from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobStatus
+from opensage.compute.instances import InstanceType
 from opensage.contract import (
     BASE_DIR_ENV,
     BIND_TO_PORT_ENV,
@@ -96,6 +97,9 @@ class Launcher:
                 f"serves; use one of these repositories: {', '.join(registry.known_repositories())}."
             )
         itype = instance_type(pv.instance_type, variant)
+        if pv.serverless:  # a serverless variant's servers get the memory its ServerlessConfig names
+            gib = int(pv.serverless["MemorySizeInMB"]) / 1024
+            itype = InstanceType(f"serverless-{gib:g}g", max(1, min(itype.vcpus, int(gib))), gib)
         base = directory / variant
         prefix = multi_model_prefix(container, model_name)
         if prefix is None:

@@ -34,10 +34,18 @@ class VariantSpec:
             variant["VariantName"],
             variant["ModelName"],
             variant.get("InstanceType") or "local",
-            int(variant.get("InitialInstanceCount", 1)),
+            _initial_count(variant),
             float(variant.get("InitialVariantWeight", 1.0)),
             variant.get("ServerlessConfig"),
         )
+
+
+def _initial_count(variant: Mapping[str, Any]) -> int:
+    """A variant's first instance count; a serverless one starts with its ProvisionedConcurrency (or none)."""
+    serverless = variant.get("ServerlessConfig")
+    if serverless is not None:
+        return int(serverless.get("ProvisionedConcurrency") or 0)
+    return int(variant.get("InitialInstanceCount", 1))
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,11 +7,10 @@ and without effect on one machine: ``VpcConfig``, ``KmsKeyId``, ``VolumeSizeInGB
 ``ModelDataDownloadTimeoutInSeconds``, ``ContainerStartupHealthCheckTimeoutInSeconds``,
 ``EnableSSMAccess``, ``InferenceAmiVersion``, ``AcceleratorType``. Refused with a
 ValidationException, because the endpoint would not do what they ask: the members in
-:data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (serverless endpoints, shadow variants,
-inference pipelines).
+:data:`MODEL_UNSUPPORTED` and :data:`CONFIG_UNSUPPORTED` (shadow variants, inference pipelines).
 A container's ``Mode: MultiModel`` serves the models under its ``ModelDataUrl`` prefix by
-``TargetModel`` (:mod:`opensage.serving.multimodel`). ``AsyncInferenceConfig`` is applied
-(:mod:`opensage.serving.options`). ``DataCaptureConfig`` is applied
+``TargetModel`` (:mod:`opensage.serving.multimodel`). ``AsyncInferenceConfig`` and a variant's
+``ServerlessConfig`` are applied (:mod:`opensage.serving.options`). ``DataCaptureConfig`` is applied
 (:mod:`opensage.serving.capture`); its ``KmsKeyId`` is recorded, the capture files are written
 with the bucket's own encryption.
 """
@@ -70,10 +69,6 @@ MODEL_UNSUPPORTED = (
     Unsupported("PrimaryContainer.AdditionalModelDataSources", "additional model data sources are not supported."),
 )
 CONFIG_UNSUPPORTED = (
-    Unsupported(
-        "ProductionVariants[].ServerlessConfig",
-        "serverless endpoints are not supported yet; give InstanceType and InitialInstanceCount instead.",
-    ),
     Unsupported(
         "ShadowProductionVariants",
         "shadow variants are not supported; use two ProductionVariants with weights (A/B) instead.",
