@@ -38,6 +38,7 @@ from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
 from opensage.serving.asyncinference import AsyncInference
 from opensage.serving.autoscaler import Autoscaler
+from opensage.serving.serverless import Serverless
 from opensage.serving.capture import CaptureConfigs, DataCapture
 from opensage.serving.endpoints import CONFIG, EndpointEngine
 from opensage.serving.metrics import InvocationMetrics
@@ -89,6 +90,7 @@ class Platform:
     autoscaler: Autoscaler | None = None
     capture: DataCapture | None = None
     asynchronous: AsyncInference | None = None
+    serverless: Serverless | None = None
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -138,6 +140,8 @@ class Platform:
                     await self.capture.stop()
                 if self.asynchronous is not None:  # what is in flight stays queued for the restart
                     await self.asynchronous.shutdown()
+                if self.serverless is not None:  # no scaling while the fleets stop
+                    await self.serverless.shutdown()
                 await self.endpoints.shutdown()
                 await self._stop_metrics()
                 await send({"type": "lifespan.shutdown.complete"})
@@ -276,12 +280,13 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         autoscaler = Autoscaler(store, clock, endpoints, metrics, settings.autoscaling_interval_s)
         capture = DataCapture(s3, CaptureConfigs(store, endpoints.serving_config, CONFIG), clock)
         asynchronous = AsyncInference(store, s3, endpoints, clock, metric_store, metrics)
+        serverless = Serverless(store, endpoints, metric_store, settings.serverless_idle_s)
         authenticator = Authenticator(store.get_access_key)
         providers = {
             "sagemaker": SageMakerProvider(
                 store, clock, training, endpoints, transforms, processing, tuning, settings.quotas
             ),
-            "sagemaker-runtime": RuntimeProvider(endpoints, metrics, capture, asynchronous),
+            "sagemaker-runtime": RuntimeProvider(endpoints, metrics, capture, asynchronous, serverless),
             "cloudwatch": CloudWatchProvider(metrics, metric_store, clock),
             "sts": StsProvider(),
             "iam": IamProvider(store, clock),
@@ -309,6 +314,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         autoscaler=autoscaler,
         capture=capture,
         asynchronous=asynchronous,
+        serverless=serverless,
     )
     platform.console = create_console(
         ConsoleDeps(
