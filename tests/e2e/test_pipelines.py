@@ -395,6 +395,13 @@ def test_bad_definitions_and_parameters_are_refused_naming_the_step(platform: Ru
         sm.start_pipeline_execution(PipelineName=name, PipelineParameters=[{"Name": "Other", "Value": "1"}])
     assert "no parameter 'Other'" in err.value.response["Error"]["Message"]
     assert sm.list_pipeline_executions(PipelineName=name)["PipelineExecutionSummaries"] == []  # nothing started
+    described = sm.describe_pipeline(PipelineName=name)
+    assert described["PipelineStatus"] == "Active" and json.loads(described["PipelineDefinition"])["Steps"]
+    assert [p["PipelineName"] for p in sm.list_pipelines(PipelineNamePrefix=name)["PipelineSummaries"]] == [name]
+    assert sm.delete_pipeline(PipelineName=name, ClientRequestToken="d" * 32)["PipelineArn"] == described["PipelineArn"]
+    with pytest.raises(ClientError) as err:
+        sm.describe_pipeline(PipelineName=name)
+    assert err.value.response["Error"]["Code"] == "ResourceNotFound"
 
 
 def test_retries_then_the_jobs_own_failure_reason(platform: RunningPlatform) -> None:

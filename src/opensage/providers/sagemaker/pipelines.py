@@ -15,6 +15,7 @@ their token is in ListPipelineExecutionSteps' ``Metadata.Callback.CallbackToken`
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 from collections.abc import Callable
 from typing import Any
@@ -22,9 +23,10 @@ from typing import Any
 from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, ServiceError, resource_not_found, validation_error
 from opensage.pipelines import definition as pd
-from opensage.pipelines.controller import ACTIVE, ExecutionController
 from opensage.pipelines.controller import KIND as EXECUTION_KIND
+from opensage.pipelines.controller import ExecutionController
 from opensage.providers.sagemaker.listing import list_page
+from opensage.states import PipelineExecutionStatus as Status
 from opensage.store import tags
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
@@ -197,11 +199,12 @@ class PipelineOperations:
 
     async def delete_pipeline(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         row = await asyncio.to_thread(self._require_pipeline, ctx, request["PipelineName"])
-        for status in ACTIVE:  # its running executions stop
-            for execution in await asyncio.to_thread(
-                self.store.list_resources, EXECUTION_KIND, parent_arn=row.arn, status=status
-            ):
-                self._stop_execution(execution)
+        executing = await asyncio.to_thread(
+            self.store.list_resources, EXECUTION_KIND, parent_arn=row.arn, status=Status.EXECUTING
+        )
+        for execution in executing:  # its running executions stop
+            with contextlib.suppress(ServiceError):  # it ended meanwhile
+                await asyncio.to_thread(self._stop_execution, execution)
         await asyncio.to_thread(self.store.delete_resource, KIND, row.name)
         await asyncio.to_thread(tags.drop_tags, self.store, row.arn)
         return {"PipelineArn": row.arn}
