@@ -63,6 +63,11 @@ class BuiltinImage:
         serve = self.framework if self.algorithm is None or PROGRAM_ENV in (env or {}) else f"{self.algorithm}.serve"
         return (sys.executable, "-m", "opensage.serving.modelserver", str(serve))
 
+    def processing_argv(self) -> tuple[str, ...]:
+        """What a processing job of this image runs when it gives no ContainerEntrypoint (empty: none)."""
+        module = _PROCESSING.get(self.name)
+        return (sys.executable, "-m", module) if module else ()
+
     def environment(self) -> dict[str, str]:
         """Variables every container of this image gets."""
         return {IMAGE_ENV: self.name, IMAGE_TAG_ENV: self.tag}
@@ -83,7 +88,10 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "pytorch-inference": ("pytorch", None, "opensage.images.framework.pytorch"),
     "python": ("python", None, "opensage.images.framework.python"),
     "opensage-python": ("python", None, "opensage.images.framework.python"),
+    "sagemaker-model-monitor-analyzer": ("model-monitor", None, "opensage.images.framework.python"),
 }
+# image name -> the module a processing job of the image runs by default (Model Monitor's analyzer)
+_PROCESSING = {"model-monitor": "opensage.monitor"}
 
 
 def search_path(*first: Path) -> str:

@@ -163,7 +163,7 @@ class ProcessingEngine(JobEngine):
         job_dir: Path,
         bin_dir: Path,
     ) -> JobSpec:
-        entrypoint = list(job.entrypoint)
+        entrypoint = list(job.entrypoint) or list(image.processing_argv())
         if not entrypoint:
             raise JobFailed(
                 f"ClientError: the image '{job.image}' has no default entrypoint in OpenSage; give the job a "
