@@ -186,6 +186,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatfo
         s3 = running.session().client("s3")
         s3.create_bucket(Bucket=BUCKET)
         s3.put_object(Bucket=BUCKET, Key="abalone/abalone-dataset.csv", Body=_abalone())
+        features = b"\n".join(line.split(b",", 1)[1] for line in _abalone().splitlines())
+        s3.put_object(Bucket=BUCKET, Key="features/features.csv", Body=features + b"\n")
         yield running
 
 
@@ -507,11 +509,13 @@ import sagemaker
 from sagemaker.estimator import Estimator
 from sagemaker.inputs import TrainingInput
 from sagemaker.model import Model
+from sagemaker.transformer import Transformer
 from sagemaker.tuner import ContinuousParameter, HyperparameterTuner, IntegerParameter
+from sagemaker.workflow.endpoint_step import EndpointConfigStep, EndpointStep
 from sagemaker.workflow.model_step import ModelStep
 from sagemaker.workflow.pipeline import Pipeline
 from sagemaker.workflow.pipeline_context import PipelineSession
-from sagemaker.workflow.steps import TuningStep
+from sagemaker.workflow.steps import TransformStep, TuningStep
 
 role = sagemaker.get_execution_role()
 session = PipelineSession()
@@ -528,7 +532,16 @@ step_tune = TuningStep(name="Tune", step_args=tuner.fit({"train": data, "validat
 best = Model(image_uri=image_uri, model_data=step_tune.get_top_model_s3_uri(top_k=0, s3_bucket="BUCKET",
              prefix="tuning-out"), sagemaker_session=session, role=role)
 step_model = ModelStep(name="BestModel", step_args=best.create(instance_type="ml.m5.large"))
-pipeline = Pipeline(name="TuningPipeline", steps=[step_tune, step_model])
+transformer = Transformer(model_name=step_model.properties.ModelName, instance_count=1, instance_type="ml.m5.large",
+                          output_path="s3://BUCKET/scored", assemble_with="Line", sagemaker_session=session)
+step_score = TransformStep(name="Score", step_args=transformer.transform(
+    "s3://BUCKET/features/", content_type="text/csv", split_type="Line"))
+step_config = EndpointConfigStep(name="Config", step_args=session.create_endpoint_config(
+    name="best-config", model_name=step_model.properties.ModelName, initial_instance_count=1,
+    instance_type="ml.m5.large"))
+step_endpoint = EndpointStep(name="Serve", step_args=session.create_endpoint(
+    endpoint_name="best-endpoint", config_name=step_config.properties.EndpointConfigName))
+pipeline = Pipeline(name="TuningPipeline", steps=[step_tune, step_model, step_score, step_config, step_endpoint])
 pipeline.upsert(role_arn=role)
 execution = pipeline.start()
 try:
@@ -539,7 +552,7 @@ print("RESULTS " + json.dumps({"describe": execution.describe(), "steps": execut
 """
 
 
-def test_tuning_step_and_its_top_model(platform: RunningPlatform, tmp_path: Path) -> None:
+def test_tuning_step_and_its_top_model_scored_and_served(platform: RunningPlatform, tmp_path: Path) -> None:
     out = platform.run_python(TUNING_PIPELINE.replace("BUCKET", BUCKET), tmp_path, timeout=600)
     result = json.loads(out.split("RESULTS ", 1)[1].splitlines()[0])
     reasons = {s["StepName"]: s.get("FailureReason") for s in result["steps"]}
@@ -553,6 +566,18 @@ def test_tuning_step_and_its_top_model(platform: RunningPlatform, tmp_path: Path
     assert url == f"s3://{BUCKET}/tuning-out/{best['TrainingJobName']}/output/model.tar.gz"
     artifacts = sm.describe_training_job(TrainingJobName=best["TrainingJobName"])["ModelArtifacts"]
     assert artifacts["S3ModelArtifacts"] == url
+    transform = steps["Score"]["Metadata"]["TransformJob"]["Arn"].rsplit("/", 1)[1]
+    assert sm.describe_transform_job(TransformJobName=transform)["ModelName"] == model
+    scored = platform.session().client("s3").get_object(Bucket=BUCKET, Key="scored/features.csv.out")["Body"].read()
+    assert len(scored.decode().split()) == 300
+    assert steps["Serve"]["Metadata"]["Endpoint"]["Arn"].endswith(":endpoint/best-endpoint")
+    assert sm.describe_endpoint(EndpointName="best-endpoint")["EndpointStatus"] == "InService"
+    runtime = platform.session().client("sagemaker-runtime")
+    answer = runtime.invoke_endpoint(
+        EndpointName="best-endpoint", ContentType="text/csv", Body=b"0.5,0.5,0.5,0.5,0.5,0.5,0.5"
+    )
+    assert float(answer["Body"].read()) > 0
+    sm.delete_endpoint(EndpointName="best-endpoint")
 
 
 def test_an_execution_survives_a_platform_restart(tmp_path: Path) -> None:
