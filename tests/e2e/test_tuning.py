@@ -253,7 +253,7 @@ def test_hyperband_stops_poor_trials_early(platform: RunningPlatform) -> None:
     """Hyperband, fed the built-in XGBoost's objective per round, stops the trials that fall behind at a rung."""
     sm = platform.session().client("sagemaker")
     name = _name("hyperband")
-    rounds = 3000
+    rounds = 1000  # long enough for the trials behind at a rung to be stopped before they end
     config = _config(
         "Hyperband",
         jobs=6,
@@ -286,8 +286,7 @@ def test_hyperband_stops_poor_trials_early(platform: RunningPlatform) -> None:
         child = sm.describe_training_job(TrainingJobName=job["TrainingJobName"])
         assert child["ModelArtifacts"]["S3ModelArtifacts"].endswith("/output/model.tar.gz")
         assert "validation:logloss" in {m["MetricName"] for m in child["FinalMetricDataList"]}
-    best = desc["BestTrainingJob"]
-    assert best["TrainingJobStatus"] == "Completed", best
+    assert desc["BestTrainingJob"]["ObjectiveStatus"] == "Succeeded"
 
 
 def test_completion_criteria_end_the_job_early(platform: RunningPlatform) -> None:

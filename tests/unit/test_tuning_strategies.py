@@ -131,6 +131,23 @@ def test_median_rule() -> None:
     assert not strategies.median_rule(0.1, 2, earlier[:2], maximize=True)  # too few earlier trials
 
 
+def test_the_median_rule_stops_a_trial_from_the_series_of_earlier_ones(tmp_path: Path) -> None:
+    """Each report writes the whole series once and its newest round as the one intermediate value."""
+    spec = tspec.from_request(_request(TrainingJobEarlyStoppingType="Auto", RandomSeed=2))
+    search = strategies.Search(spec, tmp_path / "study.journal")
+    for _ in range(3):  # earlier trials whose running average is about 0.8
+        s = search.ask()
+        assert not search.report(s.number, [0.8] * 200)
+        search.tell(s.number, 0.8)
+    s = search.ask()
+    assert not search.report(s.number, [0.9] * 50)  # better than the median: it goes on
+    assert search.report(s.number, [0.9] * 50 + [0.5] * 50)  # at round 100 it is worse: stop it
+    trial = search.study.trials[s.number]
+    assert list(trial.intermediate_values) == [50, 100]
+    assert len(trial.system_attrs[strategies.SERIES_ATTR]) == 100
+    assert strategies.series_of(search.study.trials[0]) == {r: 0.8 for r in range(1, 201)}
+
+
 def test_warm_start_seeds_in_range_trials_only() -> None:
     spec = tspec.from_request(_request())
     search = strategies.Search(spec)

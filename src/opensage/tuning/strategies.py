@@ -30,6 +30,7 @@ from opensage.tuning.spec import Definition, ParamRange, TuningJobSpec, grid_poi
 DEFINITION_PARAM = "_definition"
 MEDIAN_MIN_TRIALS = 3  # earlier trials needed before the median rule stops one
 MEDIAN_WARMUP_STEPS = 1  # rounds a trial always gets before the median rule looks at it
+SERIES_ATTR = "opensage:objective_per_round"  # a trial's whole series (Search.report)
 CONVERGENCE_WINDOW = 5  # trials without more than 1% improvement that make a tuning job "converged"
 CONVERGENCE_MIN_TRIALS = 10
 
@@ -94,6 +95,14 @@ def median_rule(
     return current < median if maximize else current > median
 
 
+def series_of(trial: Any) -> dict[int, float]:
+    """A trial's objective per round: the series :meth:`Search.report` kept, else its intermediate values."""
+    series = trial.system_attrs.get(SERIES_ATTR)
+    if series is None:
+        return dict(trial.intermediate_values)
+    return {i + 1: float(v) for i, v in enumerate(series) if v is not None}
+
+
 def _median_pruner(maximize: bool) -> Any:
     import optuna
 
@@ -103,7 +112,7 @@ def _median_pruner(maximize: bool) -> Any:
             if step is None or step < MEDIAN_WARMUP_STEPS:
                 return False
             done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-            earlier = [t.intermediate_values for t in study.get_trials(deepcopy=False, states=done)]
+            earlier = [series_of(t) for t in study.get_trials(deepcopy=False, states=done)]
             return median_rule(trial.intermediate_values[step], step, earlier, maximize)
 
     return MedianRule()
@@ -217,18 +226,24 @@ class Search:
 
     def report(self, number: int, values: Sequence[float]) -> bool:
         """Record the objective per round of a running trial (``values[i]`` after round ``i + 1``);
-        True when the strategy (Hyperband, or the median rule) says to stop it now."""
-        frozen = self.study._storage.get_trial(
-            self.study._storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
-        )
+        True when the strategy (Hyperband, or the median rule) says to stop it now.
+
+        The whole series is one attribute of the trial, written once per call; only its newest round is
+        an intermediate value (one journal write, not one per round: a trial logs thousands of rounds),
+        which is all Hyperband reads of the trial itself, and the median rule reads earlier trials'
+        series from the attribute."""
+        storage = self.study._storage
+        trial_id = storage.get_trial_id_from_study_id_trial_number(self.study._study_id, number)
+        frozen = storage.get_trial(trial_id)
         if frozen.state.is_finished():
             return False
-        new = [(i + 1, v) for i, v in enumerate(values) if i + 1 not in frozen.intermediate_values and math.isfinite(v)]
-        if not new:
+        finite = [i + 1 for i, v in enumerate(values) if math.isfinite(v)]
+        if not finite or (frozen.last_step is not None and finite[-1] <= frozen.last_step):
             return False
+        step = finite[-1]
+        storage.set_trial_system_attr(trial_id, SERIES_ATTR, [v if math.isfinite(v) else None for v in values])
         trial = self._trial(number)
-        for step, value in new:
-            trial.report(value, step)
+        trial.report(values[step - 1], step)
         return bool(trial.should_prune())
 
     def tell(self, number: int, value: float | None, *, stopped_early: bool = False) -> None:
