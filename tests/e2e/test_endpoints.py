@@ -651,7 +651,23 @@ def test_step_scaling_by_an_alarm_and_a_scheduled_action(platform: RunningPlatfo
         )
     assert "six fields" in bad.value.response["Error"]["Message"]
     aas.delete_scheduled_action(**target, ScheduledActionName="night")
-    aas.deregister_scalable_target(**target)
+    custom = aas.put_scaling_policy(  # target tracking on the same metric of the user's
+        **target,
+        PolicyName="backlog-per-instance",
+        PolicyType="TargetTrackingScaling",
+        TargetTrackingScalingPolicyConfiguration={
+            "TargetValue": 20.0,
+            "CustomizedMetricSpecification": {
+                "Namespace": "Custom/Queue", "MetricName": "Backlog", "Dimensions": dims, "Statistic": "Average"
+            },
+            "DisableScaleIn": True,
+        },
+    )
+    assert [a["AlarmName"].rsplit("-", 5)[0] for a in custom["Alarms"]] == [f"TargetTracking-{resource}-AlarmHigh"]
+    high = cloudwatch.describe_alarms(AlarmNames=[custom["Alarms"][0]["AlarmName"]])["MetricAlarms"][0]
+    assert (high["Namespace"], high["MetricName"], high["Threshold"]) == ("Custom/Queue", "Backlog", 20.0)
+    aas.deregister_scalable_target(**target)  # its policies and their alarms go with it
+    assert cloudwatch.describe_alarms(AlarmNamePrefix=f"TargetTracking-{resource}-")["MetricAlarms"] == []
     sm.delete_endpoint(EndpointName=name)
 
 
