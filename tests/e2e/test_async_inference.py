@@ -45,7 +45,9 @@ def _seed(p: RunningPlatform, tmp: Path) -> None:
 @pytest.fixture(scope="module")
 def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
     root = tmp_path_factory.mktemp("async")
-    with running_platform(root / "home", root / "aws") as running:
+    # scaling policies and alarms are evaluated every 2 s instead of every minute (scale-out from zero)
+    env = {"OPENSAGE_AUTOSCALING_INTERVAL_S": "2"}
+    with running_platform(root / "home", root / "aws", extra_env=env) as running:
         _seed(running, root)
         yield running
 
@@ -233,6 +235,53 @@ def _backlog(p: RunningPlatform, name: str, timeout: float = 30) -> tuple[float,
         if found[0] >= 5 or time.monotonic() > deadline:
             return found[0], found[1]
         time.sleep(0.5)
+
+
+def test_an_async_endpoint_scales_to_zero_and_back_when_its_backlog_grows(platform: RunningPlatform) -> None:
+    """AWS's recipe: MinCapacity 0, and a step-scaling policy run by an alarm on HasBacklogWithoutCapacity."""
+    session = platform.session()
+    sm, rt, s3 = session.client("sagemaker"), session.client("sagemaker-runtime"), session.client("s3")
+    scaling, cw = session.client("application-autoscaling"), session.client("cloudwatch")
+    name = _async_endpoint(platform)
+    _in_service(sm, name)
+    resource = f"endpoint/{name}/variant/AllTraffic"
+    dimension = "sagemaker:variant:DesiredInstanceCount"
+    scaling.register_scalable_target(
+        ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension, MinCapacity=0, MaxCapacity=1
+    )
+    sm.update_endpoint_weights_and_capacities(
+        EndpointName=name, DesiredWeightsAndCapacities=[{"VariantName": "AllTraffic", "DesiredInstanceCount": 0}]
+    )
+    _in_service(sm, name)
+    assert sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["CurrentInstanceCount"] == 0
+    policy = scaling.put_scaling_policy(
+        PolicyName="from-zero", ServiceNamespace="sagemaker", ResourceId=resource, ScalableDimension=dimension,
+        PolicyType="StepScaling",
+        StepScalingPolicyConfiguration={
+            "AdjustmentType": "ChangeInCapacity", "MetricAggregationType": "Maximum", "Cooldown": 60,
+            "StepAdjustments": [{"MetricIntervalLowerBound": 0, "ScalingAdjustment": 1}],
+        },
+    )["PolicyARN"]
+    cw.put_metric_alarm(
+        AlarmName=f"{name}-backlog", Namespace="AWS/SageMaker", MetricName="HasBacklogWithoutCapacity",
+        Dimensions=[{"Name": "EndpointName", "Value": name}], Statistic="Maximum", Period=60, EvaluationPeriods=1,
+        Threshold=1, ComparisonOperator="GreaterThanOrEqualToThreshold", TreatMissingData="missing",
+        AlarmActions=[policy],
+    )
+    s3.put_object(Bucket=BUCKET, Key="in/from-zero.csv", Body=b"3,0,0,0")
+    answer = rt.invoke_endpoint_async(
+        EndpointName=name, InputLocation=f"s3://{BUCKET}/in/from-zero.csv", ContentType="text/csv"
+    )
+    assert float(_wait_object(s3, answer["OutputLocation"], timeout=90).decode().strip()) > 0.5
+    assert sm.describe_endpoint(EndpointName=name)["ProductionVariants"][0]["CurrentInstanceCount"] == 1
+    activities = scaling.describe_scaling_activities(ServiceNamespace="sagemaker", ResourceId=resource)
+    assert any("from 0 to 1" in a["Cause"] for a in activities["ScalingActivities"]), activities
+    with pytest.raises(ClientError) as info:  # a real-time endpoint keeps at least one instance
+        scaling.register_scalable_target(
+            ServiceNamespace="sagemaker", ResourceId="endpoint/rt-endpoint/variant/AllTraffic",
+            ScalableDimension=dimension, MinCapacity=0, MaxCapacity=1,
+        )
+    assert info.value.response["Error"]["Code"] == "ValidationException"
 
 
 def _queued(home: Path) -> int:

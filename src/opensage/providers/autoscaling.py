@@ -6,6 +6,8 @@ disabled, ``...-AlarmLow-<uuid>``), real alarms that DescribeAlarms shows and th
 evaluates; StepScaling policies act when an alarm that names them in ``AlarmActions`` is in ALARM;
 scheduled actions (:mod:`opensage.providers.autoscaling_schedules`) change a target's bounds on time.
 
+MinCapacity 0 is accepted for asynchronous endpoints only, as on AWS.
+
 LIMITATIONS: the ``sagemaker`` namespace and the ``sagemaker:variant:DesiredInstanceCount``
 dimension only; no predictive scaling; customized metrics name one metric (no metric math
 ``Metrics``); a step policy's metric is its alarm's statistic (``MetricAggregationType`` is kept,
@@ -36,7 +38,7 @@ from opensage.serving.autoscaler import (
     Autoscaler,
     variant_of,
 )
-from opensage.serving.endpoints import ENDPOINT
+from opensage.serving.endpoints import CONFIG, ENDPOINT
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 from opensage.timestamps import epoch
@@ -69,6 +71,11 @@ class AutoscalingProvider(ScheduledActions):
                 f"Unsupported resource ID {request['ResourceId']}; use endpoint/<endpoint name>/variant/<variant name>."
             ) from exc
 
+    def _asynchronous(self, config_name: str) -> bool:
+        """Whether the endpoint config has an AsyncInferenceConfig (its variants may scale to zero)."""
+        config = self.store.get_resource(CONFIG, config_name)
+        return config is not None and config.data.get("AsyncInferenceConfig") is not None
+
     def register_scalable_target(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         endpoint, variant = self._check_target(request)
         row = self.store.get_resource(ENDPOINT, endpoint)
@@ -90,8 +97,11 @@ class AutoscalingProvider(ScheduledActions):
             raise validation_error(
                 f"MinCapacity ({data['MinCapacity']}) must not be greater than MaxCapacity ({data['MaxCapacity']})."
             )
-        if int(data["MinCapacity"]) < 1:
-            raise validation_error("MinCapacity must be at least 1 for an endpoint variant with instances.")
+        if int(data["MinCapacity"]) < 1 and not self._asynchronous(row.data.get("EndpointConfigName", "")):
+            raise validation_error(
+                "MinCapacity must be at least 1 for an endpoint variant with instances (0 is for asynchronous "
+                "endpoints, whose requests wait in their queue)."
+            )
         now = self.clock()
         arn = existing.arn if existing else ctx.arn("application-autoscaling", f"scalable-target/{uuid.uuid4().hex}")
         data.update(
