@@ -361,6 +361,12 @@ def test_bad_definitions_and_parameters_are_refused_naming_the_step(platform: Ru
     cycle_a = {**_processing(platform, "A", {}), "DependsOn": ["B"]}
     cycle_b = {**_processing(platform, "B", {}), "DependsOn": ["A"]}
     assert "cycle" in _refused(platform, [cycle_a, cycle_b])
+    typo = _processing(platform, "T", {})
+    typo["Arguments"]["ProcessingResources"]["ClusterConfig"]["InstanceKind"] = "ml.m5.large"
+    assert (
+        "Step 'T' (CreateProcessingJob): Arguments.ProcessingResources.ClusterConfig.InstanceKind is not a member"
+        in (_refused(platform, [typo]))
+    )
     assert "unknown step Type 'Magic'" in _refused(platform, [{"Name": "M", "Type": "Magic", "Arguments": {}}])
     assert "Step 'L' is of type Lambda" in _refused(platform, [{"Name": "L", "Type": "Lambda", "Arguments": {}}])
     condition = {

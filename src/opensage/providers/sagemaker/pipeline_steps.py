@@ -22,10 +22,10 @@ import botocore.session
 
 from opensage.aws.context import RequestContext
 from opensage.aws.validate import validate
-from opensage.errors import AlreadyExists, ServiceError
+from opensage.errors import AlreadyExists, ServiceError, validation_error
 from opensage.jobs import processing, training, transform
 from opensage.jobs.specs import ProcessingJobSpec, TrainingJobSpec
-from opensage.pipelines.steps import FAILED, RUNNING, STOPPED, SUCCEEDED, StepRejected
+from opensage.pipelines.steps import FAILED, RESOURCES, RUNNING, STOPPED, SUCCEEDED, StepRejected
 from opensage.providers.sagemaker.processing import _check_processing_request
 from opensage.providers.sagemaker.stopping import to_stopping
 from opensage.serving.endpoints import CONFIG, ENDPOINT, MODEL
@@ -59,6 +59,59 @@ _ENDPOINT_STATES = {"InService": SUCCEEDED, "Failed": FAILED, "OutOfService": FA
 @lru_cache(maxsize=1)
 def _model() -> Any:
     return botocore.session.get_session().get_service_model("sagemaker")
+
+
+def _is_expression(value: Any) -> bool:
+    return isinstance(value, dict) and len(value) == 1 and next(iter(value)) in ("Get", "Std:Join", "Std:JsonGet")
+
+
+def _check_shape(shape: Any, value: Any, where: str, problems: list[str]) -> None:
+    """Required and unknown members of ``value`` against a botocore shape; expressions match anything."""
+    if _is_expression(value) or value is None:
+        return
+    kind = shape.type_name
+    if kind == "structure":
+        if not isinstance(value, dict):
+            problems.append(f"{where} must be an object")
+            return
+        for member in shape.required_members:
+            if member not in value:
+                problems.append(f"{where}.{member} is required")
+        for key, item in value.items():
+            if key not in shape.members:
+                problems.append(f"{where}.{key} is not a member of {shape.name}")
+            else:
+                _check_shape(shape.members[key], item, f"{where}.{key}", problems)
+    elif kind == "list":
+        if not isinstance(value, list):
+            problems.append(f"{where} must be a list")
+            return
+        for i, item in enumerate(value):
+            _check_shape(shape.member, item, f"{where}[{i}]", problems)
+    elif kind == "map" and isinstance(value, dict):
+        for key, item in value.items():
+            _check_shape(shape.value, item, f"{where}.{key}", problems)
+
+
+def check_arguments(steps: Mapping[str, Any]) -> None:
+    """Each step's Arguments against its Create* request shape (the member the platform fills in,
+    the resource's name, may be left out).
+
+    Raises:
+        ServiceError: ValidationException naming the step and the member.
+    """
+    for step in steps.values():
+        operation = _OPERATIONS.get(step.type)
+        if operation is None or not isinstance(step.arguments, dict):
+            continue
+        shape = _model().operation_model(operation).input_shape
+        named = RESOURCES[step.type][0]
+        problems: list[str] = []
+        _check_shape(shape, {named: "-", **step.arguments} if named else step.arguments, "Arguments", problems)
+        if problems:
+            raise validation_error(
+                f"Invalid pipeline definition: Step '{step.name}' ({operation}): {'; '.join(problems[:5])}."
+            )
 
 
 def context(ctx: RequestContext) -> dict[str, str]:

@@ -26,6 +26,7 @@ from opensage.pipelines import definition as pd
 from opensage.pipelines.controller import KIND as EXECUTION_KIND
 from opensage.pipelines.controller import ExecutionController
 from opensage.providers.sagemaker.listing import list_page
+from opensage.providers.sagemaker.pipeline_steps import check_arguments
 from opensage.states import PipelineExecutionStatus as Status
 from opensage.store import tags
 from opensage.store.entities import Resource
@@ -78,9 +79,10 @@ class PipelineOperations:
         else:
             raise validation_error("Give a PipelineDefinition or a PipelineDefinitionS3Location.")
         try:
-            pd.parse(text)
+            definition = pd.parse(text)
         except pd.InvalidDefinition as exc:
             raise validation_error(f"Invalid pipeline definition: {exc}") from exc
+        check_arguments(definition.steps)
         return text
 
     def _require_pipeline(self, ctx: RequestContext, value: str) -> Resource:
