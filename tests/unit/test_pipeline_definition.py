@@ -47,6 +47,7 @@ def test_the_sdks_sample_definition_parses_into_its_dag() -> None:
         ([{"Name": "A", "Type": "Bogus"}], None, "unknown step Type 'Bogus'"),
         ([{"Name": "A", "Type": "Lambda"}], None, "Step 'A' is of type Lambda: AWS Lambda is not available"),
         ([], None, "non-empty list of Steps"),
+        ([_step("A", CacheConfig={"Enabled": True, "ExpireAfter": "30d"})], None, "Step 'A': CacheConfig.ExpireAfter"),
         ([_step("A")], [{"Name": "P", "Type": "Integer", "DefaultValue": "x"}], "Parameter 'P': DefaultValue"),
         (
             [

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opensage.pipelines import expressions as ex
+from opensage.pipelines import policies
 
 VERSION = "2020-12-01"
 JOB_TYPES = ("Processing", "Training", "Transform", "Tuning")
@@ -184,6 +185,12 @@ def _check_policies(step: Step) -> None:
             raise InvalidDefinition(f"{where}: give MaxAttempts or ExpireAfterMin, not both.")
         if not 1 <= int(p.get("MaxAttempts", 1)) <= 20:
             raise InvalidDefinition(f"{where}: MaxAttempts must be between 1 and 20.")
+    expire = (step.cache or {}).get("ExpireAfter")
+    if expire is not None:
+        try:
+            policies.duration(str(expire))
+        except ValueError as exc:
+            raise InvalidDefinition(f"Step '{step.name}': CacheConfig.ExpireAfter: {exc}.") from exc
     if step.property_files and step.type != "Processing":
         raise InvalidDefinition(f"Step '{step.name}': PropertyFiles belong to Processing steps.")
 

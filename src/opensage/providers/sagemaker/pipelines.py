@@ -9,7 +9,10 @@ definition may come inline or from S3 (``PipelineDefinitionS3Location``, as the 
 
 LIMITATIONS: Lambda, QualityCheck, ClarifyCheck, EMR, AutoML and InferenceComponent steps are
 refused at Create (the message says what to use instead); Callback steps send no SQS message:
-their token is in ListPipelineExecutionSteps' ``Metadata.Callback.CallbackToken``.
+their token is in ListPipelineExecutionSteps' ``Metadata.Callback.CallbackToken``. An Endpoint step
+succeeds when its endpoint is InService. Once a step fails, no further step starts (the running
+ones end, then the execution fails). Cache keys are AWS's documented members of a step's
+resolved arguments, compared over the pipeline's last 100 executions.
 """
 
 from __future__ import annotations
