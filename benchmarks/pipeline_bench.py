@@ -121,27 +121,6 @@ print("DEFINITION " + Pipeline(name="bench", parameters=[threshold],
                                steps=[process, train, evaluate, check]).definition())
 """
 
-_PROCESSING = (
-    "ProcessingInputs",
-    "ProcessingOutputConfig",
-    "ProcessingResources",
-    "StoppingCondition",
-    "AppSpecification",
-    "Environment",
-    "NetworkConfig",
-    "RoleArn",
-)
-_TRAINING = (
-    "AlgorithmSpecification",
-    "HyperParameters",
-    "InputDataConfig",
-    "OutputDataConfig",
-    "ResourceConfig",
-    "StoppingCondition",
-    "RoleArn",
-    "Environment",
-)
-
 
 def _wait(describe: Any, key: str, done: tuple[str, ...]) -> dict[str, Any]:
     while True:
@@ -182,6 +161,12 @@ def job_times(sm: Any, steps: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def _request(sm: Any, operation: str, described: dict[str, Any]) -> dict[str, Any]:
+    """The Create* request a Describe* answer holds: every member of the request but the job's name."""
+    members = sm.meta.service_model.operation_model(operation).input_shape.members
+    return {k: v for k, v in described.items() if k in members and not k.endswith("JobName")}
+
+
 def by_hand(sm: Any, s3: Any, steps: dict[str, Any]) -> dict[str, float]:
     """The pipeline's jobs again, one after another, from their resolved requests."""
     times: dict[str, float] = {}
@@ -192,7 +177,7 @@ def by_hand(sm: Any, s3: Any, steps: dict[str, Any]) -> dict[str, float]:
         t0 = time.perf_counter()
         if "ProcessingJob" in meta:
             d = sm.describe_processing_job(ProcessingJobName=job)
-            sm.create_processing_job(ProcessingJobName=name, **{k: d[k] for k in _PROCESSING if k in d})
+            sm.create_processing_job(ProcessingJobName=name, **_request(sm, "CreateProcessingJob", d))
             _wait(
                 lambda name=name: sm.describe_processing_job(ProcessingJobName=name),
                 "ProcessingJobStatus",
@@ -200,7 +185,7 @@ def by_hand(sm: Any, s3: Any, steps: dict[str, Any]) -> dict[str, float]:
             )
         else:
             d = sm.describe_training_job(TrainingJobName=job)
-            sm.create_training_job(TrainingJobName=name, **{k: d[k] for k in _TRAINING if k in d})
+            sm.create_training_job(TrainingJobName=name, **_request(sm, "CreateTrainingJob", d))
             _wait(
                 lambda name=name: sm.describe_training_job(TrainingJobName=name),
                 "TrainingJobStatus",
