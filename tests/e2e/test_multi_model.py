@@ -162,6 +162,28 @@ def test_target_model_errors_are_the_callers_and_name_it(platform: RunningPlatfo
     sm.delete_endpoint(EndpointName=name)
 
 
+def test_a_batch_transform_of_a_multi_model_model_fails_saying_why(platform: RunningPlatform) -> None:
+    sm, _ = _clients(platform)
+    name = f"mme-transform-{uuid.uuid4().hex[:6]}"
+    account = platform.session().client("sts").get_caller_identity()["Account"]
+    container = {"Image": IMAGE, "ModelDataUrl": f"s3://{BUCKET}/anything/", "Mode": "MultiModel"}
+    role = f"arn:aws:iam::{account}:role/OpenSageExecutionRole"
+    sm.create_model(ModelName=name, PrimaryContainer=container, ExecutionRoleArn=role)
+    platform.session().client("s3").put_object(Bucket=BUCKET, Key="transform-in/rows.csv", Body=BODY.encode())
+    sm.create_transform_job(
+        TransformJobName=name,
+        ModelName=name,
+        TransformInput={"DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/transform-in"}}},
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/transform-out/"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    deadline = time.monotonic() + 60
+    while (desc := sm.describe_transform_job(TransformJobName=name))["TransformJobStatus"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    assert desc["TransformJobStatus"] == "Failed" and "multi-model" in desc["FailureReason"], desc
+
+
 def _loads_per_instance(platform: RunningPlatform, name: str) -> dict[str, int]:
     logs = platform.session().client("logs")
     group = f"/aws/sagemaker/Endpoints/{name}"

@@ -2,7 +2,9 @@
 
 :meth:`Launcher.template` turns a production variant (and the model it names) into a
 :class:`~opensage.serving.fleet.ServerTemplate`: the image resolved, the instance type checked, the
-artifact unpacked and linked at ``<base>/model``, the container's variables built. Every model
+artifact unpacked and linked at ``<base>/model`` (a multi-model container gets an empty
+``<base>/models`` instead, filled as requests name models: :mod:`~opensage.serving.multimodel`),
+the container's variables built. Every model
 server of the variant (the first ones, replacements, scale-ups) starts from that template, so they
 all run the same thing. Each server is one container on the backend with ``<base>`` mounted at
 ``/opt/ml``, listening on a Unix socket in a private directory (never on a TCP port).
@@ -22,6 +24,7 @@ from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobSta
 from opensage.compute.instances import InstanceType
 from opensage.contract import (
     BASE_DIR_ENV,
+    BATCH_ENV,
     BIND_TO_PORT_ENV,
     BIND_TO_SOCKET_ENV,
     MULTI_MODEL_DIR,
@@ -102,6 +105,11 @@ class Launcher:
             itype = InstanceType(f"serverless-{gib:g}g", max(1, min(itype.vcpus, int(gib))), gib)
         base = directory / variant
         prefix = multi_model_prefix(container, model_name)
+        if prefix is not None and (extra_env or {}).get(BATCH_ENV):
+            raise FleetError(
+                f"Model {model_name} is a multi-model model (Mode MultiModel): a batch transform job serves one "
+                "model; create a model whose ModelDataUrl is one model.tar.gz for it."
+            )
         if prefix is None:
             model_dir = await asyncio.to_thread(self.models.model_dir, container.get("ModelDataUrl", ""), model_name)
             base.mkdir(parents=True, exist_ok=True)
