@@ -26,6 +26,7 @@ from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.logstore import LogStore
+from opensage.monitor.scheduler import MonitorScheduler
 from opensage.objects.client import s3_client
 from opensage.objects.transfer import Expansion
 from opensage.providers.autoscaling import AutoscalingProvider
@@ -90,6 +91,7 @@ class Platform:
     autoscaler: Autoscaler | None = None
     capture: DataCapture | None = None
     asynchronous: AsyncInference | None = None
+    monitoring: MonitorScheduler | None = None
     serverless: Serverless | None = None
     _flusher: asyncio.Task[None] | None = None
 
@@ -126,11 +128,15 @@ class Platform:
                 await self.transforms.recover()
                 if self.processing is not None:
                     await self.processing.recover()
+                if self.monitoring is not None:  # after processing: it follows its executions' jobs
+                    self.monitoring.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.tuning is not None:  # first: it would otherwise retry the trials shutdown fails
                     await self.tuning.shutdown()
                 await self.training.shutdown()
+                if self.monitoring is not None:  # before processing: no execution starts while it stops
+                    await self.monitoring.shutdown()
                 if self.processing is not None:
                     await self.processing.shutdown()
                 await self.transforms.shutdown()
@@ -294,6 +300,8 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "kms": KmsProvider(store, clock),
             "application-autoscaling": AutoscalingProvider(store, clock, autoscaler),
         }
+        monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
+        providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
     except Exception:
         store.close()
@@ -314,6 +322,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         autoscaler=autoscaler,
         capture=capture,
         asynchronous=asynchronous,
+        monitoring=monitoring,
         serverless=serverless,
     )
     platform.console = create_console(

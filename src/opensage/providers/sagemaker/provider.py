@@ -18,6 +18,7 @@ from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.pipelines.controller import ExecutionController
 from opensage.providers.sagemaker.inference import InferenceOperations
+from opensage.providers.sagemaker.monitoring import MonitoringOperations
 from opensage.providers.sagemaker.pipeline_executions import PipelineExecutionOperations
 from opensage.providers.sagemaker.pipeline_steps import PipelineSteps
 from opensage.providers.sagemaker.pipelines import PipelineOperations
@@ -43,6 +44,7 @@ class SageMakerProvider(
     TagOperations,
     PipelineOperations,
     PipelineExecutionOperations,
+    MonitoringOperations,
 ):
     def __init__(
         self,
