@@ -219,3 +219,8 @@ def running_platform(
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
         log.close()
+
+
+def is_model_server(cmdline: list[str]) -> bool:
+    """A model server's own Python process, not the namespace tools (unshare, bash, setpriv) that start it."""
+    return bool(cmdline) and Path(cmdline[0]).name.startswith("python") and "opensage.serving.modelserver" in cmdline

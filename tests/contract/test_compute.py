@@ -14,9 +14,17 @@ from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobSta
 from opensage.compute.local import LocalBackend
 
 
-@pytest.fixture(params=["local", "local-without-cgroups"])
-def backend(request: pytest.FixtureRequest) -> Iterator[ComputeBackend]:
-    yield LocalBackend(use_cgroups=request.param == "local")
+@pytest.fixture(params=["local", "local-without-cgroups", "local-confined"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ComputeBackend]:
+    if request.param != "local-confined":
+        yield LocalBackend(use_cgroups=request.param == "local")
+        return
+    from opensage.compute.confine import confinement
+
+    found = confinement([tmp_path / "home"], env={})
+    if found is None:
+        pytest.skip("containers run as the platform's user here (no mount or user namespaces)")
+    yield LocalBackend(confinement=found)
 
 
 def _spec(tmp_path: Path, code: str, hosts: int = 1, memory: int | None = None) -> JobSpec:
@@ -29,6 +37,7 @@ def _spec(tmp_path: Path, code: str, hosts: int = 1, memory: int | None = None) 
             tmp_path / f"algo-{i + 1}.log",
             1,
             memory,
+            owned=(tmp_path,),
         )
         for i in range(hosts)
     )
@@ -111,15 +120,21 @@ def test_a_jobs_hosts_resolve_by_name(backend: ComputeBackend, tmp_path: Path) -
     backend.cleanup(handle)
 
 
-def test_a_confined_container_sees_its_own_directories_and_not_the_platforms_home(tmp_path: Path) -> None:
-    """User code runs as a user of its own that cannot read the platform's keys, nor undo what hides them."""
+@pytest.mark.parametrize("user", ["a-user-of-its-own", "a-user-namespace"])
+def test_a_confined_container_sees_its_own_directories_and_not_the_platforms_home(tmp_path: Path, user: str) -> None:
+    """User code runs as a user of its own that cannot read the platform's keys, nor undo what hides them.
+
+    ``a-user-namespace`` is what a platform that is not root gives (here with root's own id mapped)."""
     import os
 
-    from opensage.compute.confine import confinement
+    from opensage.compute import sandbox
+    from opensage.compute.confine import Confinement, confinement, interpreter_paths
 
     found = confinement([tmp_path / "home"], env={})
+    if user == "a-user-namespace" and sandbox.user_namespaces_available():
+        found = Confinement(os.getuid(), os.getgid(), (tmp_path / "home",), interpreter_paths(), own_user=True)
     if found is None:
-        pytest.skip("containers run as the platform's user here (it is not root, or has no mount namespace)")
+        pytest.skip("containers run as the platform's user here (no mount or user namespaces)")
     home = tmp_path / "home"
     (home / "jobs" / "mine" / "algo-1").mkdir(parents=True)
     (home / "jobs" / "theirs").mkdir(parents=True)
@@ -140,6 +155,7 @@ for path in (home / "master.key", home / "jobs" / "theirs" / "data.csv"):
     print("hidden", path.name, not path.exists())
 print("umount", subprocess.run(["umount", str(home)], capture_output=True).returncode != 0)
 print("cwd", os.getcwd() == str(own / "algo-1"), sorted(os.listdir("..")))
+print("processes", len([p for p in os.listdir("/proc") if p.isdigit()]) <= 2)
 """
     spec = ContainerSpec(
         "algo-1",
@@ -158,12 +174,14 @@ print("cwd", os.getcwd() == str(own / "algo-1"), sorted(os.listdir("..")))
     for line in log.splitlines():
         key, _, value = line.partition(" ")
         lines[key] = f"{lines[key]}; {value}" if key in lines else value
-    assert lines["uid"] == str(found.uid) != "0"
+    if not found.own_user:
+        assert lines["uid"] == str(found.uid) != "0"
+        assert (own / "algo-1" / "model" / "m.bin").stat().st_uid == found.uid  # its files; the platform reads them
     assert lines["input"] == "mine"
     assert lines["home"] == "['jobs']"  # the keys out of sight, and of the jobs only its own
     assert lines["hidden"] == "master.key True; data.csv True"
     assert lines["umount"] == "True"
     assert lines["cwd"] == "True ['algo-1']"
-    assert (own / "algo-1" / "model" / "m.bin").stat().st_uid == found.uid  # its files, the platform reads them
+    assert lines["processes"] == "True"  # its own shell and itself: none of the platform's
     assert os.stat(home / "master.key").st_uid == os.getuid()  # what it cannot see stays the platform's
     backend.cleanup(handle)

@@ -19,7 +19,7 @@ import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import RunningPlatform, running_platform
+from helpers import RunningPlatform, is_model_server, running_platform
 
 pytestmark = pytest.mark.slow
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
@@ -300,7 +300,7 @@ def _model_servers(platform: RunningPlatform, endpoint: str) -> list[psutil.Proc
     found = []
     for proc in psutil.Process(platform.proc.pid).children(recursive=True):
         try:
-            if "modelserver" in " ".join(proc.cmdline()) and endpoint in proc.cwd().split("/"):
+            if is_model_server(proc.cmdline()) and endpoint in proc.cwd().split("/"):
                 found.append(proc)
         except psutil.Error:  # exited (or a zombie) meanwhile
             continue
@@ -394,7 +394,7 @@ def _servers_under(home: Path) -> list[int]:
 
     found = []
     for proc in psutil.process_iter(["pid", "cmdline", "cwd"]):
-        if "opensage.serving.modelserver" in " ".join(proc.info["cmdline"] or []) and str(home) in (
+        if is_model_server(proc.info["cmdline"] or []) and str(home) in (
             proc.info["cwd"] or ""
         ):
             found.append(proc.info["pid"])

@@ -2,8 +2,13 @@
 
 Where the platform runs as root on a machine that gives mount namespaces, each container runs as
 an unprivileged user of its own (``OPENSAGE_CONTAINER_UID``, 61000 unless set; 0 keeps root) with
-no capabilities and ``no_new_privs``, in a mount namespace where the platform's home is covered by
-an empty, read-only ``tmpfs``. Only what the container needs stays in sight, each at its own path:
+no capabilities and ``no_new_privs``, in a mount and a PID namespace where the platform's home is
+covered by an empty ``tmpfs``. Where the platform runs as another user and the machine allows
+unprivileged user namespaces, containers run as that user in a user namespace of their own, with no
+capability there either: the same covers, and no other process in sight (so none of the
+platform's, whose files that user could otherwise reach through ``/proc``).
+
+Only what the container needs stays in sight, each at its own path:
 its own directories (which it then owns), the shared caches it writes, the model it serves, and
 the platform's Python. A directory on the way to one of those that the container's user could not
 enter (``/root``, pytest's ``/tmp/pytest-of-root``) is covered the same way, so the Python under
@@ -11,8 +16,8 @@ enter (``/root``, pytest's ``/tmp/pytest-of-root``) is covered the same way, so 
 
 So user code reads neither the keys under the home (``master.key``, ``console.key``, the object
 store's), nor the database, nor another job's files, nor the AWS files the platform wrote, and
-cannot undo the covering mounts. Elsewhere (the platform not root, no mount namespaces) containers
-run as the platform's user, as before.
+cannot undo the covering mounts. Elsewhere (no namespaces, or ``OPENSAGE_CONTAINER_UID=0``)
+containers run as the platform's user, unconfined.
 """
 
 from __future__ import annotations
@@ -42,6 +47,10 @@ class Confinement:
     gid: int
     hidden: tuple[Path, ...]  # the platform's home (and any other private root)
     readable: tuple[Path, ...]  # the platform's Python: prefixes and import paths
+    # True: containers run as the platform's own user (it is not root), in a user namespace of their
+    # own with no capability and a PID namespace, so neither the platform's processes nor its home
+    # are in their sight.
+    own_user: bool = False
 
     def plan(self, visible: Iterable[Path]) -> tuple[list[Path], list[Path]]:
         """(directories to cover, paths to keep in sight) for a container that needs ``visible``."""
@@ -61,6 +70,8 @@ class Confinement:
         A directory the user owns already is skipped: what is in it, the user made."""
         for top in paths:
             top.mkdir(parents=True, exist_ok=True)
+            if self.own_user:
+                continue
             with contextlib.suppress(FileNotFoundError):
                 if top.lstat().st_uid == self.uid:  # taken before: what is in it, its user made
                     continue
@@ -76,9 +87,13 @@ def confinement(hidden: Sequence[Path], env: dict[str, str] | None = None) -> Co
         uid = int(env.get(UID_ENV) or DEFAULT_UID)
     except ValueError:
         raise ValueError(f"{UID_ENV} must be a number (a user id; 0 runs containers as root)") from None
-    if uid == 0 or os.geteuid() != 0 or not sandbox.mounts_available() or shutil.which("setpriv") is None:
+    if uid == 0 or shutil.which("setpriv") is None or shutil.which("bash") is None:
         return None
-    return Confinement(uid, uid, tuple(hidden), interpreter_paths())
+    if os.geteuid() == 0 and sandbox.mounts_available():
+        return Confinement(uid, uid, tuple(hidden), interpreter_paths())
+    if os.geteuid() != 0 and sandbox.user_namespaces_available():
+        return Confinement(os.getuid(), os.getgid(), tuple(hidden), interpreter_paths(), own_user=True)
+    return None
 
 
 @functools.cache

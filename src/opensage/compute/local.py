@@ -164,7 +164,8 @@ class LocalBackend:
         if self.confinement is not None:
             self.confinement.take(c.owned)
             covers, kept = self.confinement.plan(c.owned)
-            uid, gid = self.confinement.uid, self.confinement.gid
+            own = self.confinement.own_user
+            uid, gid = (None, None) if own else (self.confinement.uid, self.confinement.gid)
             confined = sandbox.Confined(uid, gid, c.cwd, covers, kept)
         argv, isolated = sandbox.wrap(c.argv, mounts, c.isolate_network, confined)
         with open(c.log_path, "ab") as out:
@@ -189,7 +190,7 @@ class LocalBackend:
             "watchdog": not any("memory" in p for p in cgroups),
             "mounted": bool(c.mounts) and sandbox.mounts_available(),
             "network_isolated": isolated,
-            "uid": confined.uid if confined else os.getuid(),
+            "uid": confined.uid if confined and confined.uid is not None else os.getuid(),
         }
 
     def poll(self, handle: Handle) -> JobStatus:
@@ -209,7 +210,8 @@ class LocalBackend:
             if code is None:
                 status.containers.append(ContainerState(c["host"], True))
                 continue
-            oom = pid in self._oom or (code == -signal.SIGKILL and _Cgroups.oom_killed(c["cgroups"]))
+            killed = code in (-signal.SIGKILL, 128 + signal.SIGKILL)  # the second: under a namespace's first process
+            oom = pid in self._oom or (killed and _Cgroups.oom_killed(c["cgroups"]))
             status.containers.append(ContainerState(c["host"], False, code, oom, c["memory_bytes"]))
         return status
 

@@ -35,8 +35,10 @@ exec "$@"
 """
 
 # The same for a confined container (:mod:`opensage.compute.confine`), in bash (for its numbered
-# descriptors): each path to keep in sight is opened before the covers go on and bound back at its
-# own path through its descriptor; then the command runs as the container's user, with no capability.
+# descriptors), as the first process of a PID namespace of its own: each path to keep in sight is
+# opened before the covers go on and bound back at its own path through its descriptor; then the
+# command runs as the container's user with no capability, and this script waits for it, passing on
+# SIGTERM (the first process of a namespace gets only the signals it handles) and its exit code.
 _CONFINED_SETUP = """set -e
 net=$1; uid=$2; gid=$3; cwd=$4; shift 4
 while [ "$1" != -- ]; do
@@ -57,7 +59,16 @@ for ((i = 0; i < ${#kept[@]}; i += 2)); do
 done
 if [ "$net" = cut ] && command -v ip >/dev/null; then ip link set lo up; fi
 cd "$cwd"
-exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@"
+user=()
+if [ "$uid" != same ]; then user=(--reuid="$uid" --regid="$gid" --clear-groups); fi
+set +e
+setpriv "${user[@]}" --no-new-privs --inh-caps=-all --bounding-set=-all -- "$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM INT
+while :; do
+  wait "$child"; code=$?
+  kill -0 "$child" 2>/dev/null || exit "$code"
+done
 """
 
 
@@ -65,8 +76,8 @@ exec setpriv --reuid="$uid" --regid="$gid" --clear-groups --no-new-privs --inh-c
 class Confined:
     """How :func:`wrap` confines a container: its user, the directories to cover, what stays in sight."""
 
-    uid: int
-    gid: int
+    uid: int | None  # None: the user namespace's root, that is this process's own user
+    gid: int | None
     cwd: Path
     covers: Sequence[Path]
     kept: Sequence[Path]
@@ -76,6 +87,12 @@ class Confined:
 def mounts_available() -> bool:
     """Whether containers can get their own mount namespace on this machine."""
     return _probe(["--mount", "--propagation", "private"])
+
+
+@functools.cache
+def user_namespaces_available() -> bool:
+    """Whether this (unprivileged) process can give a container a user, mount and PID namespace."""
+    return _probe(["--user", "--map-root-user", "--mount", "--propagation", "private", "--pid", "--fork"])
 
 
 @functools.cache
@@ -116,17 +133,20 @@ def wrap(
     Returns the command and whether the network is cut. Without the means for a namespace the
     command comes back unchanged.
     """
-    if not mounts_available() or not (mounts or isolate_network or confined):
+    if confined is None and (not mounts_available() or not (mounts or isolate_network)):
         return list(argv), False
     cut = isolate_network and network_isolation_available()
     flags = ["--mount", "--propagation", "private", *(["--net"] if cut else [])]
-    pairs = [part for host, target in mounts for part in (str(host), target)]
+    if confined is not None:
+        own_user = ["--user", "--map-root-user"] if confined.uid is None else []
+        flags = [*own_user, *flags, "--pid", "--fork", "--mount-proc", "--kill-child"]
+    pairs = [part for host, target in mounts for part in (str(host), target)] if mounts_available() else []
     net = "cut" if cut else "net"
     if confined is None:
         setup = ["/bin/sh", "-c", _SETUP, "sh", net, *pairs, "--"]
     else:
         c = confined
-        head = [net, str(c.uid), str(c.gid), str(c.cwd)]
+        head = [net, "same" if c.uid is None else str(c.uid), str(c.gid), str(c.cwd)]
         lists = [*pairs, "--", *map(str, c.kept), "--", *map(str, c.covers), "--"]
         setup = [str(shutil.which("bash") or "/bin/bash"), "-c", _CONFINED_SETUP, "bash", *head, *lists]
     return [str(shutil.which("unshare")), *flags, *setup, *argv], cut
