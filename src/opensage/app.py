@@ -21,6 +21,7 @@ from opensage.compute.confine import confinement
 from opensage.compute.local import LocalBackend, sweep_cgroups
 from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
+from opensage.events.bus import EventBus
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
@@ -29,8 +30,10 @@ from opensage.logstore import LogStore
 from opensage.monitor.scheduler import MonitorScheduler
 from opensage.objects.client import s3_client
 from opensage.objects.transfer import Expansion
+from opensage.pipelines.controller import ExecutionController
 from opensage.providers.autoscaling import AutoscalingProvider
 from opensage.providers.cloudwatch import CloudWatchProvider
+from opensage.providers.events import EventsProvider, pipeline_starter
 from opensage.providers.iam import IamProvider
 from opensage.providers.kms import KmsProvider
 from opensage.providers.logs import LogsProvider
@@ -39,10 +42,10 @@ from opensage.providers.sagemaker import SageMakerProvider
 from opensage.providers.sts import StsProvider
 from opensage.serving.asyncinference import AsyncInference
 from opensage.serving.autoscaler import Autoscaler
-from opensage.serving.serverless import Serverless
 from opensage.serving.capture import CaptureConfigs, DataCapture
 from opensage.serving.endpoints import CONFIG, EndpointEngine
 from opensage.serving.metrics import InvocationMetrics
+from opensage.serving.serverless import Serverless
 from opensage.store.metrics import MetricStore
 from opensage.store.sql import SqlStore, open_store
 from opensage.tuning.controller import TuningController
@@ -64,6 +67,7 @@ PROVIDER_CLASSES: dict[str, type] = {
     "logs": LogsProvider,
     "kms": KmsProvider,
     "application-autoscaling": AutoscalingProvider,
+    "events": EventsProvider,
 }
 
 
@@ -93,6 +97,8 @@ class Platform:
     asynchronous: AsyncInference | None = None
     monitoring: MonitorScheduler | None = None
     serverless: Serverless | None = None
+    pipelines: ExecutionController | None = None
+    events: EventBus | None = None
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -113,6 +119,8 @@ class Platform:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
+                if self.events is not None:  # first: what recovery changes is delivered too
+                    self.events.start()
                 await self._start_metrics()
                 await asyncio.to_thread(sweep_cgroups)  # the empty cgroups of a server that died without stopping
                 await self.training.recover()
@@ -130,8 +138,14 @@ class Platform:
                     await self.processing.recover()
                 if self.monitoring is not None:  # after processing: it follows its executions' jobs
                     self.monitoring.start()
+                if self.pipelines is not None:  # last: it runs again the steps whose jobs a restart failed
+                    await self.pipelines.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
+                if self.events is not None:  # first: no rule starts anything while the platform stops
+                    await self.events.shutdown()
+                if self.pipelines is not None:  # first: executions stay Executing and go on after a restart
+                    await self.pipelines.shutdown()
                 if self.tuning is not None:  # first: it would otherwise retry the trials shutdown fails
                     await self.tuning.shutdown()
                 await self.training.shutdown()
@@ -283,14 +297,17 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             archive_quotas=settings.quotas,
         )
         tuning = TuningController(store, clock, training, logs, settings.home / "tuning")
+        pipelines = ExecutionController(store, clock)
         autoscaler = Autoscaler(store, clock, endpoints, metrics, settings.autoscaling_interval_s)
         capture = DataCapture(s3, CaptureConfigs(store, endpoints.serving_config, CONFIG), clock)
         asynchronous = AsyncInference(store, s3, endpoints, clock, metric_store, metrics)
         serverless = Serverless(store, endpoints, metric_store, settings.serverless_idle_s)
         authenticator = Authenticator(store.get_access_key)
+        bus = EventBus(store, clock, settings.region, identity.account_id, logs, metric_store=metric_store)
+        store.watchers.append(bus.watch)  # the platform's own events: every change of a resource
         providers = {
             "sagemaker": SageMakerProvider(
-                store, clock, training, endpoints, transforms, processing, tuning, settings.quotas
+                store, clock, training, endpoints, transforms, processing, tuning, settings.quotas, pipelines
             ),
             "sagemaker-runtime": RuntimeProvider(endpoints, metrics, capture, asynchronous, serverless),
             "cloudwatch": CloudWatchProvider(metrics, metric_store, clock),
@@ -299,10 +316,14 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "logs": LogsProvider(logs),
             "kms": KmsProvider(store, clock),
             "application-autoscaling": AutoscalingProvider(store, clock, autoscaler),
+            "events": EventsProvider(store, clock, bus),
         }
         monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
         providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
+        bus.start_pipeline = pipeline_starter(
+            gateway.table, identity.account_id, settings.region, f"arn:aws:iam::{identity.account_id}:root"
+        )
     except Exception:
         store.close()
         raise
@@ -324,6 +345,8 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         asynchronous=asynchronous,
         monitoring=monitoring,
         serverless=serverless,
+        pipelines=pipelines,
+        events=bus,
     )
     platform.console = create_console(
         ConsoleDeps(

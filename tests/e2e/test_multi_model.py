@@ -20,7 +20,7 @@ import psutil
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import RunningPlatform, running_platform
+from helpers import RunningPlatform, is_model_server, running_platform
 
 pytestmark = pytest.mark.slow
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
@@ -241,7 +241,7 @@ def _model_servers(platform: RunningPlatform, endpoint: str) -> list[psutil.Proc
     found = []
     for proc in psutil.Process(platform.proc.pid).children(recursive=True):
         try:
-            if "modelserver" in " ".join(proc.cmdline()) and endpoint in proc.cwd().split("/"):
+            if is_model_server(proc.cmdline()) and endpoint in proc.cwd().split("/"):
                 found.append(proc)
         except psutil.Error:
             continue

@@ -18,7 +18,7 @@ import pytest
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
-from helpers import RunningPlatform, running_platform
+from helpers import RunningPlatform, is_model_server, running_platform
 
 pytestmark = pytest.mark.slow
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
@@ -56,7 +56,7 @@ def _servers(home: Path) -> int:
     found = 0
     for proc in psutil.process_iter(["cmdline", "cwd"]):
         with_home = str(home) in (proc.info["cwd"] or "")
-        if with_home and "opensage.serving.modelserver" in " ".join(proc.info["cmdline"] or []):
+        if with_home and is_model_server(proc.info["cmdline"] or []):
             found += 1
     return found
 
