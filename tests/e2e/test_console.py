@@ -366,7 +366,7 @@ def test_endpoint_charts_get_gaps_for_minutes_without_traffic(api: ApiServer, si
 
 
 def test_endpoint_list_shows_each_endpoints_type(api: ApiServer, signed_in: httpx.Client) -> None:
-    """Real-time through the API; the API refuses async, serverless and multi-model configs for now, so
+    """Real-time through the API; async, serverless and multi-model configs have tests of their own, so
     those kinds are derived from stored documents in tests/unit/test_console_labels.py."""
     sm = api.client("sagemaker")
     sm.create_model(ModelName="console-single", PrimaryContainer={"Image": IMAGE}, ExecutionRoleArn=_role(api))
