@@ -202,6 +202,8 @@ class PipelineExecutionOperations:
         return {"PipelineExecutionSummaries": out, "NextToken": token}
 
     def list_pipeline_execution_steps(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
+        if not request.get("PipelineExecutionArn"):  # optional in the service model, needed here
+            raise validation_error("ListPipelineExecutionSteps needs a PipelineExecutionArn (the execution to list).")
         row = self._require_execution(request["PipelineExecutionArn"])
         records = list((row.data.get("_Steps") or {}).values())
         records.sort(
