@@ -41,11 +41,10 @@ def _ts(value: Any) -> float:
 class ScheduledActions:
     """The scheduled-action operations of the Application Auto Scaling provider."""
 
+    # Given by the provider this mixin is part of (AutoscalingProvider).
     store: SqlStore
     clock: Callable[[], dt.datetime]
-
-    def _check_target(self, request: dict[str, Any]) -> tuple[str, str]:  # the provider's own
-        raise NotImplementedError
+    _check_target: Callable[[dict[str, Any]], tuple[str, str]]
 
     def put_scheduled_action(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         self._check_target(request)
