@@ -21,31 +21,11 @@ from typing import Any
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
 from opensage.providers.cloudwatch_alarms import AlarmOperations
-from opensage.serving.alarms import MetricReader, variant_count
+from opensage.serving.alarms import MetricReader, merge, value_of, variant_count
 from opensage.serving.metrics import NAMESPACE, UNITS, Bucket, InvocationMetrics
 from opensage.store.metrics import MetricStore, Point, Stats, dimensions
 
 _STATS = ("SampleCount", "Sum", "Average", "Minimum", "Maximum")
-
-
-def _value(stat: str, b: Bucket) -> float:
-    return {
-        "SampleCount": b.count,
-        "Sum": b.total,
-        "Average": b.total / b.count if b.count else 0.0,
-        "Minimum": b.low,
-        "Maximum": b.high,
-    }[stat]
-
-
-def _merge(buckets: list[Bucket]) -> Bucket:
-    out = Bucket()
-    for b in buckets:
-        out.count += b.count
-        out.total += b.total
-        out.low = min(out.low, b.low)
-        out.high = max(out.high, b.high)
-    return out
 
 
 def _ts(value: Any) -> float:
@@ -89,7 +69,7 @@ class CloudWatchProvider(AlarmOperations):
         for minute, bucket in self._minutes(*query, start, end):
             slot = int(start + ((minute - start) // period) * period)
             grouped.setdefault(slot, []).append(bucket)
-        return sorted((slot, _merge(bs)) for slot, bs in grouped.items())
+        return sorted((slot, merge(bs)) for slot, bs in grouped.items())
 
     def list_metrics(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         namespace, name = request.get("Namespace"), request.get("MetricName")
@@ -163,7 +143,7 @@ class CloudWatchProvider(AlarmOperations):
         start, end = _ts(request["StartTime"]), _ts(request["EndTime"])
         periods = self._periods(query, start, end, request["Period"])
         unit = request.get("Unit") or self._unit(*query, start, end)
-        points = [{"Timestamp": slot, "Unit": unit, **{s: _value(s, b) for s in stats}} for slot, b in periods]
+        points = [{"Timestamp": slot, "Unit": unit, **{s: value_of(s, b) for s in stats}} for slot, b in periods]
         return {"Label": request["MetricName"], "Datapoints": points}
 
     def get_metric_data(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
@@ -188,7 +168,7 @@ class CloudWatchProvider(AlarmOperations):
                     "Id": query["Id"],
                     "Label": query.get("Label", metric.get("MetricName", "")),
                     "Timestamps": [slot for slot, _ in periods],
-                    "Values": [_value(stat["Stat"], b) for _, b in periods],
+                    "Values": [value_of(stat["Stat"], b) for _, b in periods],
                     "StatusCode": "Complete",
                 }
             )

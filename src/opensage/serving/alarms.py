@@ -49,7 +49,8 @@ def value_of(stat: str, b: Bucket) -> float:
     }[stat]
 
 
-def _merge(buckets: list[Bucket]) -> Bucket:
+def merge(buckets: list[Bucket]) -> Bucket:
+    """One bucket of several (a period's samples from every series)."""
     out = Bucket()
     for b in buckets:
         out.count += b.count
@@ -113,7 +114,7 @@ class MetricReader:
         for minute, bucket in self.minutes(*query, start, end):
             slot = int(start + ((minute - start) // period) * period)
             grouped.setdefault(slot, []).append(bucket)
-        return sorted((slot, _merge(bs)) for slot, bs in grouped.items())
+        return sorted((slot, merge(bs)) for slot, bs in grouped.items())
 
 
 # --- documents ----------------------------------------------------------------------------------------
