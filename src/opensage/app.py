@@ -22,6 +22,7 @@ from opensage.compute.local import LocalBackend, sweep_cgroups
 from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
 from opensage.events.bus import EventBus
+from opensage.events.schedules import ScheduleRunner
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
@@ -39,6 +40,7 @@ from opensage.providers.kms import KmsProvider
 from opensage.providers.logs import LogsProvider
 from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
+from opensage.providers.scheduler import SchedulerProvider
 from opensage.providers.sts import StsProvider
 from opensage.serving.asyncinference import AsyncInference
 from opensage.serving.autoscaler import Autoscaler
@@ -68,6 +70,7 @@ PROVIDER_CLASSES: dict[str, type] = {
     "kms": KmsProvider,
     "application-autoscaling": AutoscalingProvider,
     "events": EventsProvider,
+    "scheduler": SchedulerProvider,
 }
 
 
@@ -99,6 +102,7 @@ class Platform:
     serverless: Serverless | None = None
     pipelines: ExecutionController | None = None
     events: EventBus | None = None
+    schedules: ScheduleRunner | None = None
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -140,10 +144,14 @@ class Platform:
                     self.monitoring.start()
                 if self.pipelines is not None:  # last: it runs again the steps whose jobs a restart failed
                     await self.pipelines.recover()
+                if self.schedules is not None:  # once pipelines run: it starts them
+                    self.schedules.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.events is not None:  # first: no rule starts anything while the platform stops
                     await self.events.shutdown()
+                if self.schedules is not None:  # nor any schedule
+                    await self.schedules.shutdown()
                 if self.pipelines is not None:  # first: executions stay Executing and go on after a restart
                     await self.pipelines.shutdown()
                 if self.tuning is not None:  # first: it would otherwise retry the trials shutdown fails
@@ -303,6 +311,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         asynchronous = AsyncInference(store, s3, endpoints, clock, metric_store, metrics)
         serverless = Serverless(store, endpoints, metric_store, settings.serverless_idle_s)
         authenticator = Authenticator(store.get_access_key)
+        schedules = ScheduleRunner(store, clock)
         bus = EventBus(store, clock, settings.region, identity.account_id, logs, metric_store=metric_store)
         store.watchers.append(bus.watch)  # the platform's own events: every change of a resource
         providers = {
@@ -317,12 +326,20 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "kms": KmsProvider(store, clock),
             "application-autoscaling": AutoscalingProvider(store, clock, autoscaler),
             "events": EventsProvider(store, clock, bus),
+            "scheduler": SchedulerProvider(store, clock, schedules),
         }
         monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
         providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
-        bus.start_pipeline = pipeline_starter(
-            gateway.table, identity.account_id, settings.region, f"arn:aws:iam::{identity.account_id}:root"
+        root = f"arn:aws:iam::{identity.account_id}:root"
+        bus.start_pipeline = pipeline_starter(gateway.table, identity.account_id, settings.region, root)
+        schedules.start_pipeline = pipeline_starter(
+            gateway.table,
+            identity.account_id,
+            settings.region,
+            root,
+            "Started by an EventBridge Scheduler schedule",
+            "scheduler",
         )
     except Exception:
         store.close()
@@ -347,6 +364,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         serverless=serverless,
         pipelines=pipelines,
         events=bus,
+        schedules=schedules,
     )
     platform.console = create_console(
         ConsoleDeps(

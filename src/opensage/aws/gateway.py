@@ -174,8 +174,11 @@ class Gateway:
         if "Action" in form:
             return self._route_query(form, headers, query_string)
         query = parse_qs(query_string)
+        # matched as sent, percent-encoded: a label may hold an encoded "/" (an ARN in /tags/{ResourceArn})
+        raw = scope.get("raw_path")
+        path = raw.decode("latin-1").partition("?")[0] if raw else scope["path"]
         for rest in self.specs.rest:
-            match = rest.match_rest(method, scope["path"], query)
+            match = rest.match_rest(method, path, query)
             if match is not None:
                 return Routed(rest, "rest-json", rest.model.operation_model(match[0]), match[1], {})
         raise ServiceError(

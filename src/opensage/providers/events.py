@@ -335,9 +335,16 @@ class EventsProvider:
         return {"Tags": tags.get_tags(self.store, self._tagged(request["ResourceARN"]))}
 
 
-def pipeline_starter(table: DispatchTable, account_id: str, region: str, principal_arn: str) -> targets.PipelineStarter:
-    """What a rule's SageMaker pipeline target calls: StartPipelineExecution through the very handler the
-    API serves (so a pipeline target works wherever the platform serves pipelines)."""
+def pipeline_starter(
+    table: DispatchTable,
+    account_id: str,
+    region: str,
+    principal_arn: str,
+    description: str = "Started by an EventBridge rule",
+    service: str = "events",
+) -> targets.PipelineStarter:
+    """What a rule's (or a schedule's) SageMaker pipeline target calls: StartPipelineExecution through the
+    very handler the API serves (so a pipeline target works wherever the platform serves pipelines)."""
 
     async def start(pipeline_arn: str, parameters: list[dict[str, str]], role_arn: str | None) -> str:
         match = targets.PIPELINE_ARN.fullmatch(pipeline_arn)
@@ -345,12 +352,12 @@ def pipeline_starter(table: DispatchTable, account_id: str, region: str, princip
             raise ValueError(f"{pipeline_arn} is not a pipeline ARN")
         token = uuid.uuid4().hex
         ctx = RequestContext(
-            "sagemaker", "StartPipelineExecution", region, account_id, token, "events", principal_arn, "events"
+            "sagemaker", "StartPipelineExecution", region, account_id, token, service, principal_arn, service
         )
         request: dict[str, Any] = {
             "PipelineName": match.group(1),
             "ClientRequestToken": token,
-            "PipelineExecutionDescription": "Started by an EventBridge rule",
+            "PipelineExecutionDescription": description,
         }
         if parameters:
             request["PipelineParameters"] = parameters

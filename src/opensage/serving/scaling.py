@@ -177,27 +177,34 @@ class Schedule:
 
     def fires(self, after: dt.datetime, until: dt.datetime, anchor: dt.datetime) -> bool:
         """Due at a moment in ``(after, until]``; ``anchor`` is when a rate's intervals start."""
+        return self.due(after, until, anchor) is not None
+
+    def due(self, after: dt.datetime, until: dt.datetime, anchor: dt.datetime) -> dt.datetime | None:
+        """The last moment in ``(after, until]`` the schedule names (``None``: none); ``anchor`` is when a
+        rate's intervals start. A cron schedule is looked at over at most a day before ``until``."""
         if until <= after:
-            return False
+            return None
         if self.kind == "at":
             assert self.at is not None
-            return after < self.at <= until
+            return self.at if after < self.at <= until else None
         if self.kind == "rate":  # at anchor + k * rate, k >= 1
             k_until = math.floor((until - anchor).total_seconds() / self.every_s)
             k_after = math.floor((after - anchor).total_seconds() / self.every_s)
-            return k_until >= 1 and k_until > max(k_after, 0)
-        return self._cron_fires(after, until)
+            if k_until >= 1 and k_until > max(k_after, 0):
+                return anchor + dt.timedelta(seconds=k_until * self.every_s)
+            return None
+        return self._cron_due(after, until)
 
-    def _cron_fires(self, after: dt.datetime, until: dt.datetime) -> bool:
-        minute = after.astimezone(self.zone).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
-        end = until.astimezone(self.zone)
+    def _cron_due(self, after: dt.datetime, until: dt.datetime) -> dt.datetime | None:
+        first = after.astimezone(self.zone).replace(second=0, microsecond=0) + dt.timedelta(minutes=1)
+        minute = until.astimezone(self.zone).replace(second=0, microsecond=0)
         for _ in range(_CRON_SCAN_LIMIT):
-            if minute > end:
-                return False
+            if minute < first:
+                return None
             if self._matches(minute):
-                return True
-            minute += dt.timedelta(minutes=1)
-        return False
+                return minute
+            minute -= dt.timedelta(minutes=1)
+        return None
 
     def _matches(self, t: dt.datetime) -> bool:
         minutes, hours, dom, month, dow, year = self.cron
