@@ -47,7 +47,7 @@ WORK = {
     "CreateEndpoint": ("EndpointName", None, "delete_endpoint"),
     "UpdateEndpoint": ("EndpointName", None, "delete_endpoint"),
 }
-SERVICES = ("sagemaker", "sagemaker-runtime", "sts", "iam", "logs", "kms", "cloudwatch")
+SERVICES = ("sagemaker", "sagemaker-runtime", "sts", "iam", "logs", "kms", "cloudwatch", "scheduler")
 
 
 def _served() -> list[tuple[str, str]]:
