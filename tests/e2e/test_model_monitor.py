@@ -217,3 +217,68 @@ def test_an_empty_window_fails_saying_which_prefix_and_window(platform: RunningP
         == "Failed"
     )
     sm.delete_monitoring_schedule(MonitoringScheduleName=name)
+
+
+QUALITY_PIPELINE = """
+import json, time
+import sagemaker
+from sagemaker.model_monitor.dataset_format import DatasetFormat
+from sagemaker.workflow.check_job_config import CheckJobConfig
+from sagemaker.workflow.pipeline import Pipeline
+from sagemaker.workflow.quality_check_step import DataQualityCheckConfig, QualityCheckStep
+
+session = sagemaker.Session()
+role = sagemaker.get_execution_role()
+bucket = "{bucket}"
+check_job = CheckJobConfig(role=role, instance_count=1, instance_type="ml.m5.xlarge", sagemaker_session=session)
+
+
+def config(dataset, output):
+    return DataQualityCheckConfig(baseline_dataset=f"s3://{{bucket}}/{{dataset}}",
+                                  dataset_format=DatasetFormat.csv(header=True),
+                                  output_s3_uri=f"s3://{{bucket}}/checks/{{output}}")
+
+
+first = QualityCheckStep(name="Baseline", quality_check_config=config("baseline/train.csv", "baseline"),
+                         check_job_config=check_job, skip_check=True, register_new_baseline=True)
+supplied = dict(supplied_baseline_statistics=first.properties.CalculatedBaselineStatistics,
+                supplied_baseline_constraints=first.properties.CalculatedBaselineConstraints)
+same = QualityCheckStep(name="SameData", quality_check_config=config("baseline/train.csv", "same"),
+                        check_job_config=check_job, **supplied)
+drifted = QualityCheckStep(name="Drifted", quality_check_config=config("drifted/train.csv", "drifted"),
+                           check_job_config=check_job, **supplied)
+pipeline = Pipeline(name="quality-{suffix}", steps=[first, same, drifted], sagemaker_session=session)
+pipeline.upsert(role_arn=role)
+execution = pipeline.start()
+try:
+    execution.wait(delay=2, max_attempts=150)
+except Exception as exc:
+    print("WAIT", type(exc).__name__)
+steps = {{s["StepName"]: s for s in execution.list_steps()}}
+print("STEPS", json.dumps({{name: {{"status": s["StepStatus"], "reason": s.get("FailureReason", ""),
+                                    "check": s.get("Metadata", {{}}).get("QualityCheck", {{}})}}
+                          for name, s in steps.items()}}, default=str))
+"""
+
+
+def test_pipeline_quality_check_steps_baseline_and_catch_drift(platform: RunningPlatform, tmp_path: Path) -> None:
+    s3 = platform.session().client("s3")
+    header = ",".join(f"f{i}" for i in range(FEATURES))
+    body = "\n".join(",".join(f"{v:.5f}" for v in row) for row in _rows(2000, 3, shift=3.0))
+    s3.put_object(Bucket=BUCKET, Key="drifted/train.csv", Body=f"{header}\n{body}\n".encode())
+    code = QUALITY_PIPELINE.format(bucket=BUCKET, suffix=uuid.uuid4().hex[:6])
+    out = platform.run_python(code, tmp_path, timeout=400)
+    steps = json.loads(out.split("STEPS ", 1)[1].splitlines()[0])
+    assert steps["Baseline"]["status"] == "Succeeded", steps
+    check = steps["Baseline"]["check"]
+    calculated = f"s3://{BUCKET}/checks/baseline/constraints.json"
+    assert check["CalculatedBaselineConstraints"] == calculated
+    assert check["BaselineUsedForDriftCheckConstraints"] == calculated  # registered as the new baseline
+    assert check["SkipCheck"] is True and "ViolationReport" not in check
+    assert steps.get("SameData", {}).get("status") == "Succeeded", steps
+    assert steps["SameData"]["check"]["BaselineUsedForDriftCheckConstraints"] == calculated
+    assert steps["SameData"]["check"]["ViolationReport"] == f"s3://{BUCKET}/checks/same/constraint_violations.json"
+    assert steps["Drifted"]["status"] == "Failed", steps
+    reason = steps["Drifted"]["reason"]
+    assert reason.startswith("ClientError: Quality check failed: 1 constraint violation(s)"), reason
+    assert f"f{DRIFTED}: baseline_drift_check" in reason

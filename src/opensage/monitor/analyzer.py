@@ -6,7 +6,10 @@ As SageMaker's container: ``dataset_format`` (JSON: ``{"csv": {"header": true}}`
 ``statistics.json`` and ``constraints.json``; a monitoring job (``baseline_constraints`` and
 ``baseline_statistics`` give the baseline's files, ``start_time`` and ``end_time`` the window of
 captured records) writes the window's ``statistics.json`` and ``constraint_violations.json``.
-``categorical_drift_method`` sets the suggested constraints' method.
+A pipeline's QualityCheck job gives a plain dataset with ``baseline_constraints`` (and
+``baseline_statistics``): it writes the dataset's ``statistics.json`` and ``constraints.json`` and its
+``constraint_violations.json`` against that baseline. ``categorical_drift_method`` sets the
+suggested constraints' method.
 
 LIMITATIONS: ``record_preprocessor_script`` and ``post_analytics_processor_script`` are refused
 (the job fails saying so); ``ChiSquared`` is measured as ``LInfinity``.
@@ -66,6 +69,21 @@ def baseline(env: Mapping[str, str], fmt: dict[str, Any], source: Path, output: 
     return {"rows": table.num_rows, "features": len(columns)}
 
 
+def check(env: Mapping[str, str], fmt: dict[str, Any], source: Path, output: Path) -> dict[str, Any]:
+    """A pipeline's quality check: the dataset's baseline, and its violations of the given baseline."""
+    constraints = _read_json(env["baseline_constraints"], "baseline_constraints")
+    statistics_path = env.get("baseline_statistics")
+    base_statistics = _read_json(statistics_path, "baseline_statistics") if statistics_path else None
+    table = datasets.read_baseline(source, fmt)
+    columns = stats.columns_of(table)
+    current = stats.statistics(columns, table.num_rows)
+    found = checks.violations(constraints, base_statistics, current, columns)
+    _write(output, STATISTICS_FILE, current)
+    _write(output, CONSTRAINTS_FILE, stats.constraints(columns, env.get("categorical_drift_method") or None))
+    _write(output, VIOLATIONS_FILE, {"violations": found})
+    return {"rows": table.num_rows, "features": len(columns), "violations": len(found)}
+
+
 def monitor(env: Mapping[str, str], source: Path, output: Path) -> dict[str, Any]:
     constraints_path = env.get("baseline_constraints")
     statistics_path = env.get("baseline_statistics")
@@ -105,8 +123,10 @@ def run(env: Mapping[str, str]) -> dict[str, Any]:
     output = Path(env.get("output_path") or "/opt/ml/processing/output")
     if not source.exists():
         raise AnalyzerError(f"dataset_source {source} does not exist; give the job an input at that LocalPath.")
-    if CAPTURE_FORMAT in fmt or env.get("baseline_constraints"):
+    if CAPTURE_FORMAT in fmt:
         return monitor(env, source, output)
+    if env.get("baseline_constraints"):
+        return check(env, fmt, source, output)
     return baseline(env, fmt, source, output)
 
 

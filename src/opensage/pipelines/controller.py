@@ -22,9 +22,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from opensage.controller import RESTART_REASON, SHUTDOWN_REASON, Run, RunController
+from opensage.pipelines import checks, policies
 from opensage.pipelines import definition as pd
 from opensage.pipelines import expressions as ex
-from opensage.pipelines import policies
 from opensage.pipelines.steps import RESOURCES, RUNNING, StepLauncher, StepRejected, resource_name
 from opensage.states import PipelineExecutionStatus as Status
 from opensage.store.entities import Resource
@@ -223,6 +223,11 @@ class ExecutionController(RunController):
             if step.type == "Callback":
                 return await self._callback(data, view, steps, step, rec)
             arguments = ex.evaluate(step.arguments, self._scope(data, view, steps, "<job>"))
+            if step.type == "QualityCheck":
+                given = ex.evaluate(checks.fields(step.document), self._scope(data, view, steps))
+                arguments, rec["_Check"] = checks.prepare(arguments, given)
+        except checks.CheckRefused as exc:
+            return self._step_end(rec, pd.FAILED, f"Step {name}: {exc}")
         except ex.ExpressionError as exc:
             return self._step_end(rec, pd.FAILED, f"Step {name}: {exc}.")
         except Exception as exc:  # a condition comparing what cannot be compared, and the like
@@ -337,6 +342,18 @@ class ExecutionController(RunController):
         if state == pd.FAILED:
             self._failed(rec, None if stopping else policies.classify(None, reason or ""), reason or "")
             return
+        if kind == "QualityCheck" and state == pd.SUCCEEDED:
+            arn = rec["Metadata"]["QualityCheck"]["Arn"]
+            try:
+                output, rec["Metadata"], failure = await asyncio.to_thread(
+                    checks.conclude, rec["_Check"], arn, self.launcher.read_json
+                )
+            except Exception as exc:  # the job wrote no report where it should have
+                output, failure = {}, f"ClientError: the check job's report could not be read: {exc}"
+            rec["_Output"] = output
+            if failure:
+                self._step_end(rec, pd.FAILED, failure)
+                return
         self._step_end(rec, state)
 
     async def _poll_callback(self, rec: dict[str, Any], stopping: bool) -> None:

@@ -19,10 +19,28 @@ from opensage.pipelines import policies
 
 VERSION = "2020-12-01"
 JOB_TYPES = ("Processing", "Training", "Transform", "Tuning")
-STEP_TYPES = (*JOB_TYPES, "Model", "RegisterModel", "Condition", "Fail", "EndpointConfig", "Endpoint", "Callback")
+STEP_TYPES = (
+    *JOB_TYPES,
+    "Model",
+    "RegisterModel",
+    "Condition",
+    "Fail",
+    "EndpointConfig",
+    "Endpoint",
+    "Callback",
+    "QualityCheck",
+)
+# a QualityCheck step's members outside its Arguments that may hold references
+CHECK_MEMBERS = (
+    "SkipCheck",
+    "FailOnViolation",
+    "RegisterNewBaseline",
+    "SuppliedBaselineStatistics",
+    "SuppliedBaselineConstraints",
+    "ModelPackageGroupName",
+)
 NOT_AVAILABLE = {
     "Lambda": "AWS Lambda is not available in OpenSage; run the function's work in a Processing step instead",
-    "QualityCheck": "Model Monitor quality checks are not available in pipelines yet",
     "ClarifyCheck": "SageMaker Clarify is not available in OpenSage",
     "EMR": "Amazon EMR is not available in OpenSage; use a Processing step",
     "AutoML": "Autopilot (AutoML) is not available in OpenSage; use a Tuning step",
@@ -203,7 +221,8 @@ def _upstream(step: Step, steps: Mapping[str, Step], parameters: Mapping[str, Pa
         ups.add(d)
     if step.condition is not None:
         ups.add(step.condition)
-    for ref in ex.references(step.arguments):
+    checked = {k: v for k, v in step.document.items() if k in CHECK_MEMBERS}  # a QualityCheck's baselines
+    for ref in ex.references([step.arguments, checked]):
         ups |= _reference(step, ref, steps, parameters)
     ups.discard(step.name)
     return frozenset(ups)

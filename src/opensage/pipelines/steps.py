@@ -24,6 +24,7 @@ RESOURCES: Mapping[str, tuple[str, str]] = {
     "RegisterModel": ("", "RegisterModel"),
     "EndpointConfig": ("EndpointConfigName", "EndpointConfig"),
     "Endpoint": ("EndpointName", "Endpoint"),
+    "QualityCheck": ("ProcessingJobName", "QualityCheck"),  # a processing job of the analyzer
 }
 
 

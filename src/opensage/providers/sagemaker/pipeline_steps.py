@@ -52,6 +52,7 @@ _KINDS = {
     "Endpoint": ENDPOINT,
     "RegisterModel": "model-package",
 }
+_ALIASES = {"QualityCheck": "Processing"}  # the step runs a processing job
 _JOB_STATES = {"InProgress": RUNNING, "Stopping": RUNNING, "Completed": SUCCEEDED, "Failed": FAILED, "Stopped": STOPPED}
 _ENDPOINT_STATES = {"InService": SUCCEEDED, "Failed": FAILED, "OutOfService": FAILED}
 
@@ -148,6 +149,7 @@ class PipelineSteps:
     async def start(
         self, step_type: str, name: str, request: dict[str, Any], context: Mapping[str, str], parent_arn: str
     ) -> tuple[str, str]:
+        step_type = _ALIASES.get(step_type, step_type)
         operation = _OPERATIONS[step_type]
         ctx = _ctx(context, operation)
         try:
@@ -212,6 +214,7 @@ class PipelineSteps:
         return arn, arn
 
     def state(self, step_type: str, name: str) -> tuple[str | None, str | None]:
+        step_type = _ALIASES.get(step_type, step_type)
         if step_type == "RegisterModel":
             try:
                 answer = self.properties(step_type, name)
@@ -233,6 +236,7 @@ class PipelineSteps:
         return state, row.data.get("FailureReason") if state == FAILED else None
 
     def properties(self, step_type: str, name: str) -> dict[str, Any]:
+        step_type = _ALIASES.get(step_type, step_type)
         ctx = _ctx({"region": "", "account": ""}, "Describe")
         p = self.p
         if step_type == "Training":
@@ -269,6 +273,7 @@ class PipelineSteps:
         return answer
 
     def stop(self, step_type: str, name: str) -> None:
+        step_type = _ALIASES.get(step_type, step_type)
         if step_type not in ("Training", "Processing", "Transform", "Tuning"):
             return
         kind = _KINDS[step_type]
