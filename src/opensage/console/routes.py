@@ -13,7 +13,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opensage.console import endpoints, home, lists, logs, registry, storage, training, tuning
+from opensage.console import endpoints, home, lists, logs, pipelines, registry, storage, training, tuning
 from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
 from opensage.console.auth import PASSWORD_FILE, SessionSigner, session_key
 from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
@@ -53,6 +53,13 @@ def _routes() -> list[Route | Mount]:
         Route("/model-registry", registry.groups, methods=get),
         Route("/model-registry/{name}", registry.group, methods=get),
         Route("/model-registry/{name}/{version:int}/approval", registry.set_approval, methods=post),
+        Route("/pipelines", pipelines.list_pipelines, methods=get),
+        Route("/pipelines/{name}", pipelines.pipeline, methods=get),
+        Route("/pipelines/{name}/start", pipelines.start_execution, methods=post),
+        Route("/pipelines/{name}/executions/{execution}", pipelines.execution, methods=get),
+        Route("/pipelines/{name}/executions/{execution}/steps", pipelines.execution_steps, methods=get),
+        Route("/pipelines/{name}/executions/{execution}/stop", pipelines.stop_execution, methods=post),
+        Route("/pipelines/{name}/executions/{execution}/retry", pipelines.retry_execution, methods=post),
         Route("/processing-jobs", lists.list_processing_jobs, methods=get),
         Route("/processing-jobs/{name}", lists.processing_job_detail, methods=get),
         Route("/processing-jobs/{name}/log", logs.processing_log, methods=get),
