@@ -411,6 +411,44 @@ def test_sagemaker_sdk_fit_deploy_predict_delete(platform: RunningPlatform, tmp_
     assert endpoint not in [e["EndpointName"] for e in endpoints]
 
 
+LINEAR_LEARNER = """
+import json
+import numpy as np
+import sagemaker
+from sagemaker import LinearLearner
+session = sagemaker.Session()
+rng = np.random.default_rng(0)
+x = rng.normal(size=(800, 6)).astype("float32")
+y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("float32")
+ll = LinearLearner(role=sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large",
+                   predictor_type="binary_classifier", epochs=5, sagemaker_session=session)
+train = ll.record_set(x[:600], labels=y[:600])
+test = ll.record_set(x[600:], labels=y[600:], channel="test")
+ll.fit([train, test], logs=False)
+print("MODEL_DATA", ll.model_data)
+predictor = ll.deploy(initial_instance_count=1, instance_type="ml.m5.large", wait=False)
+session.wait_for_endpoint(predictor.endpoint_name, poll=1)
+records = predictor.predict(x[700:])
+labels = [r.label["predicted_label"].float32_tensor.values[0] for r in records]
+scores = [r.label["score"].float32_tensor.values[0] for r in records]
+job = session.sagemaker_client.describe_training_job(TrainingJobName=ll.latest_training_job.name)
+print("RESULT", json.dumps({"accuracy": float(np.mean(np.array(labels) == y[700:])), "n": len(records),
+                            "scores": [min(scores), max(scores)],
+                            "metrics": sorted(m["MetricName"] for m in job.get("FinalMetricDataList", []))}))
+predictor.delete_endpoint()
+"""
+
+
+def test_linear_learner_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The built-in Linear Learner as the SDK's own estimator drives it: RecordIO-protobuf in S3, protobuf out."""
+    out = platform.run_python(LINEAR_LEARNER, tmp_path, timeout=300)
+    assert "/output/model.tar.gz" in out.split("MODEL_DATA ", 1)[1].splitlines()[0]
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["n"] == 100 and result["accuracy"] >= 0.9, result
+    assert 0.0 <= result["scores"][0] <= result["scores"][1] <= 1.0
+    assert "test:binary_classification_accuracy" in result["metrics"], result
+
+
 def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
     """kill -9 of `opensage up` mid-job: after the restart the job is Failed with a reason, its process gone."""
     import os
