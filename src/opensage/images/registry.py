@@ -88,6 +88,7 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "pytorch-inference": ("pytorch", None, "opensage.images.framework.pytorch"),
     "python": ("python", None, "opensage.images.framework.python"),
     "linear-learner": ("linear-learner", "opensage.images.linear_learner", "opensage.images.framework.python"),
+    "kmeans": ("kmeans", "opensage.images.kmeans", "opensage.images.framework.python"),
     "opensage-python": ("python", None, "opensage.images.framework.python"),
     "sagemaker-model-monitor-analyzer": ("model-monitor", None, "opensage.images.framework.python"),
 }
