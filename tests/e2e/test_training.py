@@ -449,6 +449,39 @@ def test_linear_learner_record_set_fit_deploy_predict(platform: RunningPlatform,
     assert "test:binary_classification_accuracy" in result["metrics"], result
 
 
+KMEANS = """
+import json
+import numpy as np
+import sagemaker
+from sagemaker import KMeans
+session = sagemaker.Session()
+rng = np.random.default_rng(1)
+truth = np.array([[0, 0, 0], [8, 8, 0], [0, 8, 8]], dtype="float32")
+x = np.vstack([c + rng.normal(scale=0.5, size=(300, 3)) for c in truth]).astype("float32")
+rng.shuffle(x)
+km = KMeans(role=sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large", k=3,
+            eval_metrics=["msd", "ssd"], sagemaker_session=session)
+km.fit([km.record_set(x[:800]), km.record_set(x[800:], channel="test")], logs=False)
+predictor = km.deploy(initial_instance_count=1, instance_type="ml.m5.large", wait=False)
+session.wait_for_endpoint(predictor.endpoint_name, poll=1)
+records = predictor.predict(truth)
+job = session.sagemaker_client.describe_training_job(TrainingJobName=km.latest_training_job.name)
+print("RESULT", json.dumps({
+    "clusters": [r.label["closest_cluster"].float32_tensor.values[0] for r in records],
+    "distances": [r.label["distance_to_cluster"].float32_tensor.values[0] for r in records],
+    "metrics": {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}))
+predictor.delete_endpoint()
+"""
+
+
+def test_kmeans_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The built-in K-Means as the SDK's KMeans drives it: three clear clusters found, each center near its truth."""
+    result = json.loads(platform.run_python(KMEANS, tmp_path, timeout=300).split("RESULT ", 1)[1].splitlines()[0])
+    assert sorted(result["clusters"]) == [0.0, 1.0, 2.0], result  # each true center in a cluster of its own
+    assert max(result["distances"]) < 0.3, result
+    assert set(result["metrics"]) == {"test:msd", "test:ssd"} and result["metrics"]["test:msd"] < 1.0, result
+
+
 def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
     """kill -9 of `opensage up` mid-job: after the restart the job is Failed with a reason, its process gone."""
     import os
