@@ -224,3 +224,22 @@ def running_platform(
 def is_model_server(cmdline: list[str]) -> bool:
     """A model server's own Python process, not the namespace tools (unshare, bash, setpriv) that start it."""
     return bool(cmdline) and Path(cmdline[0]).name.startswith("python") and "opensage.serving.modelserver" in cmdline
+
+
+def xgboost_artifact(tmp: Path, rounds: int = 5) -> bytes:
+    """A small XGBoost ``model.tar.gz`` (binary:logistic over 4 features; the label is ``x0 > 0``)."""
+    import io
+    import tarfile
+
+    import numpy as np
+    import xgboost as xgb
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 4))
+    booster = xgb.train({"objective": "binary:logistic"}, xgb.DMatrix(x, label=(x[:, 0] > 0).astype(int)), rounds)
+    path = tmp / f"xgboost-model-{rounds}.ubj"
+    booster.save_model(str(path))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        tar.add(path, arcname="xgboost-model")
+    return buf.getvalue()

@@ -28,6 +28,7 @@ from opensage.identity import platform_key
 from opensage.images import registry
 from opensage.jobs import processing, training, transform
 from opensage.logstore import LogStore
+from opensage.serving import asyncinference
 from opensage.serving.endpoints import EndpointEngine
 from opensage.serving.metrics import InvocationMetrics
 from opensage.store.sql import SqlStore
@@ -231,6 +232,20 @@ class ConsoleApi:
         """Per variant, each model server: its port, health and requests in flight."""
         health = self.deps.endpoints.variant_health(name)
         return {variant: [dataclasses.asdict(server) for server in servers] for variant, servers in health.items()}
+
+    def loaded_models(self, name: str) -> dict[str, list[list[str]]]:
+        """Per multi-model variant, the models (TargetModel names) loaded on each of its instances."""
+        return self.deps.endpoints.loaded_models(name)
+
+    def async_backlog(self, name: str) -> tuple[int, int]:
+        """(queued, in flight) requests of asynchronous endpoint ``name``: its requests accepted and not yet
+        answered, the rows ApproximateBacklogSize counts (a request leaves the store once its result is written)."""
+        row = self.store.get_resource("endpoint", name)
+        if row is None:
+            return 0, 0
+        queued = self.store.list_resources(asyncinference.KIND, status=asyncinference.PENDING, parent_arn=row.arn)
+        running = self.store.list_resources(asyncinference.KIND, status=asyncinference.IN_PROGRESS, parent_arn=row.arn)
+        return len(queued), len(running)
 
     def endpoint_documents(self, name: str) -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
         """The stored config of endpoint ``name`` and its variants' models by name (empty when gone)."""

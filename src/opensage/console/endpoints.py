@@ -12,7 +12,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from opensage.console import forms
+from opensage.console import endpoint_options, forms
 from opensage.console.pages import BASE, Console, Page, page, redirect
 from opensage.errors import ServiceError
 
@@ -71,12 +71,15 @@ async def _context(p: Page, name: str) -> dict[str, Any]:
             }
         )
     documents = await asyncio.to_thread(p.api.endpoint_documents, name)
+    types = endpoint_types(*documents) if documents[0] else []
+    health = p.api.endpoint_health(name)
     return {
         "endpoint": desc,
         "name": name,
-        "types": endpoint_types(*documents) if documents[0] else [],
+        "types": types,
         "variants": variants,
-        "health": p.api.endpoint_health(name),
+        "health": health,
+        "options": await endpoint_options.options(p, name, desc, documents[0], types, health),
         "content_types": CONTENT_TYPES,
         "invoke": {"body": "", "content_type": "text/csv", "result": None},
         "errors": {},

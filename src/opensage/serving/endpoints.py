@@ -118,6 +118,16 @@ class EndpointEngine(Controller):
         fleet = self._fleets.get(name)
         return variant_health(fleet) if fleet is not None else {}
 
+    def loaded_models(self, name: str) -> dict[str, list[list[str]]]:
+        """Per multi-model variant of endpoint ``name``, the targets loaded on each of its instances (LRU first)."""
+        fleet = self._fleets.get(name)
+        variants = fleet.variants.values() if fleet is not None else ()
+        return {
+            v.name: [v.models.loaded(i) if v.models is not None else [] for i in v.instances]
+            for v in variants
+            if v.template.model_prefix is not None
+        }
+
     # --- lifecycle ----------------------------------------------------------------------------------
 
     async def recover(self) -> None:

@@ -11,10 +11,10 @@
     box.querySelector("h3").textContent = title;
     el.appendChild(box);
     const width = Math.max(300, box.clientWidth || 420);
-    const series = [{ label: opts.xLabel }].concat(labels.map((label, i) => ({
+    const series = [{ label: opts.xLabel }].concat(labels.map((label, i) => Object.assign({
       label: label, stroke: COLORS[i % COLORS.length], width: 2, spanGaps: opts.spanGaps !== false,
       points: { show: data[0].length < 60 },
-    })));
+    }, (opts.series || [])[i] || {})));
     return new uPlot({
       width: width, height: 220, series: series,
       scales: { x: { time: !!opts.time }, y: opts.range ? { range: opts.range } : {} },
@@ -123,7 +123,21 @@
     source.addEventListener("gone", () => { source.close(); window.location.reload(); });
   }
 
+  // --- endpoint: a scalable variant's instance count, a step line, with its scaling activities marked ---
+  function instanceChart(el) {
+    const s = JSON.parse(el.dataset.steps);
+    const opts = {
+      time: true, xLabel: "", range: fromZero, spanGaps: false,
+      series: [
+        { paths: uPlot.paths.stepped({ align: 1 }), points: { show: false } },
+        { paths: () => null, points: { show: true, size: 10, fill: COLORS[1] } },
+      ],
+    };
+    el.plot = chart(el, el.dataset.title, ["instances", "scaling activity"], [s.x, s.instances, s.activities], opts);
+  }
+
   document.addEventListener("DOMContentLoaded", () => {
+    document.querySelectorAll(".instance-steps[data-steps]").forEach(instanceChart);
     const charts = document.getElementById("metric-charts");
     const refresh = charts ? trainingCharts(charts) : null;
     const log = document.getElementById("log");
