@@ -211,7 +211,7 @@ def _s3_link(uri: Any) -> str:
 
 def _status_class(status: Any) -> str:
     s = str(status or "")
-    if s in ("Completed", "InService", "Succeeded"):
+    if s in ("Completed", "InService", "Succeeded", "Successful"):
         return "ok"
     if s in ("Failed", "OutOfService", "MaxRuntimeExceeded"):
         return "bad"
