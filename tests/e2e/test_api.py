@@ -182,7 +182,6 @@ def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
             "BatchPutMetrics",
         ),
         ("events", lambda c: c.list_archives(), "ListArchives"),
-        ("scheduler", lambda c: c.list_schedules(), "ListSchedules"),
         ("ecr", lambda c: c.describe_repositories(), "DescribeRepositories"),
     ],
 )
