@@ -64,7 +64,11 @@ def _servers(home: Path) -> int:
 def _wait_servers(home: Path, count: int, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
     while _servers(home) != count:
-        assert time.monotonic() < deadline, f"{_servers(home)} model servers, not {count}"
+        if time.monotonic() > deadline:
+            log = (home.parent / f"{home.name}-up.log").read_text(errors="replace").splitlines()
+            scaling = [line for line in log if "serverless" in line or "Traceback" in line or "Error" in line]
+            raise AssertionError(f"{_servers(home)} model servers, not {count}; the platform's log:\n"
+                                 + "\n".join(scaling[-40:]))
         time.sleep(0.2)
 
 
