@@ -482,6 +482,43 @@ def test_kmeans_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_pat
     assert set(result["metrics"]) == {"test:msd", "test:ssd"} and result["metrics"]["test:msd"] < 1.0, result
 
 
+PCA = """
+import json
+import numpy as np
+import sagemaker
+from sagemaker import PCA
+session = sagemaker.Session()
+rng = np.random.default_rng(2)
+latent = rng.normal(size=(600, 2)) * [4.0, 1.5]
+basis = np.linalg.qr(rng.normal(size=(6, 6)))[0][:2]
+x = (latent @ basis + rng.normal(scale=0.05, size=(600, 6)) + 3.0).astype("float32")
+pca = PCA(role=sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large", num_components=2,
+          algorithm_mode="randomized", sagemaker_session=session)
+pca.fit(pca.record_set(x), mini_batch_size=100, logs=False)
+predictor = pca.deploy(initial_instance_count=1, instance_type="ml.m5.large", wait=False)
+session.wait_for_endpoint(predictor.endpoint_name, poll=1)
+records = predictor.predict(x[:20])
+print("RESULT", json.dumps({"projections": [list(r.label["projection"].float32_tensor.values) for r in records],
+                            "hyperparameters": pca.hyperparameters()}))
+predictor.delete_endpoint()
+"""
+
+
+def test_pca_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The built-in PCA as the SDK's PCA drives it: the projections equal scikit-learn's on the same data."""
+    from sklearn.decomposition import PCA as SkPCA
+
+    result = json.loads(platform.run_python(PCA, tmp_path, timeout=300).split("RESULT ", 1)[1].splitlines()[0])
+    assert result["hyperparameters"]["mini_batch_size"] == "100"
+    rng = np.random.default_rng(2)
+    latent = rng.normal(size=(600, 2)) * [4.0, 1.5]
+    basis = np.linalg.qr(rng.normal(size=(6, 6)))[0][:2]
+    x = (latent @ basis + rng.normal(scale=0.05, size=(600, 6)) + 3.0).astype("float32")
+    theirs = SkPCA(n_components=2).fit(x.astype(np.float64)).transform(x[:20].astype(np.float64))
+    ours = np.array(result["projections"])
+    np.testing.assert_allclose(np.abs(ours), np.abs(theirs), atol=1e-2)
+
+
 def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
     """kill -9 of `opensage up` mid-job: after the restart the job is Failed with a reason, its process gone."""
     import os

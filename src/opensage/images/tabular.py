@@ -1,4 +1,4 @@
-"""What SageMaker's first-party tabular algorithms (Linear Learner, K-Means, PCA) share.
+"""What SageMaker's first-party tabular algorithms (Linear Learner, K-Means, PCA, KNN...) share.
 
 * **The job**: hyperparameters checked against the algorithm's schema with the containers'
   messages (``ClientError: Unable to initialize the algorithm. Failed to validate input
@@ -410,14 +410,16 @@ def _json_rows(doc: Any) -> np.ndarray:
     return np.vstack(rows)
 
 
-def answer(rows: Sequence[Mapping[str, Any]], accept: str, csv_keys: Sequence[str]) -> tuple[bytes, str]:
-    """An answer in the media type ``accept`` asks for (JSON by default)."""
+def answer(
+    rows: Sequence[Mapping[str, Any]], accept: str, csv_keys: Sequence[str], json_key: str = "predictions"
+) -> tuple[bytes, str]:
+    """An answer in the media type ``accept`` asks for (JSON, ``{json_key: [row, ...]}``, by default)."""
     media, _ = _media(accept) if accept and accept != "*/*" else ("application/json", {})
     if media in (recordio.CONTENT_TYPE, "application/x-recordio"):
         return recordio.write_outputs(rows), recordio.CONTENT_TYPE
     plain = [{k: _plain(v) for k, v in row.items()} for row in rows]
     if media in ("application/json", "json"):
-        return json.dumps({"predictions": plain}).encode(), "application/json"
+        return json.dumps({json_key: plain}).encode(), "application/json"
     if media in ("application/jsonlines", "application/x-jsonlines"):
         return "".join(json.dumps(r) + "\n" for r in plain).encode(), "application/jsonlines"
     if media in ("text/csv", "csv"):
