@@ -519,6 +519,43 @@ def test_pca_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_path: 
     np.testing.assert_allclose(np.abs(ours), np.abs(theirs), atol=1e-2)
 
 
+KNN = """
+import json
+import numpy as np
+import sagemaker
+from sagemaker import KNN
+session = sagemaker.Session()
+rng = np.random.default_rng(5)
+x = rng.normal(size=(900, 4)).astype("float32")
+y = ((x[:, 0] > 0).astype(int) + (x[:, 1] > 0)).astype("float32")
+knn = KNN(role=sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large", k=7,
+          sample_size=700, predictor_type="classifier", sagemaker_session=session)
+knn.fit([knn.record_set(x[:700], labels=y[:700]), knn.record_set(x[700:], labels=y[700:], channel="test")],
+        mini_batch_size=100, logs=False)
+predictor = knn.deploy(initial_instance_count=1, instance_type="ml.m5.large", wait=False)
+session.wait_for_endpoint(predictor.endpoint_name, poll=1)
+records = predictor.predict(x[700:])
+job = session.sagemaker_client.describe_training_job(TrainingJobName=knn.latest_training_job.name)
+print("RESULT", json.dumps({"labels": [r.label["predicted_label"].float32_tensor.values[0] for r in records],
+                            "metrics": {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}))
+predictor.delete_endpoint()
+"""
+
+
+def test_knn_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The built-in k-NN as the SDK's KNN drives it: as accurate as scikit-learn's on the same data."""
+    from sklearn.neighbors import KNeighborsClassifier
+
+    result = json.loads(platform.run_python(KNN, tmp_path, timeout=300).split("RESULT ", 1)[1].splitlines()[0])
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(900, 4)).astype("float32")
+    y = ((x[:, 0] > 0).astype(int) + (x[:, 1] > 0)).astype("float32")
+    theirs = KNeighborsClassifier(7).fit(x[:700], y[:700]).predict(x[700:])
+    ours = np.array(result["labels"])
+    assert len(ours) == 200 and np.mean(ours == theirs) > 0.97, result
+    assert abs(result["metrics"]["test:accuracy"] - float(np.mean(ours == y[700:]))) < 1e-6, result
+
+
 def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
     """kill -9 of `opensage up` mid-job: after the restart the job is Failed with a reason, its process gone."""
     import os

@@ -90,6 +90,7 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "linear-learner": ("linear-learner", "opensage.images.linear_learner", "opensage.images.framework.python"),
     "kmeans": ("kmeans", "opensage.images.kmeans", "opensage.images.framework.python"),
     "pca": ("pca", "opensage.images.pca", "opensage.images.framework.python"),
+    "knn": ("knn", "opensage.images.knn", "opensage.images.framework.python"),
     "opensage-python": ("python", None, "opensage.images.framework.python"),
     "sagemaker-model-monitor-analyzer": ("model-monitor", None, "opensage.images.framework.python"),
 }
