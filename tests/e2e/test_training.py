@@ -556,6 +556,62 @@ def test_knn_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_path: 
     assert abs(result["metrics"]["test:accuracy"] - float(np.mean(ours == y[700:]))) < 1e-6, result
 
 
+FACTORIZATION_MACHINES = """
+import io, json
+import boto3
+import numpy as np
+import sagemaker
+from scipy import sparse
+from sagemaker import image_uris
+from sagemaker.amazon.common import write_spmatrix_to_sparse_tensor
+from sagemaker.deserializers import JSONDeserializer
+from sagemaker.estimator import Estimator
+from sagemaker.serializers import JSONSerializer
+session = sagemaker.Session()
+rng = np.random.default_rng(7)
+users, items, n = 30, 20, 2400
+taste_u, taste_i = rng.normal(size=(users, 3)), rng.normal(size=(items, 3))
+u, i = rng.integers(0, users, n), rng.integers(0, items, n)
+y = ((taste_u[u] * taste_i[i]).sum(axis=1) > 0).astype("float32")
+x = sparse.lil_matrix((n, users + items), dtype="float32")
+x[np.arange(n), u] = 1
+x[np.arange(n), users + i] = 1
+bucket = session.default_bucket()
+for channel, part in (("train", slice(0, 2000)), ("test", slice(2000, None))):
+    buf = io.BytesIO()
+    write_spmatrix_to_sparse_tensor(buf, x[part].tocsr(), y[part])
+    buf.seek(0)
+    boto3.client("s3").upload_fileobj(buf, bucket, f"fm/{channel}/data.pbr")
+image = image_uris.retrieve("factorization-machines", session.boto_region_name)
+fm = Estimator(image, sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large",
+               output_path=f"s3://{bucket}/fm/output", sagemaker_session=session)
+fm.set_hyperparameters(feature_dim=users + items, num_factors=8, predictor_type="binary_classifier", epochs=20,
+                       mini_batch_size=100, factors_lr=0.05, linear_lr=0.05, factors_init_sigma=0.1)
+fm.fit({"train": f"s3://{bucket}/fm/train/", "test": f"s3://{bucket}/fm/test/"}, logs=False)
+predictor = fm.deploy(initial_instance_count=1, instance_type="ml.m5.large", serializer=JSONSerializer(),
+                      deserializer=JSONDeserializer(), wait=False)
+session.wait_for_endpoint(predictor.endpoint_name, poll=1)
+answers = predictor.predict({"instances": [{"features": row} for row in x[2000:2100].toarray().tolist()]})
+job = session.sagemaker_client.describe_training_job(TrainingJobName=fm.latest_training_job.name)
+print("RESULT", json.dumps({
+    "accuracy": float(np.mean([a["predicted_label"] for a in answers["predictions"]] == y[2000:2100])),
+    "scores": [a["score"] for a in answers["predictions"]],
+    "metrics": {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}))
+predictor.delete_endpoint()
+"""
+
+
+def test_factorization_machines_sparse_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The built-in Factorization Machines as a recommender notebook drives it: sparse one-hot records in S3."""
+    out = platform.run_python(FACTORIZATION_MACHINES, tmp_path, timeout=300)
+    result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
+    assert result["accuracy"] > 0.8 and all(0 <= s <= 1 for s in result["scores"]), result
+    metrics = result["metrics"]
+    assert metrics["test:binary_classification_accuracy"] > 0.8, metrics
+    assert {"test:binary_f_beta", "test:binary_classification_cross_entropy",
+            "train:binary_classification_cross_entropy"} <= set(metrics), metrics
+
+
 def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
     """kill -9 of `opensage up` mid-job: after the restart the job is Failed with a reason, its process gone."""
     import os

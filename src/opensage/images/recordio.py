@@ -168,6 +168,47 @@ def parse_records(data: bytes | memoryview) -> list[Any]:
     return records
 
 
+def _vectors(
+    records: Sequence[Any], feature_dim: int | None, where: str
+) -> Iterator[tuple[int, np.ndarray, np.ndarray | None, int]]:
+    """Each record's ``(index, values, keys or None, width)``, widths checked against the first."""
+    width = feature_dim
+    for i, record in enumerate(records):
+        if "values" not in record.features:
+            raise RecordIOError(f"{where}: record {i} has no 'values' feature (features: {sorted(record.features)})")
+        values, keys, shape = _tensor(record.features["values"], f"{where}: record {i}'s features")
+        n = values.size
+        if keys is not None:
+            n = shape[-1] if shape else width  # type: ignore[assignment]
+            if n is None:
+                raise RecordIOError(f"{where}: record {i} is a sparse vector without a shape; give feature_dim")
+            if keys.size and int(keys.max()) >= n:
+                raise RecordIOError(f"{where}: record {i} has key {int(keys.max())} outside its dimension {n}")
+        if width is None:
+            width = n
+        elif n != width:
+            raise RecordIOError(f"{where}: record {i} has {n} features where {width} were expected")
+        yield i, values.astype(np.float32, copy=False), keys, width
+
+
+def _labels(records: Sequence[Any], where: str) -> np.ndarray | None:
+    """The records' scalar ``label["values"]``, or None when no record has one."""
+    labels: list[float] = []
+    for i, record in enumerate(records):
+        if "values" in record.label:
+            lv, _, _ = _tensor(record.label["values"], f"{where}: record {i}'s label")
+            if lv.size != 1:
+                raise RecordIOError(f"{where}: record {i}'s label has {lv.size} values; one is expected")
+            labels.append(float(lv[0]))
+        elif labels:
+            raise RecordIOError(f"{where}: record {i} has no label while earlier records have one")
+    if labels and len(labels) != len(records):
+        raise RecordIOError(
+            f"{where}: the first {len(records) - len(labels)} records have no label while later ones do"
+        )
+    return np.asarray(labels, dtype=np.float32) if labels else None
+
+
 def to_matrix(
     records: Sequence[Any], *, feature_dim: int | None = None, where: str = "data"
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -181,37 +222,40 @@ def to_matrix(
             labelled and others not, naming the first offending record.
     """
     rows: list[np.ndarray] = []
-    labels: list[float] = []
     width = feature_dim
-    for i, record in enumerate(records):
-        if "values" not in record.features:
-            raise RecordIOError(f"{where}: record {i} has no 'values' feature (features: {sorted(record.features)})")
-        values, keys, shape = _tensor(record.features["values"], f"{where}: record {i}'s features")
+    for _, values, keys, width in _vectors(records, feature_dim, where):
         if keys is not None:
-            n = shape[-1] if shape else width
-            if n is None:
-                raise RecordIOError(f"{where}: record {i} is a sparse vector without a shape; give feature_dim")
-            if keys.size and int(keys.max()) >= n:
-                raise RecordIOError(f"{where}: record {i} has key {int(keys.max())} outside its dimension {n}")
-            dense = np.zeros(n, dtype=np.float32)
+            dense = np.zeros(width, dtype=np.float32)
             dense[keys] = values
             values = dense
-        if width is None:
-            width = values.size
-        elif values.size != width:
-            raise RecordIOError(f"{where}: record {i} has {values.size} features where {width} were expected")
-        rows.append(values.astype(np.float32, copy=False))
-        if "values" in record.label:
-            lv, _, _ = _tensor(record.label["values"], f"{where}: record {i}'s label")
-            if lv.size != 1:
-                raise RecordIOError(f"{where}: record {i}'s label has {lv.size} values; one is expected")
-            labels.append(float(lv[0]))
-        elif labels:
-            raise RecordIOError(f"{where}: record {i} has no label while earlier records have one")
-    if labels and len(labels) != len(rows):
-        raise RecordIOError(f"{where}: the first {len(rows) - len(labels)} records have no label while later ones do")
+        rows.append(values)
+    labels = _labels(records, where)
     matrix = np.vstack(rows) if rows else np.zeros((0, width or 0), dtype=np.float32)
-    return matrix, (np.asarray(labels, dtype=np.float32) if labels else None)
+    return matrix, labels
+
+
+def to_sparse(records: Sequence[Any], *, feature_dim: int, where: str = "data") -> tuple[Any, np.ndarray | None]:
+    """``(features, labels)`` as :func:`to_matrix` gives them, the features a SciPy CSR matrix.
+
+    A sparse record keeps only its keys, so ``feature_dim`` may be in the millions.
+    """
+    from scipy import sparse
+
+    indptr, indices, data = [0], [], []
+    for _, values, keys, width in _vectors(records, feature_dim, where):
+        cols = keys if keys is not None else np.arange(width)
+        indices.append(cols.astype(np.int64))
+        data.append(values)
+        indptr.append(indptr[-1] + len(cols))
+    matrix = sparse.csr_matrix(
+        (
+            np.concatenate(data) if data else np.zeros(0, dtype=np.float32),
+            np.concatenate(indices) if indices else np.zeros(0, dtype=np.int64),
+            np.asarray(indptr, dtype=np.int64),
+        ),
+        shape=(len(indptr) - 1, feature_dim),
+    )
+    return matrix, _labels(records, where)
 
 
 def read_matrix(data: bytes | memoryview, **kwargs: Any) -> tuple[np.ndarray, np.ndarray | None]:

@@ -91,6 +91,11 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "kmeans": ("kmeans", "opensage.images.kmeans", "opensage.images.framework.python"),
     "pca": ("pca", "opensage.images.pca", "opensage.images.framework.python"),
     "knn": ("knn", "opensage.images.knn", "opensage.images.framework.python"),
+    "factorization-machines": (
+        "factorization-machines",
+        "opensage.images.factorization_machines",
+        "opensage.images.framework.python",
+    ),
     "opensage-python": ("python", None, "opensage.images.framework.python"),
     "sagemaker-model-monitor-analyzer": ("model-monitor", None, "opensage.images.framework.python"),
 }

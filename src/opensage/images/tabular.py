@@ -256,9 +256,9 @@ def _csv_file(path: Path, label_size: int) -> tuple[np.ndarray, np.ndarray | Non
 
 
 def load_channel(
-    job: Job, name: str, *, supervised: bool, feature_dim: int | None
-) -> tuple[np.ndarray, np.ndarray | None]:
-    """A channel's ``(features, labels)`` from all its files.
+    job: Job, name: str, *, supervised: bool, feature_dim: int | None, sparse: bool = False
+) -> tuple[Any, np.ndarray | None]:
+    """A channel's ``(features, labels)`` from all its files (features a SciPy CSR matrix if ``sparse``).
 
     Raises:
         ClientError: no data, an unsupported content type, unreadable data, or rows whose width is
@@ -274,7 +274,11 @@ def load_channel(
             continue
         if media in (recordio.CONTENT_TYPE, "application/x-recordio", "recordio-protobuf"):
             try:
-                parts.append(recordio.read_matrix(path.read_bytes(), feature_dim=feature_dim, where=path.name))
+                if sparse:
+                    records = recordio.parse_records(path.read_bytes())
+                    parts.append(recordio.to_sparse(records, feature_dim=int(feature_dim or 0), where=path.name))
+                else:
+                    parts.append(recordio.read_matrix(path.read_bytes(), feature_dim=feature_dim, where=path.name))
             except recordio.RecordIOError as exc:
                 raise ClientError(f"Channel '{name}': {exc}") from exc
         elif media in ("text/csv", "csv"):
@@ -284,10 +288,15 @@ def load_channel(
                 f"Channel '{name}': content type {media} is not supported; use application/x-recordio-protobuf "
                 "or text/csv."
             )
-    parts = [p for p in parts if p[0].size]
+    parts = [p for p in parts if p[0].shape[0]]
     if not parts:
         raise ClientError(f"No training data found in channel '{name}' (directory {directory.name} has no records).")
-    features = np.vstack([p[0] for p in parts])
+    if sparse:
+        from scipy import sparse as sp
+
+        features = sp.vstack([sp.csr_matrix(p[0]) for p in parts], format="csr")
+    else:
+        features = np.vstack([p[0] for p in parts])
     if feature_dim is not None and features.shape[1] != feature_dim:
         raise ClientError(
             f"Channel '{name}': the data has {features.shape[1]} features but the hyperparameter feature_dim is "
