@@ -226,3 +226,27 @@ def test_distributed_pytorch_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch
         "-x",
         "1",
     ]
+
+
+@pytest.mark.parametrize(
+    ("uri", "says"),
+    [
+        ("382416733822.dkr.ecr.us-east-1.amazonaws.com/randomcutforest:1", "SageMaker's Random Cut Forest, which"),
+        ("763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-py38", "retired upstream"),
+        ("example.com/mine:1", "is not one OpenSage provides"),
+    ],
+)
+def test_images_that_cannot_run_say_why_and_name_the_built_in_ones(uri: str, says: str) -> None:
+    assert registry.resolve(uri) is None
+    reason = registry.unavailable(uri, "training image")
+    assert says in reason and "knn" in reason and "factorization-machines" in reason and "pca" in reason
+
+
+def test_the_sdks_first_party_image_uris_resolve_to_the_built_ins() -> None:
+    from sagemaker import image_uris
+
+    for framework, module in [("pca", "opensage.images.pca"), ("knn", "opensage.images.knn"),
+                              ("factorization-machines", "opensage.images.factorization_machines")]:
+        for region in ("us-east-1", "eu-west-1"):
+            image = registry.resolve(image_uris.retrieve(framework, region))
+            assert image is not None and image.algorithm == module

@@ -157,3 +157,44 @@ def resolve(uri: str) -> BuiltinImage | None:
 
 def known_repositories() -> list[str]:
     return sorted(_REPOSITORIES)
+
+
+# SageMaker's own algorithm and framework repositories that OpenSage does not provide (repository -> name)
+_NOT_BUILT_IN = {
+    "randomcutforest": "Random Cut Forest",
+    "ipinsights": "IP Insights",
+    "lda": "LDA",
+    "ntm": "Neural Topic Model",
+    "object2vec": "Object2Vec",
+    "blazingtext": "BlazingText",
+    "forecasting-deepar": "DeepAR",
+    "seq2seq": "Sequence-to-Sequence",
+    "image-classification": "Image Classification",
+    "object-detection": "Object Detection",
+    "semantic-segmentation": "Semantic Segmentation",
+    "tensorflow-training": "TensorFlow",
+    "tensorflow-inference": "TensorFlow",
+}
+_RETIRED = {"mxnet-training", "mxnet-inference", "mxnet"}
+
+
+def unavailable(uri: str, what: str) -> str:
+    """Why ``uri`` cannot run, for the failure reason of a job or endpoint (``what``: "training image", ...)."""
+    m = _URI.match(uri.strip())
+    repo = m.group("repo").rsplit("/", 1)[-1] if m else ""
+    known = ", ".join(known_repositories())
+    if repo in _RETIRED:
+        return (
+            f"The {what} '{uri}' is Apache MXNet's, which is retired upstream (moved to the Apache Attic; no "
+            "maintained build installs on current Python). Port the code to PyTorch (sagemaker.pytorch.PyTorch) "
+            f"or scikit-learn, or use one of the built-in algorithms; OpenSage provides: {known}."
+        )
+    if repo in _NOT_BUILT_IN:
+        return (
+            f"The {what} '{uri}' is SageMaker's {_NOT_BUILT_IN[repo]}, which OpenSage does not provide yet; "
+            f"use an image URI of one of these repositories: {known} (e.g. from sagemaker.image_uris.retrieve)."
+        )
+    return (
+        f"The {what} '{uri}' is not one OpenSage provides; use an image URI of one of these repositories: "
+        f"{known} (e.g. from sagemaker.image_uris.retrieve)."
+    )

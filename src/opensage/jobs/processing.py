@@ -90,10 +90,7 @@ class ProcessingEngine(JobEngine):
             roots = {h: job_dir / h for h in hosts}
             image = registry.resolve(job.image)
             if image is None:
-                raise JobFailed(
-                    f"ClientError: The image '{job.image}' is not one OpenSage provides; "
-                    f"use an image URI of one of these repositories: {', '.join(registry.known_repositories())}."
-                )
+                raise JobFailed(f"ClientError: {registry.unavailable(job.image, 'image')}")
             await asyncio.to_thread(self._download_inputs, job, roots, job_dir / "cache", streams[hosts[0]])
             try:
                 bin_dir = await asyncio.to_thread(registry.job_interpreter, job_dir / "python")

@@ -102,11 +102,7 @@ class TrainingEngine(JobEngine):
             await asyncio.to_thread(self._download_channels, job, layouts, job_dir / "cache", streams[hosts[0]])
             await asyncio.to_thread(self._restore_checkpoints, job, layouts, streams[hosts[0]])
             if image is None:
-                raise JobFailed(
-                    f"ClientError: The training image '{job.image}' is not "
-                    f"one OpenSage provides; use an image URI of one of these repositories: "
-                    f"{', '.join(registry.known_repositories())} (e.g. from sagemaker.image_uris.retrieve)."
-                )
+                raise JobFailed(f"ClientError: {registry.unavailable(job.image, 'training image')}")
             _refuse_nul({**job.hyperparameters, **job.environment})
             definitions = metric_definitions(job.document, image)
             if image.script_mode(job.hyperparameters):

@@ -95,10 +95,7 @@ class Launcher:
         container = primary_container(model.data)
         image = registry.resolve(container.get("Image", ""))
         if image is None:
-            raise FleetError(
-                f"The image '{container.get('Image')}' of model {model_name} is not one OpenSage "
-                f"serves; use one of these repositories: {', '.join(registry.known_repositories())}."
-            )
+            raise FleetError(registry.unavailable(str(container.get("Image", "")), f"image of model {model_name}"))
         itype = instance_type(pv.instance_type, variant)
         if pv.serverless:  # a serverless variant's servers get the memory its ServerlessConfig names
             gib = int(pv.serverless["MemorySizeInMB"]) / 1024
