@@ -166,3 +166,17 @@ def test_upload_tree_does_not_follow_links_out_of_the_directory(tmp_path: Path) 
 
     assert transfer.upload_tree(Uploads(), checkpoints, "s3://b/ckpt") == 2
     assert uploaded == {"ckpt/latest": b"a", "ckpt/sub/a.ckpt": b"a"}
+
+
+def test_a_readable_root_above_the_home_keeps_the_containers_own_directories_in_sight(tmp_path: Path) -> None:
+    """A platform started with ``python -m`` from /tmp reads /tmp: the home inside is still covered, the job's
+    own directory inside the home still bound back."""
+    from opensage.compute.confine import Confinement
+
+    home = tmp_path / "home"
+    own = home / "jobs" / "training" / "job-1" / "algo-1"
+    own.mkdir(parents=True)
+    plan = Confinement(61000, 61000, (home,), (tmp_path,)).plan([own])
+    covers, kept = plan
+    assert any(c == home.resolve() or c in home.resolve().parents for c in covers)  # out of sight
+    assert own.resolve() in kept and not any(k == home.resolve() or k in home.resolve().parents for k in kept)

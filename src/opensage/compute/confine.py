@@ -54,8 +54,11 @@ class Confinement:
 
     def plan(self, visible: Iterable[Path]) -> tuple[list[Path], list[Path]]:
         """(directories to cover, paths to keep in sight) for a container that needs ``visible``."""
-        keep = _outermost(_real(p) for p in (*visible, *self.readable) if os.path.exists(p))
-        cover = {_real(h) for h in self.hidden if os.path.isdir(h)}
+        hidden = [_real(h) for h in self.hidden if os.path.isdir(h)]
+        # a readable root that holds the home (say /tmp, for a home under /tmp) is not kept whole
+        readable = [r for r in map(_real, self.readable) if not any(_within(h, r) for h in hidden)]
+        keep = _outermost(p for p in (*map(_real, visible), *readable) if os.path.exists(p))
+        cover = set(hidden)
         for path in keep:
             wall = _first_wall(path, self.uid, self.gid)
             if wall is not None:
@@ -100,7 +103,9 @@ def confinement(hidden: Sequence[Path], env: dict[str, str] | None = None) -> Co
 def interpreter_paths() -> tuple[Path, ...]:
     """Where the platform's Python and its packages live (what every container's Python reads)."""
     paths = {Path(sys.prefix), Path(sys.base_prefix), Path(sys.exec_prefix), Path(sys.executable).resolve().parent}
-    paths.update(Path(p) for p in sys.path if p and Path(p).exists())
+    paths.add(Path(__file__).resolve().parents[2])  # where opensage itself is imported from (an editable checkout)
+    cwd = os.getcwd()  # ``python -m opensage`` puts the directory it was started in on the path: not a package root
+    paths.update(Path(p) for p in sys.path if p and p != cwd and Path(p).exists())
     paths.update(Path(p) for p in site.getsitepackages() if Path(p).exists())
     return tuple(sorted(_outermost(_real(p) for p in paths)))
 
