@@ -80,6 +80,9 @@ TARGET_MODEL_HEADER = "X-Amzn-SageMaker-Target-Model"
 # depends on the version.
 HOST_ADDRESSES_ENV = "OPENSAGE_HOST_ADDRESSES"
 TRACKER_PORT_ENV = "OPENSAGE_TRACKER_PORT"
+# Two free ports per host (``{"algo-1": [p, q], ...}``) for frameworks whose cluster names a port per
+# task (TensorFlow's TF_CONFIG: the worker's, and a parameter server's).
+HOST_PORTS_ENV = "OPENSAGE_HOST_PORTS"
 IMAGE_TAG_ENV = "OPENSAGE_IMAGE_TAG"
 IMAGE_ENV = "OPENSAGE_IMAGE"
 # A model server without a network listens on this Unix socket instead of SAGEMAKER_BIND_TO_PORT.

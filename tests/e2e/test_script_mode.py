@@ -446,6 +446,75 @@ def test_pytorch_distributed_two_instances(platform: RunningPlatform, tmp_path: 
     assert _values(out, "MODEL")[0].endswith("/output/model.tar.gz")
 
 
+TF_TRAIN = '''
+import argparse, json, os
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")  # Keras 2 (tf_keras): Keras 3 has no multi-worker strategy
+import numpy as np
+import tensorflow as tf
+
+parser = argparse.ArgumentParser()
+parser.add_argument("--epochs", type=int, default=1)
+parser.add_argument("--model_dir", type=str)
+parser.add_argument("--sm-model-dir", type=str, default=os.environ.get("SM_MODEL_DIR"))
+args, _ = parser.parse_known_args()
+task = json.loads(os.environ.get("TF_CONFIG") or "{}").get("task", {})
+strategy = tf.distribute.MultiWorkerMirroredStrategy() if task else tf.distribute.get_strategy()
+print("REPLICAS %d TASK %s MODEL_DIR %s" % (strategy.num_replicas_in_sync, task.get("index"), args.model_dir))
+rng = np.random.default_rng(0)
+x = rng.normal(size=(512, 2)).astype("float32")
+y = (x[:, :1] * 2.0 - x[:, 1:]).astype("float32")
+with strategy.scope():
+    model = tf.keras.Sequential([tf.keras.Input(shape=(2,)), tf.keras.layers.Dense(1)])
+    model.compile(optimizer=tf.keras.optimizers.Adam(0.1), loss="mse")
+history = model.fit(x, y, epochs=args.epochs, batch_size=64, verbose=0)
+print("LOSS %.4f" % history.history["loss"][-1], flush=True)
+chief = task.get("index", 0) == 0
+model.export(os.path.join(args.sm_model_dir, "1") if chief else "/tmp/worker-%s" % task.get("index"))
+'''
+
+
+def test_tensorflow_two_workers_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """TensorFlow(...) with MultiWorkerMirroredStrategy on 2 instances, then TensorFlow Serving's REST contract."""
+    pytest.importorskip("tensorflow")
+    _write(tmp_path / "src", {"train.py": TF_TRAIN})
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import sagemaker
+        from sagemaker.tensorflow import TensorFlow
+        est = TensorFlow(entry_point="train.py", source_dir="src", framework_version="2.16", py_version="py310",
+                         instance_count=2, instance_type="ml.m5.large", role=sagemaker.get_execution_role(),
+                         distribution={"multi_worker_mirrored_strategy": {"enabled": True}},
+                         hyperparameters={"epochs": 40})
+        est.fit()
+        predictor = est.deploy(initial_instance_count=1, instance_type="ml.m5.large")
+        print("PREDICTION", predictor.predict([[1.0, 0.0], [0.0, 1.0]]))
+        print("ROWS", predictor.predict({"instances": [[1.0, 1.0]]}))
+        import boto3, json
+        rt = boto3.client("sagemaker-runtime")
+        answer = rt.invoke_endpoint(EndpointName=predictor.endpoint_name, ContentType="text/csv", Body="2,0")
+        print("CSV", answer["Body"].read().decode())
+        try:
+            rt.invoke_endpoint(EndpointName=predictor.endpoint_name, ContentType="application/json",
+                               Body=json.dumps({"instances": [[1.0, 2.0, 3.0]]}))
+        except rt.exceptions.ModelError as exc:
+            print("BAD", exc.response["Error"]["Message"][:300].replace("\\n", " "))
+        predictor.delete_endpoint()
+        """,
+        timeout=600,
+    )
+    assert "REPLICAS 2 TASK 0" in out and "REPLICAS 2 TASK 1" in out, out[-3000:]
+    model_dirs = re.findall(r"REPLICAS 2 TASK \d MODEL_DIR (\S+)", out)
+    assert len(model_dirs) == 2 and not any(d.startswith("s3://") for d in model_dirs), model_dirs  # local
+    first, second = (row[0] for row in json.loads(_values(out, "PREDICTION")[0].replace("'", '"'))["predictions"])
+    assert abs(first - 2.0) < 0.3 and abs(second + 1.0) < 0.3, out[-2000:]
+    (only,) = json.loads(_values(out, "ROWS")[0].replace("'", '"'))["predictions"]
+    assert abs(only[0] - 1.0) < 0.4
+    assert abs(json.loads(_values(out, "CSV")[0])["predictions"][0][0] - 4.0) < 0.5
+    assert "error" in _values(out, "BAD")[0]
+
+
 XGB_TRAIN = '''
 import argparse, os
 import numpy as np

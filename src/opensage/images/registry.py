@@ -86,6 +86,8 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "sagemaker-scikit-learn": ("sklearn", None, "opensage.images.framework.sklearn"),
     "pytorch-training": ("pytorch", None, "opensage.images.framework.pytorch"),
     "pytorch-inference": ("pytorch", None, "opensage.images.framework.pytorch"),
+    "tensorflow-training": ("tensorflow", None, "opensage.images.framework.tensorflow"),
+    "tensorflow-inference": ("tensorflow", None, "opensage.images.framework.tensorflow"),
     "python": ("python", None, "opensage.images.framework.python"),
     "linear-learner": ("linear-learner", "opensage.images.linear_learner", "opensage.images.framework.python"),
     "kmeans": ("kmeans", "opensage.images.kmeans", "opensage.images.framework.python"),
@@ -172,8 +174,6 @@ _NOT_BUILT_IN = {
     "image-classification": "Image Classification",
     "object-detection": "Object Detection",
     "semantic-segmentation": "Semantic Segmentation",
-    "tensorflow-training": "TensorFlow",
-    "tensorflow-inference": "TensorFlow",
 }
 _RETIRED = {"mxnet-training", "mxnet-inference", "mxnet"}
 

@@ -34,6 +34,7 @@ from opensage.contract import (
     CHANNEL_RECORD_WRAPPER,
     CURRENT_INSTANCE_TYPE_ENV,
     HOST_ADDRESSES_ENV,
+    HOST_PORTS_ENV,
     SDK_DRIVERS_CHANNEL,
     TRACKER_PORT_ENV,
     Layout,
@@ -247,6 +248,7 @@ class TrainingEngine(JobEngine):
         }
         tracker_port = free_port()
         addresses = json.dumps({h: "127.0.0.1" for h in hosts})
+        ports = json.dumps({h: [free_port(), free_port()] for h in hosts} if len(hosts) > 1 else {})
         containers = []
         for host, layout in layouts.items():
             layout.hyperparameters_file.write_text(json.dumps(hps))
@@ -268,6 +270,7 @@ class TrainingEngine(JobEngine):
                 {
                     CURRENT_INSTANCE_TYPE_ENV: itype.name,
                     HOST_ADDRESSES_ENV: addresses,
+                    HOST_PORTS_ENV: ports,
                     TRACKER_PORT_ENV: str(tracker_port),
                     **process_env(layout.base, registry.search_path(*filter(None, [bin_dir])), self.envs_dir),
                 }

@@ -5,7 +5,8 @@ unpacked the job's ``sourcedir.tar.gz`` into the code directory; this installs i
 ``requirements.txt`` (:mod:`.environments`), sets the toolkit's ``SM_*`` variables with the decoded
 hyperparameters, and runs ``sagemaker_program`` (a Python script, a shell script, or a module)
 with the user's hyperparameters as ``--key value`` arguments. Distributed PyTorch
-(``torch_distributed`` / ``pytorchddp``) runs the script under ``torch.distributed.run``. A failure
+(``torch_distributed`` / ``pytorchddp``) runs the script under ``torch.distributed.run``;
+TensorFlow's ``model_dir`` and distributions are :mod:`.tfdist`'s. A failure
 is written to ``output/failure`` in the toolkit's ``ExecuteUserScriptError`` form.
 """
 
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from opensage.contract import error_message
-from opensage.images.framework import environments
+from opensage.images.framework import environments, tfdist
 
 # Hyperparameters that configure the toolkit rather than the user's script.
 PROGRAM, SUBMIT_DIR, LOG_LEVEL = "sagemaker_program", "sagemaker_submit_directory", "sagemaker_container_log_level"
@@ -174,14 +175,25 @@ def train() -> int:
         print(str(exc), file=sys.stderr)
         return 1
     distributed = any(str(framework.get(flag, "")).lower() == "true" for flag in TORCH_DISTRIBUTED)
+    tensorflow = tfdist.Distribution(framework, os.environ, python) if tfdist.applies() else None
+    if tensorflow is not None:
+        tfdist.local_model_dir(user, os.environ)
     args = to_cmd_args(user)
     argv = _command(python, code_dir, program, args, distributed)
     env = toolkit_env(os.environ, user, framework)
+    if tensorflow is not None:
+        tensorflow.script_env(env)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(code_dir), env.get("PYTHONPATH", "")) if p)
     if python != sys.executable:  # the requirements' environment: its python (and pip) first on PATH
         env["PATH"] = os.pathsep.join(p for p in (str(Path(python).parent), env.get("PATH", "")) if p)
     print(f"Invoking user script: {shlex.join(argv)}", flush=True)
-    code, tail = _run_streaming(argv, env, code_dir)
+    if tensorflow is not None:
+        tensorflow.start(env)
+    try:
+        code, tail = _run_streaming(argv, env, code_dir)
+    finally:
+        if tensorflow is not None:
+            tensorflow.finish()
     if code == 0:
         return 0
     if not (failure.exists() and failure.read_text().strip()):
