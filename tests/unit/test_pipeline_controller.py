@@ -193,7 +193,7 @@ def test_stop_and_going_on_after_a_restart(store: SqlStore) -> None:
         )
         await _until(lambda: _steps(store, "e1")["A"]["AttemptCount"] == 2 and len(launcher.running()) == 2)
         launcher.end(_steps(store, "e1")["A"]["_Job"])
-        await _until(lambda: "B" in _steps(store, "e1"))
+        await _until(lambda: _steps(store, "e1").get("B", {}).get("_Job") in launcher.jobs)  # recorded, then started
         launcher.end(_steps(store, "e1")["B"]["_Job"])
         await _until(lambda: _status(store, "e1") == "Succeeded")
         store.modify_resource(

@@ -93,6 +93,7 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "kmeans": ("kmeans", "opensage.images.kmeans", "opensage.images.framework.python"),
     "pca": ("pca", "opensage.images.pca", "opensage.images.framework.python"),
     "knn": ("knn", "opensage.images.knn", "opensage.images.framework.python"),
+    "randomcutforest": ("randomcutforest", "opensage.images.randomcutforest", "opensage.images.framework.python"),
     "factorization-machines": (
         "factorization-machines",
         "opensage.images.factorization_machines",
@@ -163,7 +164,6 @@ def known_repositories() -> list[str]:
 
 # SageMaker's own algorithm and framework repositories that OpenSage does not provide (repository -> name)
 _NOT_BUILT_IN = {
-    "randomcutforest": "Random Cut Forest",
     "ipinsights": "IP Insights",
     "lda": "LDA",
     "ntm": "Neural Topic Model",
