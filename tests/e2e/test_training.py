@@ -641,6 +641,54 @@ def test_random_cut_forest_record_set_fit_deploy_predict(platform: RunningPlatfo
     assert len(found) == 22 and far.min() > ordinary.mean() + 3 * ordinary.std(), found
 
 
+IP_INSIGHTS = """
+import json
+import boto3
+import numpy as np
+import sagemaker
+from sagemaker import image_uris
+from sagemaker.deserializers import JSONDeserializer
+from sagemaker.estimator import Estimator
+from sagemaker.inputs import TrainingInput
+from sagemaker.serializers import CSVSerializer
+session = sagemaker.Session()
+rng = np.random.default_rng(11)
+
+def events(n, own=True):
+    users = rng.integers(0, 40, n)
+    nets = users if own else (users + rng.integers(1, 40, n)) % 40
+    return [f"user-{u},{20 + s}.{s}.{rng.integers(0, 256)}.{rng.integers(1, 255)}" for u, s in zip(users, nets)]
+
+bucket = session.default_bucket()
+s3 = boto3.client("s3")
+s3.put_object(Bucket=bucket, Key="ipi/train/events.csv", Body="\\n".join(events(4000)) + "\\n")
+s3.put_object(Bucket=bucket, Key="ipi/validation/events.csv", Body="\\n".join(events(400)) + "\\n")
+est = Estimator(image_uris.retrieve("ipinsights", session.boto_region_name), sagemaker.get_execution_role(),
+                instance_count=1, instance_type="ml.m5.large", output_path=f"s3://{bucket}/ipi/output",
+                sagemaker_session=session)
+est.set_hyperparameters(num_entity_vectors=100, vector_dim=16, epochs=10, mini_batch_size=500, learning_rate=0.01)
+est.fit({"train": TrainingInput(f"s3://{bucket}/ipi/train/", content_type="text/csv"),
+         "validation": TrainingInput(f"s3://{bucket}/ipi/validation/", content_type="text/csv")}, logs=False)
+predictor = est.deploy(initial_instance_count=1, instance_type="ml.m5.large", serializer=CSVSerializer(),
+                       deserializer=JSONDeserializer(), wait=False)
+session.wait_for_endpoint(predictor.endpoint_name, poll=1)
+usual, unusual = events(100), events(100, own=False)
+answers = predictor.predict("\\n".join(usual + unusual))["predictions"]
+job = session.sagemaker_client.describe_training_job(TrainingJobName=est.latest_training_job.name)
+print("RESULT", json.dumps({"dots": [a["dot_product"] for a in answers],
+                            "metrics": {m["MetricName"]: m["Value"] for m in job.get("FinalMetricDataList", [])}}))
+predictor.delete_endpoint()
+"""
+
+
+def test_ip_insights_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
+    """The built-in IP Insights as its tutorial drives it: CSV events in S3, dot products out of the endpoint."""
+    result = json.loads(platform.run_python(IP_INSIGHTS, tmp_path, timeout=300).split("RESULT ", 1)[1].splitlines()[0])
+    dots = np.array(result["dots"])
+    assert len(dots) == 200 and dots[:100].mean() > dots[100:].mean() + 1.0, result
+    assert result["metrics"]["validation:discriminator_auc"] > 0.85, result
+
+
 def test_a_crash_of_the_server_loses_no_job_record(tmp_path: Path) -> None:
     """kill -9 of `opensage up` mid-job: after the restart the job is Failed with a reason, its process gone."""
     import os

@@ -231,7 +231,7 @@ def test_distributed_pytorch_runs_under_torchrun(monkeypatch: pytest.MonkeyPatch
 @pytest.mark.parametrize(
     ("uri", "says"),
     [
-        ("382416733822.dkr.ecr.us-east-1.amazonaws.com/ipinsights:1", "SageMaker's IP Insights, which"),
+        ("382416733822.dkr.ecr.us-east-1.amazonaws.com/lda:1", "SageMaker's LDA, which"),
         ("763104351884.dkr.ecr.us-east-1.amazonaws.com/mxnet-training:1.9.0-cpu-py38", "retired upstream"),
         ("example.com/mine:1", "is not one OpenSage provides"),
     ],
@@ -247,7 +247,8 @@ def test_the_sdks_first_party_image_uris_resolve_to_the_built_ins() -> None:
 
     for framework, module in [("pca", "opensage.images.pca"), ("knn", "opensage.images.knn"),
                               ("factorization-machines", "opensage.images.factorization_machines"),
-                              ("randomcutforest", "opensage.images.randomcutforest")]:
+                              ("randomcutforest", "opensage.images.randomcutforest"),
+                              ("ipinsights", "opensage.images.ipinsights")]:
         for region in ("us-east-1", "eu-west-1"):
             image = registry.resolve(image_uris.retrieve(framework, region))
             assert image is not None and image.algorithm == module

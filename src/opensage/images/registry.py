@@ -94,6 +94,7 @@ _REPOSITORIES: dict[str, tuple[str, str | None, str]] = {
     "pca": ("pca", "opensage.images.pca", "opensage.images.framework.python"),
     "knn": ("knn", "opensage.images.knn", "opensage.images.framework.python"),
     "randomcutforest": ("randomcutforest", "opensage.images.randomcutforest", "opensage.images.framework.python"),
+    "ipinsights": ("ipinsights", "opensage.images.ipinsights", "opensage.images.framework.python"),
     "factorization-machines": (
         "factorization-machines",
         "opensage.images.factorization_machines",
@@ -164,7 +165,6 @@ def known_repositories() -> list[str]:
 
 # SageMaker's own algorithm and framework repositories that OpenSage does not provide (repository -> name)
 _NOT_BUILT_IN = {
-    "ipinsights": "IP Insights",
     "lda": "LDA",
     "ntm": "Neural Topic Model",
     "object2vec": "Object2Vec",

@@ -355,9 +355,12 @@ def entry(argv: Sequence[str], package: str, train: Callable[[], Callable[[Job],
 
 
 def quality_definitions(entries: Sequence[tuple[str, str, str]]) -> list[dict[str, str]]:
-    """Metric definitions ``{channel}:{metric}`` of lines ``#quality_metric: host=..., <channel> <name> <...>=v``."""
+    """Metric definitions ``{channel}:{metric}`` of the lines :meth:`Job.quality` logs (with an epoch or not)."""
     return [
-        {"Name": f"{channel}:{metric}", "Regex": rf"#quality_metric: host=\S+, {channel} {pattern} <\w+>=(\S+)"}
+        {
+            "Name": f"{channel}:{metric}",
+            "Regex": rf"#quality_metric: host=\S+,(?: epoch=\S+,)? {channel} {pattern} <\w+>=(\S+)",
+        }
         for channel, metric, pattern in entries
     ]
 

@@ -25,13 +25,7 @@ METRICS = (
 
 
 def metric_definitions() -> list[dict[str, str]]:
-    definitions = tabular.quality_definitions([(c, m, m) for c, m in METRICS if c == "test"])
-    definitions += [  # the training metric, per epoch
-        {"Name": f"train:{m}", "Regex": rf"#quality_metric: host=\S+, epoch=\S+, train {m} <\w+>=(\S+)"}
-        for c, m in METRICS
-        if c == "train"
-    ]
-    return definitions
+    return tabular.quality_definitions([(c, m, m) for c, m in METRICS])
 
 
 def tuning_metric_names() -> tuple[str, ...]:
