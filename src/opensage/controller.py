@@ -164,6 +164,7 @@ class Run:
     shutting_down: bool = False
     task: asyncio.Task[None] | None = None
     started: dt.datetime | None = None  # when this server launched it (MaxRuntimeInSeconds counts from here)
+    closers: list[Callable[[], None]] = field(default_factory=list)  # what to release when it ends (blocking calls)
 
 
 class RunController(Controller, ABC):

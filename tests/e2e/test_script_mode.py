@@ -121,6 +121,43 @@ def test_sklearn_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -
     assert json.loads(env["SM_TRAINING_ENV"])["hyperparameters"] == {"regularization": 0.5}
 
 
+PIPE_READER = '''
+import os
+data = os.path.join(os.environ["SM_INPUT_DIR"], "data")
+for epoch in range(2):  # SageMaker's contract: train_0, then train_1 once train_0 has been read to its end
+    with open(os.path.join(data, "train_%d" % epoch), "rb") as pipe:
+        body = pipe.read()
+    print("EPOCH %d BYTES %d LINES %d" % (epoch, len(body), body.count(b"\\n")), flush=True)
+print("FILES", sorted(os.listdir(data)))
+'''
+
+
+def test_a_pipe_mode_channel_is_streamed_through_a_fifo_per_epoch(platform: RunningPlatform, tmp_path: Path) -> None:
+    """input_mode="Pipe": nothing is downloaded; the script reads train_0 and train_1, each the whole channel."""
+    _write(tmp_path / "src", {"train.py": PIPE_READER})
+    _train_csv(tmp_path / "train.csv")
+    size = (tmp_path / "train.csv").stat().st_size
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import sagemaker
+        from sagemaker.sklearn import SKLearn
+        session = sagemaker.Session()
+        session.upload_data("train.csv", key_prefix="piped/train")
+        session.upload_data("train.csv", key_prefix="piped/train/more")
+        est = SKLearn(entry_point="train.py", source_dir="src", framework_version="1.2-1", py_version="py3",
+                      instance_type="ml.m5.large", role=sagemaker.get_execution_role(), input_mode="Pipe")
+        est.fit({"train": f"s3://{session.default_bucket()}/piped/train"})
+        """,
+    )
+    epochs = re.findall(r"EPOCH (\d) BYTES (\d+)", out)
+    assert epochs == [("0", str(2 * size)), ("1", str(2 * size))], out[-2000:]
+    (files,) = re.findall(r"FILES (\[.*\])", out)
+    assert "train_1" in files and "'train'" not in files, files  # streamed, not downloaded
+    assert "is streamed in Pipe mode: 2 objects" in out
+
+
 INFERENCE = '''
 import json, os
 import joblib

@@ -494,7 +494,7 @@ latent = rng.normal(size=(600, 2)) * [4.0, 1.5]
 basis = np.linalg.qr(rng.normal(size=(6, 6)))[0][:2]
 x = (latent @ basis + rng.normal(scale=0.05, size=(600, 6)) + 3.0).astype("float32")
 pca = PCA(role=sagemaker.get_execution_role(), instance_count=1, instance_type="ml.m5.large", num_components=2,
-          algorithm_mode="randomized", sagemaker_session=session)
+          algorithm_mode="randomized", input_mode="Pipe", sagemaker_session=session)
 pca.fit(pca.record_set(x), mini_batch_size=100, logs=False)
 predictor = pca.deploy(initial_instance_count=1, instance_type="ml.m5.large", wait=False)
 session.wait_for_endpoint(predictor.endpoint_name, poll=1)
@@ -506,7 +506,7 @@ predictor.delete_endpoint()
 
 
 def test_pca_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_path: Path) -> None:
-    """The built-in PCA as the SDK's PCA drives it: the projections equal scikit-learn's on the same data."""
+    """The built-in PCA as the SDK's PCA drives it, in Pipe mode: the projections equal scikit-learn's."""
     from sklearn.decomposition import PCA as SkPCA
 
     result = json.loads(platform.run_python(PCA, tmp_path, timeout=300).split("RESULT ", 1)[1].splitlines()[0])

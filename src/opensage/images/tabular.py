@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from opensage.contract import CHANNEL_CONTENT_TYPE, RESOURCE_CURRENT_HOST, RESOURCE_HOSTS, Layout
+from opensage.contract import CHANNEL_CONTENT_TYPE, CHANNEL_INPUT_MODE, RESOURCE_CURRENT_HOST, RESOURCE_HOSTS, Layout
 from opensage.images import recordio
 
 log = logging.getLogger(__name__)
@@ -237,11 +237,13 @@ def _csv(text: bytes | str, label_size: int, where: str) -> tuple[np.ndarray, np
     return matrix, None
 
 
-def _csv_file(path: Path, label_size: int) -> tuple[np.ndarray, np.ndarray | None]:
+def _csv_file(path: Path, label_size: int, data: bytes | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    import pyarrow as pa
     import pyarrow.csv as pacsv
 
+    source: Any = path if data is None else pa.BufferReader(data)
     try:
-        table = pacsv.read_csv(path, read_options=pacsv.ReadOptions(autogenerate_column_names=True))
+        table = pacsv.read_csv(source, read_options=pacsv.ReadOptions(autogenerate_column_names=True))
     except Exception as exc:  # pyarrow's ArrowInvalid and friends
         raise ClientError(f"{path.name}: not CSV of numbers: {str(exc).splitlines()[0]}") from exc
     if table.num_rows == 0:
@@ -267,22 +269,29 @@ def load_channel(
     config = job.channels.get(name) or {}
     media, params = _media(config.get(CHANNEL_CONTENT_TYPE))
     directory = job.layout.channel_dir(name)
-    files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
+    piped = config.get(CHANNEL_INPUT_MODE) == "Pipe"
+    if piped:  # one stream: the channel's objects one after the other, through <channel>_0
+        files = [directory.parent / f"{name}_0"]
+        log.info("Channel '%s': reading the pipe %s", name, files[0].name)
+    else:
+        files = sorted(p for p in directory.rglob("*") if p.is_file() and not p.name.startswith("."))
     parts: list[tuple[np.ndarray, np.ndarray | None]] = []
     for path in files:
-        if path.stat().st_size == 0:
+        data = path.read_bytes() if piped else None
+        if (len(data) if data is not None else path.stat().st_size) == 0:
             continue
         if media in (recordio.CONTENT_TYPE, "application/x-recordio", "recordio-protobuf"):
+            raw = data if data is not None else path.read_bytes()
             try:
                 if sparse:
-                    records = recordio.parse_records(path.read_bytes())
+                    records = recordio.parse_records(raw)
                     parts.append(recordio.to_sparse(records, feature_dim=int(feature_dim or 0), where=path.name))
                 else:
-                    parts.append(recordio.read_matrix(path.read_bytes(), feature_dim=feature_dim, where=path.name))
+                    parts.append(recordio.read_matrix(raw, feature_dim=feature_dim, where=path.name))
             except recordio.RecordIOError as exc:
                 raise ClientError(f"Channel '{name}': {exc}") from exc
         elif media in ("text/csv", "csv"):
-            parts.append(_csv_file(path, int(params.get("label_size", "1" if supervised else "0"))))
+            parts.append(_csv_file(path, int(params.get("label_size", "1" if supervised else "0")), data))
         else:
             raise ClientError(
                 f"Channel '{name}': content type {media} is not supported; use application/x-recordio-protobuf "

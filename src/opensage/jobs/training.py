@@ -49,7 +49,8 @@ from opensage.contract import (
 from opensage.errors import Conflict
 from opensage.images import registry
 from opensage.images.framework import toolkit
-from opensage.jobs import channels, rules
+from opensage.jobs import pipes as pipes_
+from opensage.jobs import rules
 from opensage.jobs.engine import (
     COMPLETED,
     FAILED,
@@ -100,7 +101,11 @@ class TrainingEngine(JobEngine):
             layouts = {h: Layout(job_dir / h) for h in hosts}
             for layout in layouts.values():
                 layout.create()
-            await asyncio.to_thread(self._download_channels, job, layouts, job_dir / "cache", streams[hosts[0]])
+            pipes = await asyncio.to_thread(
+                pipes_.prepare, self.s3, job, layouts, job_dir / "cache", self.store_region(job.document),
+                image.name if image else None, lambda m: self._platform_log(streams[hosts[0]], m),
+            )
+            run.closers.extend(p.close for p in pipes)
             await asyncio.to_thread(self._restore_checkpoints, job, layouts, streams[hosts[0]])
             if image is None:
                 raise JobFailed(f"ClientError: {registry.unavailable(job.image, 'training image')}")
@@ -127,6 +132,9 @@ class TrainingEngine(JobEngine):
             log.exception("training job %s failed inside the platform", name)
             await self._fail(run, f"InternalServerError: {type(exc).__name__}: {exc}")
         finally:
+            for close in run.closers:
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(close)
             if run.handle is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.to_thread(self.backend.cleanup, run.handle)
@@ -151,22 +159,6 @@ class TrainingEngine(JobEngine):
 
     def _platform_log(self, stream: str, message: str) -> None:
         self.logs.put_events(LOG_GROUP, stream, [(int(self.clock().timestamp() * 1000), message)])
-
-    def _download_channels(self, job: TrainingJobSpec, layouts: dict[str, Layout], cache: Path, stream: str) -> None:
-        hosts = list(layouts)
-        requested = {c["ChannelName"]: c for c in job.document.get("InputDataConfig") or []}
-        for channel in job.channels:
-            cname = channel.name
-            if channel.input_mode != "File":
-                self._platform_log(
-                    stream,
-                    f"Channel '{cname}' asks for {channel.input_mode} mode; OpenSage downloads it as in File mode.",
-                )
-            objects = channels.list_channel(self.s3, requested[cname], self.store_region(job.document))
-            per_host = channels.assign(objects, hosts, channel.distribution)
-            targets = {h: layouts[h].channel_dir(cname) for h in hosts}
-            report = channels.download(self.s3, per_host, targets, cache / cname)
-            self._platform_log(stream, report.describe(cname))
 
     def _download_code(self, job: TrainingJobSpec, layouts: dict[str, Layout]) -> None:
         """The job's ``sourcedir.tar.gz`` (``sagemaker_submit_directory``) unpacked into each code dir, within
