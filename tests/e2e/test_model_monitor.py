@@ -134,6 +134,44 @@ def test_sdk_flow_reports_exactly_the_drifted_feature(platform: RunningPlatform,
     assert {f"feature_baseline_drift_f{i}" for i in range(FEATURES)} <= names
     dims = {d["Name"]: d["Value"] for d in metrics[0]["Dimensions"]}
     assert dims == {"Endpoint": f"monitored-{suffix}", "MonitoringSchedule": f"monitored-{suffix}-schedule"}
+    _console_shows_the_drift(platform, f"monitored-{suffix}", [{"Name": k, "Value": v} for k, v in dims.items()])
+
+
+def _console_shows_the_drift(platform: RunningPlatform, endpoint: str, dimensions: list[dict[str, str]]) -> None:
+    """The endpoint's console page: the schedule, its execution, the one violation, a chart per feature, the alarm."""
+    import html
+    import re
+
+    import httpx
+
+    platform.session().client("cloudwatch").put_metric_alarm(
+        AlarmName=f"{endpoint}-drift", Namespace="aws/sagemaker/Endpoints/data-metrics",
+        MetricName=f"feature_baseline_drift_f{DRIFTED}", Dimensions=dimensions, Statistic="Maximum", Period=60,
+        EvaluationPeriods=1, Threshold=0.1, ComparisonOperator="GreaterThanThreshold",
+    )
+    credentials = platform.session().get_credentials()
+    with httpx.Client(base_url=platform.api_url, timeout=30) as console:
+        token = re.search(r'name="csrf" value="([^"]+)"', console.get("/console/signin").text)
+        assert token
+        console.post("/console/signin", data={"csrf": token.group(1), "access_key_id": credentials.access_key,
+                                              "secret": credentials.secret_key})
+        page = console.get(f"/console/endpoints/{endpoint}").text
+    section = re.search(r'<section class="card" id="monitoring">(.*?)</section>', page, re.S)
+    assert section, page[-2000:]
+    text = " ".join(html.unescape(re.sub(r"<[^>]+>", " ", section.group(1))).split())
+    assert f"{endpoint}-schedule" in text and "CompletedWithViolations" in text, text[:1500]
+    violations = re.search(r'<table class="monitoring-violations">(.*?)</table>', section.group(1), re.S)
+    assert violations
+    cells = re.findall(r'<td class="mono">(f\d)</td><td class="mono">(\w+)</td>', violations.group(1))
+    assert cells == [(f"f{DRIFTED}", "baseline_drift_check")]
+    figure_re = r'<figure class="drift-chart( violated)?" data-feature="(f\d)">(.*?)</figure>'
+    figures = re.findall(figure_re, section.group(1), re.S)
+    assert [(name, bool(flag)) for flag, name, _ in figures] == [(f"f{i}", i == DRIFTED) for i in range(FEATURES)]
+    for _, _, figure in figures:  # both distributions drawn
+        assert 'class="bar baseline"' in figure and 'class="bar current"' in figure
+    drift = {name: float(re.findall(r'class="drift-distance">([\d.]+)', f)[0]) for _, name, f in figures}
+    assert max(drift, key=drift.__getitem__) == f"f{DRIFTED}", drift
+    assert f"{endpoint}-drift" in text and f"f{DRIFTED}" in text
 
 
 def _definition(platform: RunningPlatform, endpoint: str) -> dict[str, Any]:
