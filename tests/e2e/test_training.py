@@ -425,7 +425,7 @@ ll = LinearLearner(role=sagemaker.get_execution_role(), instance_count=1, instan
                    predictor_type="binary_classifier", epochs=5, sagemaker_session=session)
 train = ll.record_set(x[:600], labels=y[:600])
 test = ll.record_set(x[600:], labels=y[600:], channel="test")
-ll.fit([train, test], logs=False)
+ll.fit([train, test], mini_batch_size=100, logs=False)
 print("MODEL_DATA", ll.model_data)
 predictor = ll.deploy(initial_instance_count=1, instance_type="ml.m5.large", wait=False)
 session.wait_for_endpoint(predictor.endpoint_name, poll=1)
@@ -446,6 +446,13 @@ def test_linear_learner_record_set_fit_deploy_predict(platform: RunningPlatform,
     assert "/output/model.tar.gz" in out.split("MODEL_DATA ", 1)[1].splitlines()[0]
     result = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
     assert result["n"] == 100 and result["accuracy"] >= 0.9, result
+    from sklearn.linear_model import LogisticRegression
+
+    rng = np.random.default_rng(0)  # the script's data
+    x = rng.normal(size=(800, 6)).astype("float32")
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype("float32")
+    theirs = LogisticRegression().fit(x[:600], y[:600]).score(x[700:], y[700:])
+    assert result["accuracy"] >= theirs - 0.03, (result, theirs)  # as good as scikit-learn's on the same data
     assert 0.0 <= result["scores"][0] <= result["scores"][1] <= 1.0
     assert "test:binary_classification_accuracy" in result["metrics"], result
 
@@ -481,6 +488,15 @@ def test_kmeans_record_set_fit_deploy_predict(platform: RunningPlatform, tmp_pat
     assert sorted(result["clusters"]) == [0.0, 1.0, 2.0], result  # each true center in a cluster of its own
     assert max(result["distances"]) < 0.3, result
     assert set(result["metrics"]) == {"test:msd", "test:ssd"} and result["metrics"]["test:msd"] < 1.0, result
+    from sklearn.cluster import KMeans
+
+    rng = np.random.default_rng(1)  # the script's data
+    truth = np.array([[0, 0, 0], [8, 8, 0], [0, 8, 8]], dtype="float32")
+    x = np.vstack([c + rng.normal(scale=0.5, size=(300, 3)) for c in truth]).astype("float32")
+    rng.shuffle(x)
+    fitted = KMeans(n_clusters=3, n_init=10, random_state=0).fit(x[:800])
+    theirs = -fitted.score(x[800:]) / len(x[800:])  # scikit-learn's inertia per test record
+    assert result["metrics"]["test:msd"] <= theirs * 1.05, (result, theirs)
 
 
 PCA = """
