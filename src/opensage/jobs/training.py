@@ -124,6 +124,8 @@ class TrainingEngine(JobEngine):
             self._report_sandbox(job, run.handle, streams[hosts[0]])
             outcome = await self._watch(run, job, spec, streams, definitions)
             await self._conclude(run, job, layouts, hosts, outcome, streams[hosts[0]], job_dir)
+        except _Stopped:  # its record went to Stopping (StopTrainingJob, a tuning job) before the signal came
+            await self._fail(run, "Stopped", stopped=True)
         except JobFailed as exc:
             await self._fail(run, str(exc))
         except S3LocationError as exc:
@@ -445,10 +447,10 @@ class TrainingEngine(JobEngine):
             log.exception("the rules of training job %s could not be evaluated", data["TrainingJobName"])
             return {}
 
-    async def _fail(self, run: Run, reason: str) -> None:
+    async def _fail(self, run: Run, reason: str, stopped: bool = False) -> None:
         if run.shutting_down:
             reason = SHUTDOWN_REASON
-        elif run.stop_requested.is_set():
+        elif stopped or run.stop_requested.is_set():
             await self._finish(run.name, STOPPED, "Stopped", None)
             return
         log.info("training job %s failed: %s", run.name, reason)
