@@ -552,6 +552,45 @@ def test_tensorflow_two_workers_fit_deploy_predict(platform: RunningPlatform, tm
     assert "error" in _values(out, "BAD")[0]
 
 
+PS_PROBE = '''
+import json, os, socket, time
+config = json.loads(os.environ["TF_CONFIG"])
+ps = config["cluster"]["ps"][config["task"]["index"] if config["task"]["type"] == "worker" else 0]
+host, port = ps.rsplit(":", 1)
+deadline = time.time() + 60
+while True:  # this host's parameter server (tf.distribute.Server) comes up beside the script
+    try:
+        socket.create_connection((host, int(port)), timeout=1).close()
+        break
+    except OSError:
+        assert time.time() < deadline, "no parameter server at " + ps
+        time.sleep(0.5)
+print("TASK %s %d PS %d" % (config["task"]["type"], config["task"]["index"], len(config["cluster"]["ps"])), flush=True)
+'''
+
+
+def test_tensorflow_parameter_servers_run_beside_the_script(platform: RunningPlatform, tmp_path: Path) -> None:
+    """distribution={"parameter_server": ...}: TF_CONFIG with a master and a worker, a ps process on each host."""
+    pytest.importorskip("tensorflow")
+    _write(tmp_path / "src", {"train.py": PS_PROBE})
+    out = _sdk(
+        platform,
+        tmp_path,
+        """
+        import sagemaker
+        from sagemaker.tensorflow import TensorFlow
+        est = TensorFlow(entry_point="train.py", source_dir="src", framework_version="2.16", py_version="py310",
+                         instance_count=2, instance_type="ml.m5.large", role=sagemaker.get_execution_role(),
+                         distribution={"parameter_server": {"enabled": True}})
+        est.fit()
+        print("STATUS", est.latest_training_job.describe()["TrainingJobStatus"])
+        """,
+        timeout=300,
+    )
+    assert "TASK master 0 PS 2" in out and "TASK worker 0 PS 2" in out, out[-2000:]
+    assert _values(out, "STATUS") == ["Completed"]
+
+
 XGB_TRAIN = '''
 import argparse, os
 import numpy as np
