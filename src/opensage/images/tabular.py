@@ -248,9 +248,11 @@ def _csv_file(path: Path, label_size: int, data: bytes | None = None) -> tuple[n
         raise ClientError(f"{path.name}: not CSV of numbers: {str(exc).splitlines()[0]}") from exc
     if table.num_rows == 0:
         return np.zeros((0, 0), dtype=np.float32), None
+    matrix = np.empty((table.num_rows, table.num_columns), dtype=np.float32)  # filled column by column, no copies
     try:
-        matrix = np.column_stack([c.to_numpy().astype(np.float32) for c in table.columns])
-    except (TypeError, ValueError) as exc:
+        for i, column in enumerate(table.columns):
+            matrix[:, i] = column.to_numpy()
+    except (TypeError, ValueError, pa.ArrowInvalid) as exc:
         raise ClientError(f"{path.name}: not CSV of numbers: {exc}") from exc
     if label_size:
         return matrix[:, label_size:], matrix[:, 0]
