@@ -96,3 +96,53 @@ def test_a_saved_model_answers_rows_and_columns(tmp_path: Path) -> None:
         serving.predict(served, b"[[1, 2, 3]]", "application/json", "")
     assert "error" in json.loads(str(caught.value))
     assert np.isclose(json.loads(serving.predict(served, b"0.5,0.5", "text/csv", "")[0])["predictions"][0], 2.0)
+
+
+PRE_POST = """
+import json
+
+def input_handler(data, context):
+    rows = [[float(v) * 10 for v in line.split(";")] for line in data.read().decode().split()]
+    return json.dumps({"instances": rows})
+
+def output_handler(response, context):
+    if response.status_code != 200:
+        raise ValueError(response.content.decode())
+    doc = {"doubled_sums": response.json()["predictions"], "accept": context.accept_header}
+    return json.dumps(doc), "application/json"
+"""
+
+WHOLE = """
+import json, requests
+
+def handler(data, context):
+    body = json.loads(data.read())
+    answer = requests.post(context.rest_uri, data=json.dumps({"inputs": body["x"]})).json()
+    return json.dumps({"y": answer["outputs"], "method": context.method}), context.accept_header
+"""
+
+
+@pytest.mark.parametrize("script", ["pre_post", "whole"])
+def test_inference_py_handlers_run_around_tensorflow_serving(tmp_path: Path, script: str) -> None:
+    tf = pytest.importorskip("tensorflow")
+    from opensage.images.framework import tensorflow as serving
+
+    class Double(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec([None, 2], tf.float32, name="x")])
+        def serve(self, x: object) -> dict:
+            return {"y": tf.reduce_sum(x, axis=1) * 2.0}
+
+    module = Double()
+    tf.saved_model.save(module, str(tmp_path / "1"), signatures={"serving_default": module.serve})
+    (tmp_path / "code").mkdir()
+    (tmp_path / "code" / "inference.py").write_text(PRE_POST if script == "pre_post" else WHOLE)
+    served = serving.load_model(tmp_path)
+    if script == "pre_post":
+        body, media = serving.predict(served, b"1;2\n0.5;0.5\n", "text/plain", "application/json")
+        assert media == "application/json"
+        assert json.loads(body) == {"doubled_sums": [60.0, 20.0], "accept": "application/json"}
+        with pytest.raises(ValueError, match="error"):  # TF Serving's 400 reaches output_handler
+            serving.predict(served, b"1;2;3\n", "text/plain", "application/json")
+    else:
+        body, media = serving.predict(served, b'{"x": [[1, 1], [2, 3]]}', "application/json", "application/json")
+        assert json.loads(body) == {"y": [4.0, 10.0], "method": "predict"} and media == "application/json"

@@ -13,8 +13,9 @@ container's own rewriting:
 Answers are TensorFlow Serving's: ``{"predictions": [...]}`` for ``instances`` (one value per
 instance with one output, a dict of outputs per instance with several), ``{"outputs": ...}`` for
 ``inputs``; a request the model cannot take is answered 400 with ``{"error": "..."}``.
-LIMITATIONS: the container's ``inference.py`` pre- and post-processing (``input_handler``,
-``output_handler``, ``handler``) is not run, and only TensorFlow Serving's ``predict`` method is served.
+A model with ``code/inference.py`` (the SDK's ``TensorFlowModel(entry_point=...)`` repacks it so)
+has its requests go through that script's ``handler``, or ``input_handler`` and ``output_handler``,
+as the container runs them (:mod:`.tfhandlers`). Only TensorFlow Serving's ``predict`` method is served.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from opensage.images.framework import inference, tfhandlers
 
 __all__ = ["PredictError", "load_model", "predict"]
 _JSON = ("application/json", "application/jsonlines", "application/jsons")
@@ -43,6 +46,8 @@ class Served:
     path: Path
     function: Any  # the serving_default concrete function
     inputs: dict[str, Any]  # name -> TensorSpec
+    handler: Any = None  # inference.py's request handler, when the model has one
+    rest: Any = None  # the TensorFlow Serving REST API that handler calls (tfhandlers.RestServer)
 
 
 def find_saved_model(model_dir: Path) -> Path:
@@ -76,7 +81,11 @@ def load_model(model_dir: Path) -> Served:
     function = loaded.signatures["serving_default"]
     function._opensage_owner = loaded  # keep the trackable objects alive
     _, kwargs = function.structured_input_signature
-    return Served(path, function, dict(kwargs))
+    served = Served(path, function, dict(kwargs))
+    handler = tfhandlers.from_module(inference.user_module(Path(model_dir)))
+    if handler is not None:
+        served.handler, served.rest = handler, tfhandlers.RestServer(lambda request: answer(served, request))
+    return served
 
 
 def tfs_request(body: bytes, content_type: str) -> dict[str, Any]:
@@ -157,10 +166,15 @@ def _inputs(served: Served, request: dict[str, Any]) -> tuple[dict[str, Any], bo
     return {n: _tensor(given[n], served.inputs[n], n) for n in names}, False
 
 
-def predict(served: Served, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+def answer(served: Served, request: dict[str, Any]) -> dict[str, Any]:
+    """TensorFlow Serving's answer to a ``predict`` request (``instances`` or ``inputs``).
+
+    Raises:
+        PredictError: the request does not fit the signature.
+    """
     import tensorflow as tf
 
-    kwargs, rows = _inputs(served, tfs_request(body, content_type))
+    kwargs, rows = _inputs(served, request)
     try:
         outputs = served.function(**kwargs)
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as exc:
@@ -168,17 +182,21 @@ def predict(served: Served, body: bytes, content_type: str, accept: str) -> tupl
     values = {k: v.numpy() for k, v in outputs.items()}
     if rows:
         if len(values) == 1:
-            answer: Any = {"predictions": next(iter(values.values())).tolist()}
-        else:
-            count = len(next(iter(values.values())))
-            answer = {"predictions": [{k: _plain(v[i]) for k, v in values.items()} for i in range(count)]}
-    else:
-        only = next(iter(values.values())) if len(values) == 1 else None
-        answer = {"outputs": only.tolist() if only is not None else {k: v.tolist() for k, v in values.items()}}
+            return {"predictions": next(iter(values.values())).tolist()}
+        count = len(next(iter(values.values())))
+        return {"predictions": [{k: _plain(v[i]) for k, v in values.items()} for i in range(count)]}
+    only = next(iter(values.values())) if len(values) == 1 else None
+    return {"outputs": only.tolist() if only is not None else {k: v.tolist() for k, v in values.items()}}
+
+
+def predict(served: Served, body: bytes, content_type: str, accept: str) -> tuple[bytes, str]:
+    if served.handler is not None:
+        return tfhandlers.run(served.handler, served.rest, body, content_type, accept)
+    result = answer(served, tfs_request(body, content_type))
     media = (accept or "").split(",")[0].strip()
     if media in ("application/jsonlines", "application/jsons"):
-        return json.dumps(answer).encode(), media
-    return json.dumps(answer).encode(), "application/json"
+        return json.dumps(result).encode(), media
+    return json.dumps(result).encode(), "application/json"
 
 
 def _plain(value: Any) -> Any:
