@@ -137,7 +137,7 @@ class RunningPlatform:
             timeout=timeout,
             cwd=cwd,
         )
-        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-4000:]
+        assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-12000:]  # the job log, then the error
         return result.stdout + result.stderr
 
     def session(self) -> Any:
