@@ -476,7 +476,15 @@ def save_model(model_dir: Path, meta: Mapping[str, Any], arrays: Mapping[str, np
     return path
 
 
-def load_model_file(model_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+def load_model_file(
+    model_dir: Path, algorithm: str | None = None, title: str = ""
+) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """``model_algo-1``'s metadata and arrays; with ``algorithm``, one that algorithm (``title``) wrote.
+
+    Raises:
+        FileNotFoundError: no model file. ValueError: another algorithm's model.
+    """
+    model_dir = Path(model_dir)
     path = model_dir / MODEL_FILE
     if not path.exists():
         found = sorted(p.name for p in model_dir.iterdir()) if model_dir.is_dir() else []
@@ -484,4 +492,6 @@ def load_model_file(model_dir: Path) -> tuple[dict[str, Any], dict[str, np.ndarr
     with np.load(path, allow_pickle=False) as archive:
         arrays = {k: archive[k] for k in archive.files}
     meta = json.loads(arrays.pop("__meta__").tobytes().decode())
+    if algorithm is not None and meta.get("algorithm") != algorithm:
+        raise ValueError(f"the model artifact is not {title or algorithm} model (it is {meta.get('algorithm')!r})")
     return meta, arrays

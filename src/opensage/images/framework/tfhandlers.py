@@ -94,8 +94,7 @@ class RestServer:
                         raise ValueError('the body must be a JSON object with "instances" or "inputs"')
                     self._send(200, outer.answer(request))
                 except Exception as exc:  # TF Serving answers a bad request 400 with its message
-                    message = json.loads(str(exc)).get("error") if str(exc).startswith("{") else str(exc)
-                    self._send(400, {"error": message})
+                    self._send(400, {"error": str(exc.args[0]) if exc.args else type(exc).__name__})
 
         self.answer = answer
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Requests)

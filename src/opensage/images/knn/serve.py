@@ -20,9 +20,7 @@ __all__ = ["PredictError", "load_model", "predict"]
 
 
 def load_model(model_dir: Path) -> Index:
-    meta, arrays = tabular.load_model_file(Path(model_dir))
-    if meta.get("algorithm") != "knn":
-        raise ValueError(f"the model artifact is not a k-NN model (it is {meta.get('algorithm')!r})")
+    meta, arrays = tabular.load_model_file(Path(model_dir), "knn", "a k-NN")
     return Index(meta, arrays)
 
 

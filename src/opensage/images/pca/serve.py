@@ -19,10 +19,7 @@ __all__ = ["PredictError", "load_model", "predict"]
 
 
 def load_model(model_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    meta, arrays = tabular.load_model_file(Path(model_dir))
-    if meta.get("algorithm") != "pca":
-        raise ValueError(f"the model artifact is not a PCA model (it is {meta.get('algorithm')!r})")
-    return meta, arrays
+    return tabular.load_model_file(Path(model_dir), "pca", "a PCA")
 
 
 def predict(

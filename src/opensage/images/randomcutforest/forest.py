@@ -83,9 +83,9 @@ class _Builder:
         if len(points) == 1 or total <= 0.0:  # one point, or copies of one point: a leaf
             return index
         r = self.rng.uniform(0.0, total)
-        d = int(np.searchsorted(np.cumsum(extent), r, side="right"))
-        d = min(d, len(extent) - 1)
-        value = float(low[d] + (r - (np.cumsum(extent)[d] - extent[d])))
+        cumulative = np.cumsum(extent)
+        d = min(int(np.searchsorted(cumulative, r, side="right")), len(extent) - 1)
+        value = float(low[d] + (r - (cumulative[d] - extent[d])))
         goes_left = points[:, d] <= value
         if goes_left.all() or not goes_left.any():  # the cut fell on the box's edge
             value = float((low[d] + high[d]) / 2)

@@ -18,9 +18,7 @@ __all__ = ["PredictError", "load_model", "predict"]
 
 
 def load_model(model_dir: Path) -> tuple[dict[str, Any], Forest]:
-    meta, arrays = tabular.load_model_file(Path(model_dir))
-    if meta.get("algorithm") != "randomcutforest":
-        raise ValueError(f"the model artifact is not a Random Cut Forest model (it is {meta.get('algorithm')!r})")
+    meta, arrays = tabular.load_model_file(Path(model_dir), "randomcutforest", "a Random Cut Forest")
     return meta, Forest.from_arrays(arrays)
 
 
