@@ -23,6 +23,7 @@ from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
 from opensage.events.bus import EventBus
 from opensage.events.schedules import ScheduleRunner
+from opensage.experiments.jobs import JobComponents
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
@@ -40,6 +41,7 @@ from opensage.providers.kms import KmsProvider
 from opensage.providers.logs import LogsProvider
 from opensage.providers.runtime import RuntimeProvider
 from opensage.providers.sagemaker import SageMakerProvider
+from opensage.providers.sagemaker_metrics import SageMakerMetricsProvider
 from opensage.providers.scheduler import SchedulerProvider
 from opensage.providers.sts import StsProvider
 from opensage.serving.asyncinference import AsyncInference
@@ -71,6 +73,7 @@ PROVIDER_CLASSES: dict[str, type] = {
     "application-autoscaling": AutoscalingProvider,
     "events": EventsProvider,
     "scheduler": SchedulerProvider,
+    "sagemaker-metrics": SageMakerMetricsProvider,
 }
 
 
@@ -314,6 +317,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         schedules = ScheduleRunner(store, clock)
         bus = EventBus(store, clock, settings.region, identity.account_id, logs, metric_store=metric_store)
         store.watchers.append(bus.watch)  # the platform's own events: every change of a resource
+        store.watchers.append(JobComponents(store, clock, metric_store).watch)  # jobs run within experiments
         providers = {
             "sagemaker": SageMakerProvider(
                 store, clock, training, endpoints, transforms, processing, tuning, settings.quotas, pipelines
@@ -328,6 +332,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "events": EventsProvider(store, clock, bus),
             "scheduler": SchedulerProvider(store, clock, schedules),
         }
+        providers["sagemaker-metrics"] = SageMakerMetricsProvider(store, providers["sagemaker"].trial_metrics)  # type: ignore[attr-defined]
         monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
         providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)

@@ -174,13 +174,6 @@ def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
 @pytest.mark.parametrize(
     ("service", "call", "operation"),
     [
-        (
-            "sagemaker-metrics",
-            lambda c: c.batch_put_metrics(
-                TrialComponentName="t", MetricData=[{"MetricName": "loss", "Timestamp": 0, "Value": 1.0}]
-            ),
-            "BatchPutMetrics",
-        ),
         ("events", lambda c: c.list_archives(), "ListArchives"),
         ("ecr", lambda c: c.describe_repositories(), "DescribeRepositories"),
     ],

@@ -79,3 +79,16 @@ class MetricRow(Base):
     total: Mapped[float] = mapped_column(Float)
     minimum: Mapped[float] = mapped_column(Float)
     maximum: Mapped[float] = mapped_column(Float)
+
+
+class TrialMetricRow(Base):
+    """One value a run logged (SageMaker Experiments' BatchPutMetrics): trial component, metric, time, step."""
+
+    __tablename__ = "trial_metrics"
+    __table_args__ = (Index("ix_trial_metrics_component", "trial_component", "metric_name"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    trial_component: Mapped[str] = mapped_column(String(256))
+    metric_name: Mapped[str] = mapped_column(String(256))
+    timestamp: Mapped[float] = mapped_column(Float)
+    step: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    value: Mapped[float] = mapped_column(Float)

@@ -12,11 +12,13 @@ from collections.abc import Callable, Mapping
 
 from opensage.aws.context import RequestContext
 from opensage.errors import ServiceError
+from opensage.experiments.metrics import TrialMetrics
 from opensage.identity import ROLE_KIND
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.pipelines.controller import ExecutionController
+from opensage.providers.sagemaker.experiments import ExperimentOperations
 from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.monitoring import MonitoringOperations
 from opensage.providers.sagemaker.pipeline_executions import PipelineExecutionOperations
@@ -45,6 +47,7 @@ class SageMakerProvider(
     PipelineOperations,
     PipelineExecutionOperations,
     MonitoringOperations,
+    ExperimentOperations,
 ):
     def __init__(
         self,
@@ -64,6 +67,7 @@ class SageMakerProvider(
         self.transforms = transforms
         self.processing = processing
         self.store = store
+        self.trial_metrics = TrialMetrics(store)
         self.clock = clock
         self.training = training
         self.endpoints = endpoints

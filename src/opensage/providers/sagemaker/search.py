@@ -7,24 +7,32 @@ are compared as numbers when the record's value is a number, as times when the m
 in ``Time`` (ISO 8601 or epoch seconds), else as strings (``Contains`` ignores case).
 
 LIMITATIONS: the types with records here (TrainingJob, HyperParameterTuningJob, Endpoint, Model,
-ModelPackage, ModelPackageGroup, Pipeline, PipelineExecution) are searched; the others (experiments,
-trials, feature groups, projects, model cards, images) answer a ValidationException naming what is
-searchable. Matching reads every record of the type (no search index), which is fine for the
-thousands of resources one installation holds. ``VisibilityConditions`` and
+ModelPackage, ModelPackageGroup, Pipeline, PipelineExecution, Experiment, ExperimentTrial,
+ExperimentTrialComponent) are searched; the others (feature groups, projects, model cards, images)
+answer a ValidationException naming what is searchable. A filter on the experiment types must name a
+member of their record (``Parents.TrialName``, ``Metrics.loss.Min``, ``Parameters.eta.NumberValue``).
+Matching reads every record of the type (no search index), which is fine for the thousands of resources
+one installation holds. ``VisibilityConditions`` and
 ``CrossAccountFilterOption`` are not applied (one account).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import botocore.session
+
 from opensage.aws.context import RequestContext
 from opensage.aws.pagination import decode_token, encode_token, invalid_token
 from opensage.errors import validation_error
+from opensage.experiments import records as rec
+from opensage.experiments.metrics import TrialMetrics
 from opensage.store import tags
+from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 
 # Search's Resource -> (store kind, its SearchRecord member)
@@ -37,7 +45,12 @@ SEARCHABLE: Mapping[str, tuple[str, str]] = {
     "ModelPackageGroup": ("model-package-group", "ModelPackageGroup"),
     "Pipeline": ("pipeline", "Pipeline"),
     "PipelineExecution": ("pipeline-execution", "PipelineExecution"),
+    "Experiment": (rec.EXPERIMENT, "Experiment"),
+    "ExperimentTrial": (rec.TRIAL, "Trial"),
+    "ExperimentTrialComponent": (rec.COMPONENT, "TrialComponent"),
 }
+# The types whose filters must name a member of their record (others match nothing on an unknown name).
+_CHECKED = {rec.EXPERIMENT, rec.TRIAL, rec.COMPONENT}
 _MISSING = object()
 _TOKEN = "search"
 DEFAULT_PAGE = 10
@@ -84,8 +97,33 @@ def _walk(value: Any, parts: list[str]) -> Any:
 def _keyed(items: list[Mapping[str, Any]]) -> Any:
     for key, val in (("Key", "Value"), ("MetricName", "Value"), ("Name", "Value")):
         if all(key in item for item in items):
+            if key == "MetricName" and not any(val in item for item in items):  # summaries: Metrics.loss.Min
+                return {item[key]: item for item in items}
             return {item[key]: item.get(val) for item in items}
     return items
+
+
+@functools.cache
+def _record_members(member: str) -> frozenset[str]:
+    """The members of a Search record type (the service model's shape of ``member``)."""
+    shape = botocore.session.get_session().get_service_model("sagemaker").shape_for(member)
+    return frozenset(shape.members)  # type: ignore[attr-defined]
+
+
+def check_names(expression: Mapping[str, Any] | None, member: str) -> None:
+    """Refuse a filter (or nested filter) on a property that ``member`` records do not have."""
+    known = _record_members(member)
+    for flt in (expression or {}).get("Filters") or []:
+        if flt["Name"].split(".", 1)[0] not in known:
+            raise validation_error(
+                f"Unknown property {flt['Name']!r} for {member} in the search expression; filter on one of "
+                f"{', '.join(sorted(known))}."
+            )
+    for nested in (expression or {}).get("NestedFilters") or []:
+        if nested["NestedPropertyName"].split(".", 1)[0] not in known:
+            raise validation_error(f"Unknown NestedPropertyName {nested['NestedPropertyName']!r} for {member}.")
+    for sub in (expression or {}).get("SubExpressions") or []:
+        check_names(sub, member)
 
 
 def _as_time(text: str) -> float:
@@ -187,6 +225,14 @@ def _with_tags(rec: dict[str, Any], tag_list: list[dict[str, str]]) -> dict[str,
 
 class SearchOperations:
     store: SqlStore
+    trial_metrics: TrialMetrics
+
+    def _record(self, row: Resource, tag_list: list[dict[str, str]]) -> dict[str, Any]:
+        if row.kind == rec.COMPONENT:
+            return rec.component_record(row, self.trial_metrics, tag_list)
+        if row.kind == rec.TRIAL:
+            return rec.trial_record(self.store, row, tag_list)
+        return record(row.kind, row.data, tag_list)
 
     def search(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         resource = request["Resource"]
@@ -196,16 +242,18 @@ class SearchOperations:
             )
         kind, member = SEARCHABLE[resource]
         expression = request.get("SearchExpression")
+        if kind in _CHECKED:
+            check_names(expression, member)
         by = request.get("SortBy") or "CreationTime"
         # a record's tags are a row of their own: read them for every record only when the search uses them
         tagged = "Tags" in by or '"Tags' in json.dumps(expression or {})
         found = []
         arns: dict[int, str] = {}
         for row in self.store.list_resources(kind):
-            rec = record(kind, row.data, tags.get_tags(self.store, row.arn) if tagged else [])
-            if matches(rec, expression):
-                found.append(rec)
-                arns[id(rec)] = row.arn
+            item = self._record(row, tags.get_tags(self.store, row.arn) if tagged else [])
+            if matches(item, expression):
+                found.append(item)
+                arns[id(item)] = row.arn
         descending = request.get("SortOrder", "Descending") == "Descending"
         present = [r for r in found if _sort_key(r, by)[0] == 0]
         absent = [r for r in found if _sort_key(r, by)[0] == 1]
