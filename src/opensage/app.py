@@ -24,6 +24,7 @@ from opensage.console import ConsoleDeps, create_console
 from opensage.events.bus import EventBus
 from opensage.events.schedules import ScheduleRunner
 from opensage.experiments.jobs import JobComponents
+from opensage.experiments.lineage import LineageRecorder
 from opensage.identity import Identity, bootstrap, platform_key
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
@@ -317,7 +318,8 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         schedules = ScheduleRunner(store, clock)
         bus = EventBus(store, clock, settings.region, identity.account_id, logs, metric_store=metric_store)
         store.watchers.append(bus.watch)  # the platform's own events: every change of a resource
-        store.watchers.append(JobComponents(store, clock, metric_store).watch)  # jobs run within experiments
+        store.watchers.append(JobComponents(store, clock, metric_store).watch)  # each job's trial component
+        store.watchers.append(LineageRecorder(store, clock).watch)  # then the job's inputs and outputs
         providers = {
             "sagemaker": SageMakerProvider(
                 store, clock, training, endpoints, transforms, processing, tuning, settings.quotas, pipelines

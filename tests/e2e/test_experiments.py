@@ -247,3 +247,65 @@ def test_sdk_run_around_local_work_and_a_training_job(platform: RunningPlatform,
     trial = sm.describe_training_job(TrainingJobName=job)["ExperimentConfig"]["TrialName"]
     members = {s["TrialComponentName"] for s in sm.list_trial_components(TrialName=trial)["TrialComponentSummaries"]}
     assert f"{job}-aws-training-job" in members and f"{exp}-train-1" in members
+
+
+@pytest.mark.slow
+def test_lineage_from_an_endpoint_back_to_its_training_job_and_data(platform: RunningPlatform, tmp_path: Path) -> None:
+    """A training job and the endpoint serving its model, with no experiment: the platform records their
+    lineage by itself, and the SDK's EndpointContext finds the job and its data from the endpoint."""
+    session = platform.session()
+    sm = session.client("sagemaker")
+    job, endpoint = _name("lineage-job"), _name("lineage-ep")
+    sm.create_training_job(
+        TrainingJobName=job,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        RoleArn=session.client("iam").list_roles()["Roles"][0]["Arn"],
+        HyperParameters={"objective": "binary:logistic", "num_round": "3"},
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "ContentType": "text/csv",
+                "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/train/"}},
+            }
+        ],
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/lineage"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 300},
+    )
+    sm.get_waiter("training_job_completed_or_stopped").wait(TrainingJobName=job, WaiterConfig={"Delay": 1})
+    described = sm.describe_training_job(TrainingJobName=job)
+    assert described["TrainingJobStatus"] == "Completed", described.get("FailureReason")
+    model_url = described["ModelArtifacts"]["S3ModelArtifacts"]
+    role = described["RoleArn"]
+    sm.create_model(ModelName=job, PrimaryContainer={"Image": IMAGE, "ModelDataUrl": model_url}, ExecutionRoleArn=role)
+    sm.create_endpoint_config(
+        EndpointConfigName=endpoint,
+        ProductionVariants=[
+            {"VariantName": "v1", "ModelName": job, "InstanceType": "ml.m5.large", "InitialInstanceCount": 1}
+        ],
+    )
+    endpoint_arn = sm.create_endpoint(EndpointName=endpoint, EndpointConfigName=endpoint)["EndpointArn"]
+    sm.get_waiter("endpoint_in_service").wait(EndpointName=endpoint, WaiterConfig={"Delay": 1})
+    try:
+        contexts = sm.list_contexts(SourceUri=endpoint_arn)["ContextSummaries"]
+        assert [c["ContextType"] for c in contexts] == ["Endpoint"]
+        out = platform.run_python(
+            f"""
+            import sagemaker
+            from sagemaker.lineage.context import EndpointContext
+
+            ctx = EndpointContext.load(context_name="{contexts[0]["ContextName"]}",
+                                       sagemaker_session=sagemaker.Session())
+            print("JOBS", ctx.training_job_arns())
+            print("DATA", sorted(a.source.source_uri for a in ctx.dataset_artifacts()))
+            """,
+            tmp_path,
+        )
+        assert f"JOBS ['{described['TrainingJobArn']}']" in out, out[-3000:]
+        assert f"DATA ['s3://{BUCKET}/train/']" in out
+        models = sm.query_lineage(
+            StartArns=[contexts[0]["ContextArn"]], Direction="Ascendants", Filters={"Types": ["Model"]}
+        )["Vertices"]
+        assert [sm.describe_artifact(ArtifactArn=v["Arn"])["Source"]["SourceUri"] for v in models] == [model_url]
+    finally:
+        sm.delete_endpoint(EndpointName=endpoint)

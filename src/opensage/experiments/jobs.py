@@ -1,10 +1,11 @@
-"""Trial components of jobs: a job created with an ``ExperimentConfig`` is tracked as SageMaker tracks it.
+"""Trial components of jobs: every job is tracked as SageMaker tracks it.
 
-A training, processing or transform job whose request names an experiment gets a trial component
-``<job>-aws-training-job`` (``-aws-processing-job``, ``-aws-transform-job``) with the job as its
-``Source``, the job's settings as ``Parameters`` (hyperparameters, instance type and count), its
-inputs and image as ``InputArtifacts``; the component is associated with the config's trial (which
-must exist; without one it is left unassociated). As the job goes on, the component follows it:
+A training, processing or transform job gets a trial component ``<job>-aws-training-job``
+(``-aws-processing-job``, ``-aws-transform-job``) with the job as its ``Source``, the job's settings
+as ``Parameters`` (hyperparameters, instance type and count), its inputs and image as
+``InputArtifacts``; it is the job's vertex in lineage (:mod:`opensage.experiments.lineage`). When
+the job's ``ExperimentConfig`` names a trial (which must exist) the component is associated with it;
+otherwise it is unassigned, as SageMaker leaves it. As the job goes on, the component follows it:
 status, start and end times, the model or outputs as ``OutputArtifacts``, and for a training job
 the metrics it logged (from its CloudWatch series, and its final values).
 
@@ -114,7 +115,7 @@ class JobComponents:
         self.metric_store = metric_store
 
     def watch(self, before: Resource | None, after: Resource) -> None:
-        if after.kind not in JOB_KINDS or not (after.data.get("ExperimentConfig") or {}).get("ExperimentName"):
+        if after.kind not in JOB_KINDS:
             return
         try:
             if before is None:
@@ -129,7 +130,7 @@ class JobComponents:
         name = component_name(job.name, kind)
         arn = job.arn.split(":", 5)
         arn[5] = f"experiment-trial-component/{name.lower()}"
-        config = job.data["ExperimentConfig"]
+        config = job.data.get("ExperimentConfig") or {}
         request = {
             "TrialComponentName": name,
             "DisplayName": config.get("TrialComponentDisplayName") or name,

@@ -20,6 +20,7 @@ from opensage.jobs.transform import TransformEngine
 from opensage.pipelines.controller import ExecutionController
 from opensage.providers.sagemaker.experiments import ExperimentOperations
 from opensage.providers.sagemaker.inference import InferenceOperations
+from opensage.providers.sagemaker.lineage import LineageOperations
 from opensage.providers.sagemaker.monitoring import MonitoringOperations
 from opensage.providers.sagemaker.pipeline_executions import PipelineExecutionOperations
 from opensage.providers.sagemaker.pipeline_steps import PipelineSteps
@@ -48,6 +49,7 @@ class SageMakerProvider(
     PipelineExecutionOperations,
     MonitoringOperations,
     ExperimentOperations,
+    LineageOperations,
 ):
     def __init__(
         self,
