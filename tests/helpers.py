@@ -243,3 +243,17 @@ def xgboost_artifact(tmp: Path, rounds: int = 5) -> bytes:
     with tarfile.open(fileobj=buf, mode="w:gz") as tar:
         tar.add(path, arcname="xgboost-model")
     return buf.getvalue()
+
+
+def console_client(url: str, access_key_id: str, secret: str) -> Any:
+    """An ``httpx.Client`` signed in to the console at ``url`` with an access key (the caller closes it)."""
+    import re
+
+    import httpx
+
+    client = httpx.Client(base_url=url, follow_redirects=False, timeout=30)
+    token = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/signin").text)
+    assert token, "the sign-in page has no CSRF token"
+    form = {"csrf": token.group(1), "access_key_id": access_key_id, "secret": secret, "next": "/console/"}
+    assert client.post("/console/signin", data=form).status_code == 303
+    return client

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from botocore.exceptions import ClientError
 
-from helpers import ApiServer, RunningPlatform, running_platform
+from helpers import ApiServer, RunningPlatform, console_client, running_platform
 
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
 BUCKET = "experiments-tests"
@@ -307,5 +307,14 @@ def test_lineage_from_an_endpoint_back_to_its_training_job_and_data(platform: Ru
             StartArns=[contexts[0]["ContextArn"]], Direction="Ascendants", Filters={"Types": ["Model"]}
         )["Vertices"]
         assert [sm.describe_artifact(ArtifactArn=v["Arn"])["Source"]["SourceUri"] for v in models] == [model_url]
+        keys = session.get_credentials()
+        console = console_client(platform.api_url, keys.access_key, keys.secret_key)
+        try:
+            page = console.get(f"/console/endpoints/{endpoint}").text
+        finally:
+            console.close()
+        lineage = page[page.index('id="lineage"') :]
+        assert f"/console/training-jobs/{job}" in lineage and f"s3://{BUCKET}/train/" in lineage
+        assert model_url in lineage
     finally:
         sm.delete_endpoint(EndpointName=endpoint)

@@ -52,6 +52,7 @@ _KINDS = {  # Describe operation -> the store's resource kind
     "DescribeModel": "model",
     "DescribeTransformJob": "transform-job",
     "DescribeProcessingJob": "processing-job",
+    "DescribeExperiment": "experiment",
 }
 
 
@@ -149,7 +150,8 @@ class ConsoleApi:
         except ServiceError as exc:
             # SageMaker answers a missing resource with a ValidationException; tell it from a real one.
             kind = _KINDS.get(operation)
-            if kind and await asyncio.to_thread(self.store.get_resource, kind, name) is None:
+            key = name.lower() if kind == "experiment" else name  # experiments are kept by their lower-cased name
+            if kind and await asyncio.to_thread(self.store.get_resource, kind, key) is None:
                 raise Missing(f"There is no {what} named “{name}”.") from exc
             raise
 

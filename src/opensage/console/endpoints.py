@@ -12,7 +12,7 @@ from urllib.parse import quote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
-from opensage.console import endpoint_options, forms, monitoring
+from opensage.console import endpoint_options, experiments, forms, monitoring
 from opensage.console.pages import BASE, Console, Page, page, redirect
 from opensage.errors import ServiceError
 
@@ -81,6 +81,7 @@ async def _context(p: Page, name: str) -> dict[str, Any]:
         "health": health,
         "options": await endpoint_options.options(p, name, desc, documents[0], types, health),
         "monitoring": await monitoring.monitoring(p, name),
+        "lineage": await experiments.endpoint_lineage(p, desc["EndpointArn"]),
         "content_types": CONTENT_TYPES,
         "invoke": {"body": "", "content_type": "text/csv", "result": None},
         "errors": {},

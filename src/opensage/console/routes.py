@@ -13,7 +13,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from opensage.console import endpoints, home, lists, logs, pipelines, registry, storage, training, tuning
+from opensage.console import endpoints, experiments, home, lists, logs, pipelines, registry, storage, training, tuning
 from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
 from opensage.console.auth import PASSWORD_FILE, SessionSigner, session_key
 from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
@@ -41,6 +41,8 @@ def _routes() -> list[Route | Mount]:
         Route("/tuning-jobs", lists.list_tuning_jobs, methods=get),
         Route("/tuning-jobs/{name}", tuning.tuning_job, methods=get),
         Route("/tuning-jobs/{name}/stop", tuning.stop_tuning_job, methods=post),
+        Route("/experiments", experiments.experiments, methods=get),
+        Route("/experiments/{name}", experiments.experiment, methods=get),
         Route("/endpoints", lists.list_endpoints, methods=get),
         Route("/endpoints/{name}", endpoints.endpoint, methods=get),
         Route("/endpoints/{name}/metrics", endpoints.endpoint_metrics, methods=get),
