@@ -161,6 +161,7 @@ class Run:
     handle: Handle | None = None
     metrics: dict[str, float] = field(default_factory=dict)
     last_status: JobStatus | None = None
+    first_failure: str | None = None  # the host whose container failed first (a job's others are then stopped)
     shutting_down: bool = False
     task: asyncio.Task[None] | None = None
     started: dt.datetime | None = None  # when this server launched it (MaxRuntimeInSeconds counts from here)

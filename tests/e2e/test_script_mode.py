@@ -262,6 +262,7 @@ def _job(
     *,
     hps: dict[str, str] | None = None,
     isolated: bool = False,
+    instances: int = 1,
 ) -> dict[str, Any]:
     """A script-mode job through boto3 (the source dir uploaded as the SDK does); waits for its end."""
     s3 = platform.session().client("s3")
@@ -286,7 +287,7 @@ def _job(
             **(hps or {}),
         },
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 5},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": instances, "VolumeSizeInGB": 5},
         StoppingCondition={"MaxRuntimeInSeconds": 300},
         EnableNetworkIsolation=isolated,
     )
@@ -333,6 +334,25 @@ def test_script_errors_become_failure_reasons(platform: RunningPlatform) -> None
     shell = _job(platform, {"run.sh": 'echo "shell entry point with $@"\n'}, "run.sh", hps={"epochs": "3"})
     assert shell["TrainingJobStatus"] == "Completed"
     assert "shell entry point with --epochs 3" in _log(platform, shell["TrainingJobName"])
+
+
+def test_one_failed_instance_fails_the_job_at_once_with_its_own_error(platform: RunningPlatform) -> None:
+    """Two instances: algo-2 fails at once while algo-1 would wait for it (as a rendezvous does) for minutes.
+    The job fails as soon as algo-2 has, algo-1 stopped, and the reason is algo-2's error."""
+    script = """
+    import os, sys, time
+    if os.environ["SM_CURRENT_HOST"] == "algo-2":
+        raise ValueError("algo-2 has no shard to read")
+    print("algo-1 waits for its peer", flush=True)
+    time.sleep(280)
+    print("algo-1 slept through", flush=True)
+    """
+    desc = _job(platform, {"train.py": script}, instances=2)
+    assert desc["TrainingJobStatus"] == "Failed"
+    assert 'ErrorMessage "ValueError: algo-2 has no shard to read"' in desc["FailureReason"], desc["FailureReason"]
+    log = _log(platform, desc["TrainingJobName"])
+    assert "algo-1 waits for its peer" in log and "algo-1 slept through" not in log
+    assert (desc["TrainingEndTime"] - desc["TrainingStartTime"]).total_seconds() < 200  # not algo-1's 280 s
 
 
 def test_requirements_are_installed_and_cached(platform: RunningPlatform) -> None:

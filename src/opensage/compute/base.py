@@ -6,6 +6,8 @@ stored with the job, so a restarted server can find (and end) what an earlier on
 
 from __future__ import annotations
 
+import collections
+import random
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,8 +80,38 @@ class ComputeBackend(Protocol):
         """Release what ``submit`` set up (cgroups, ...) once every container has ended."""
 
 
+EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PORT_SPAN = 12000  # the ports below the ephemeral range that free_port picks from
+_recent: collections.deque[int] = collections.deque(maxlen=256)
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(EPHEMERAL_RANGE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on now (for a model server or a job's tracker)."""
+    """A TCP port on loopback that nothing listens on now (for a model server or a job's tracker).
+
+    It is taken below the kernel's ephemeral range: a port from that range, free now, can be handed to
+    an outgoing connection before whoever asked binds it (a torchrun master, an XGBoost tracker),
+    which then fails to listen. Ports handed out lately are not handed out again."""
+    low = _ephemeral_low()
+    first = max(1024, low - _PORT_SPAN)
+    for _ in range(100):
+        port = random.randrange(first, low) if low > first else 0
+        if port in _recent:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            port = int(s.getsockname()[1])
+        _recent.append(port)
+        return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

@@ -77,7 +77,11 @@ class JobEngine(RunController):
         self, run: Run, limit: int | None, pump: Callable[[bool], None]
     ) -> tuple[str, JobStatus]:
         """Poll the containers (``pump`` moves their logs) until all have ended; stops them on request or
-        past ``limit`` seconds (MaxRuntimeInSeconds). The outcome is 'done', 'stopped' or 'max-runtime'."""
+        past ``limit`` seconds (MaxRuntimeInSeconds). The outcome is 'done', 'stopped' or 'max-runtime'.
+
+        When one container of several fails (ends with a non-zero code) the others are stopped, as
+        SageMaker ends a job whose instance failed: the rest would otherwise wait for it (a distributed
+        rendezvous, a collective) until their own timeout. ``run.first_failure`` names that host."""
         started = run.started or self.clock()
         deadline = started + dt.timedelta(seconds=limit) if limit else None  # on the injected clock
         outcome = "done"
@@ -87,6 +91,11 @@ class JobEngine(RunController):
             await asyncio.to_thread(pump, False)
             if status.done:
                 break
+            failed = [c.host for c in status.containers if not c.running and c.exit_code not in (0, None)]
+            if failed and run.first_failure is None:
+                run.first_failure = failed[0]
+                await asyncio.to_thread(self.backend.stop, run.handle, self.stop_grace_s)
+                continue
             if outcome == "done":
                 if run.stop_requested.is_set():
                     outcome = "stopped"

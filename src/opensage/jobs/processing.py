@@ -229,7 +229,7 @@ class ProcessingEngine(JobEngine):
     ) -> None:
         if run.shutting_down:
             raise JobFailed(SHUTDOWN_REASON)
-        failed = [c for c in status.containers if c.exit_code != 0]
+        failed = sorted((c for c in status.containers if c.exit_code != 0), key=lambda c: c.host != run.first_failure)
         exit_message = _exit_message(roots)
         if outcome == "done" and failed:
             if exit_message:

@@ -343,7 +343,7 @@ class TrainingEngine(JobEngine):
         assert status is not None
         if run.shutting_down:
             raise JobFailed(SHUTDOWN_REASON)
-        failed = [c for c in status.containers if c.exit_code != 0]
+        failed = sorted((c for c in status.containers if c.exit_code != 0), key=lambda c: c.host != run.first_failure)
         if outcome == "done" and failed:
             raise JobFailed(self._failure_reason(failed[0], layouts, job, job_dir))
         if outcome == "done":  # a stop that came after the containers ended: the job still completes
