@@ -21,6 +21,8 @@ from opensage.compute.confine import confinement
 from opensage.compute.local import LocalBackend, sweep_cgroups
 from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
+from opensage.ecr.blobs import BlobStore
+from opensage.ecr.distribution import Distribution
 from opensage.events.bus import EventBus
 from opensage.events.schedules import ScheduleRunner
 from opensage.experiments.jobs import JobComponents
@@ -36,6 +38,7 @@ from opensage.objects.transfer import Expansion
 from opensage.pipelines.controller import ExecutionController
 from opensage.providers.autoscaling import AutoscalingProvider
 from opensage.providers.cloudwatch import CloudWatchProvider
+from opensage.providers.ecr import EcrProvider
 from opensage.providers.events import EventsProvider, pipeline_starter
 from opensage.providers.iam import IamProvider
 from opensage.providers.kms import KmsProvider
@@ -75,6 +78,7 @@ PROVIDER_CLASSES: dict[str, type] = {
     "events": EventsProvider,
     "scheduler": SchedulerProvider,
     "sagemaker-metrics": SageMakerMetricsProvider,
+    "ecr": EcrProvider,
 }
 
 
@@ -107,6 +111,7 @@ class Platform:
     pipelines: ExecutionController | None = None
     events: EventBus | None = None
     schedules: ScheduleRunner | None = None
+    registry: ASGIApp | None = None  # the container registry's /v2/ API, served on its own port
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -335,6 +340,9 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "scheduler": SchedulerProvider(store, clock, schedules),
         }
         providers["sagemaker-metrics"] = SageMakerMetricsProvider(store, providers["sagemaker"].trial_metrics)  # type: ignore[attr-defined]
+        blobs = BlobStore(s3, f"opensage-registry-{identity.account_id}", settings.home / "registry" / "uploads")
+        providers["ecr"] = EcrProvider(store, clock, blobs, settings.registry_url)
+        registry = Distribution(store, blobs, identity.account_id, settings.registry_host, clock)
         monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
         providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
@@ -372,6 +380,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         pipelines=pipelines,
         events=bus,
         schedules=schedules,
+        registry=registry,
     )
     platform.console = create_console(
         ConsoleDeps(

@@ -34,10 +34,14 @@ class Ports:
     sts_tls: int  # TLS listener behind that proxy (loopback only)
     store_base: int  # the embedded store's internal ports start here
     s3_store: int  # the embedded store's own S3 gateway, behind the S3 front on ``s3`` (loopback only)
+    registry: int  # the container registry's OCI distribution API (``/v2/``)
 
     @classmethod
     def from_base(cls, base: int) -> Ports:
-        return cls(api=base, s3=base + 1, proxy=base + 2, sts_tls=base + 3, store_base=base + 10, s3_store=base + 4)
+        return cls(
+            api=base, s3=base + 1, proxy=base + 2, sts_tls=base + 3, store_base=base + 10, s3_store=base + 4,
+            registry=base + 5,
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,15 @@ class Settings:
     def internal_s3_url(self) -> str:
         """Where the platform's own S3 client goes: the S3 front, as every client (the store's own port is private)."""
         return self.s3_url
+
+    @property
+    def registry_host(self) -> str:
+        """``host:port`` of the container registry, as image names and ``docker login`` take it."""
+        return f"{_url_host(self.host)}:{self.ports.registry}"
+
+    @property
+    def registry_url(self) -> str:
+        return f"http://{self.registry_host}"
 
     @property
     def proxy_url(self) -> str:

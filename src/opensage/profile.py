@@ -138,6 +138,7 @@ def shell_env(settings: Settings, sdk_proxy: bool = True) -> dict[str, str]:
     for key, url in endpoints(settings).items():
         env[env_var_name(key)] = url
     env["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(sdk_config_path(settings))
+    env["OPENSAGE_REGISTRY"] = settings.registry_host  # the container registry: docker login / skopeo copy to it
     if sdk_proxy:
         from opensage.sdkproxy import no_proxy_hosts
 

@@ -191,6 +191,7 @@ def serve(settings: Settings, ready_message: bool = True) -> None:
         check_port_free(settings.host, ports.api, "API")
         check_port_free(settings.host, ports.proxy, "SDK proxy")
         check_port_free("127.0.0.1", ports.sts_tls, "HTTPS API")
+        check_port_free(settings.host, ports.registry, "container registry")
         if settings.embedded_store:
             leftovers.end_orphaned_store(settings.home / "objects")
             check_port_free(settings.host, ports.s3, "S3")
@@ -280,18 +281,23 @@ async def _run_servers(
             ssl_keyfile=str(key),
         )
     )  # type: ignore[arg-type]
+    servers = [http, https]
+    if platform.registry is not None:  # the container registry's /v2/ API on its own port
+        registry_config = {**common, "lifespan": "off", "http": guarded_http_protocol(), "limit_concurrency": 1024}
+        servers.append(_Server(uvicorn.Config(platform.registry, port=settings.ports.registry, **registry_config)))
     proxy = SdkProxy(("127.0.0.1", settings.ports.sts_tls))
     await proxy.start(settings.host, settings.ports.proxy)
     loop = asyncio.get_running_loop()
 
     def stop() -> None:
-        http.should_exit = https.should_exit = True
+        for server in servers:
+            server.should_exit = True
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop)
-    tasks = [asyncio.create_task(http.serve()), asyncio.create_task(https.serve())]
+    tasks = [asyncio.create_task(server.serve()) for server in servers]
     sync = asyncio.create_task(_sync_store_keys(platform, store)) if store is not None else None
-    while not (http.started and https.started):
+    while not all(server.started for server in servers):
         if any(t.done() for t in tasks):
             stop()
             break
@@ -315,6 +321,7 @@ def print_ready(settings: Settings, out: IO[str] | None = None) -> None:
         f"  S3:                                       {settings.s3_url}",
         f"  HTTPS proxy for the SageMaker SDK's STS:  {settings.proxy_url}",
         f"  Console:                                  {settings.api_url}/console",
+        f"  Container registry (ECR, docker login):   {settings.registry_host}",
         f"  Profile '{settings.profile}' written to {settings.aws_config_file}",
         "",
         f"export AWS_PROFILE={settings.profile}",

@@ -175,7 +175,7 @@ def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
     ("service", "call", "operation"),
     [
         ("events", lambda c: c.list_archives(), "ListArchives"),
-        ("ecr", lambda c: c.describe_repositories(), "DescribeRepositories"),
+        ("ecr", lambda c: c.get_lifecycle_policy(repositoryName="models"), "GetLifecyclePolicy"),
     ],
 )
 def test_services_without_a_provider_answer_not_implemented(
