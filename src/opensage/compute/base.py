@@ -81,7 +81,9 @@ class ComputeBackend(Protocol):
 
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
-_PORT_SPAN = 12000  # the ports below the ephemeral range that free_port picks from
+# free_port picks from the _PORT_SPAN ports that end _PORT_GAP below the ephemeral range: the ports just
+# below it are where platforms are often put (``--port``), whose listeners bind several ports at once.
+_PORT_SPAN, _PORT_GAP = 5000, 12768
 _recent: collections.deque[int] = collections.deque(maxlen=256)
 
 
@@ -98,10 +100,10 @@ def free_port() -> int:
     It is taken below the kernel's ephemeral range: a port from that range, free now, can be handed to
     an outgoing connection before whoever asked binds it (a torchrun master, an XGBoost tracker),
     which then fails to listen. Ports handed out lately are not handed out again."""
-    low = _ephemeral_low()
-    first = max(1024, low - _PORT_SPAN)
+    end = max(1024 + _PORT_SPAN, _ephemeral_low() - _PORT_GAP)
+    first = end - _PORT_SPAN
     for _ in range(100):
-        port = random.randrange(first, low) if low > first else 0
+        port = random.randrange(first, end)
         if port in _recent:
             continue
         with socket.socket() as s:
