@@ -32,7 +32,15 @@ from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.logstore import LogStore
+from opensage.mlflow_servers import tokens as mlflow_tokens
+from opensage.mlflow_servers.engine import TrackingServers, s3_environment
+from opensage.mlflow_servers.front import MLFLOW_PREFIX, MlflowFront
 from opensage.monitor.scheduler import MonitorScheduler
+from opensage.notebooks import NOTEBOOK_PREFIX
+from opensage.notebooks.engine import NotebookInstances
+from opensage.notebooks.front import NotebookFront
+from opensage.notebooks.front import signing_key as notebook_signing_key
+from opensage.notebooks.layout import client_setup
 from opensage.objects.client import s3_client
 from opensage.objects.transfer import Expansion
 from opensage.pipelines.controller import ExecutionController
@@ -111,14 +119,25 @@ class Platform:
     pipelines: ExecutionController | None = None
     events: EventBus | None = None
     schedules: ScheduleRunner | None = None
+    mlflow_servers: TrackingServers | None = None
+    mlflow_front: MlflowFront | None = None  # the tracking servers' API and UI, under MLFLOW_PREFIX
     registry: ASGIApp | None = None  # the container registry's /v2/ API, served on its own port
+    notebooks: NotebookInstances | None = None
+    notebook_front: NotebookFront | None = None  # the notebook instances' JupyterLab, under NOTEBOOK_PREFIX
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
             return
+        if self.notebook_front is not None and scope["path"].startswith(NOTEBOOK_PREFIX + "/"):
+            if scope["type"] in ("http", "websocket"):  # JupyterLab's kernels and terminals use websockets
+                await self.notebook_front(scope, receive, send)
+            return
         if scope["type"] != "http":
+            return
+        if self.mlflow_front is not None and scope["path"].startswith(MLFLOW_PREFIX + "/"):
+            await self.mlflow_front(scope, receive, send)
             return
         if scope["path"].startswith(INTERNAL_PREFIX):
             await self._internal(scope, receive, send)
@@ -155,6 +174,10 @@ class Platform:
                     await self.pipelines.recover()
                 if self.schedules is not None:  # once pipelines run: it starts them
                     self.schedules.start()
+                if self.mlflow_servers is not None:  # the tracking servers that ran start again
+                    await asyncio.to_thread(self.mlflow_servers.recover)
+                if self.notebooks is not None:  # the notebook instances that were InService start again
+                    await asyncio.to_thread(self.notebooks.recover)
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.events is not None:  # first: no rule starts anything while the platform stops
@@ -180,6 +203,14 @@ class Platform:
                 if self.serverless is not None:  # no scaling while the fleets stop
                     await self.serverless.shutdown()
                 await self.endpoints.shutdown()
+                if self.mlflow_servers is not None:  # their statuses stay: a restart brings them back
+                    await asyncio.to_thread(self.mlflow_servers.shutdown)
+                if self.mlflow_front is not None:
+                    self.mlflow_front.close()
+                if self.notebooks is not None:  # their statuses stay: a restart brings them back
+                    await asyncio.to_thread(self.notebooks.shutdown)
+                if self.notebook_front is not None:
+                    await self.notebook_front.close()
                 await self._stop_metrics()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
@@ -345,6 +376,29 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         registry = Distribution(store, blobs, identity.account_id, settings.registry_host, clock)
         monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
         providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]
+        mlflow_servers = TrackingServers(
+            store,
+            clock,
+            settings.home / "mlflow",
+            s3_environment(
+                settings.internal_s3_url,
+                settings.s3_access_key or key.access_key_id,
+                settings.s3_secret_key or key.secret_access_key,
+                settings.region,
+            ),
+        )
+        providers["sagemaker"].mlflow_servers = mlflow_servers  # type: ignore[attr-defined]
+        providers["sagemaker"].mlflow_url = settings.api_url  # type: ignore[attr-defined]
+        notebooks = NotebookInstances(
+            store,
+            clock,
+            backend,
+            logs,
+            settings.home / "notebooks",
+            client_setup(settings, key.access_key_id, key.secret_access_key),
+        )
+        providers["sagemaker"].notebooks = notebooks  # type: ignore[attr-defined]
+        providers["sagemaker"].notebook_url = settings.api_url  # type: ignore[attr-defined]
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
         root = f"arn:aws:iam::{identity.account_id}:root"
         bus.start_pipeline = pipeline_starter(gateway.table, identity.account_id, settings.region, root)
@@ -381,6 +435,10 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         events=bus,
         schedules=schedules,
         registry=registry,
+        mlflow_servers=mlflow_servers,
+        mlflow_front=MlflowFront(mlflow_servers, authenticator, mlflow_tokens.signing_key(store)),
+        notebooks=notebooks,
+        notebook_front=NotebookFront(notebooks, notebook_signing_key(store)),
     )
     platform.console = create_console(
         ConsoleDeps(

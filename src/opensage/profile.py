@@ -12,6 +12,7 @@ import shlex
 from pathlib import Path
 
 from opensage.config import Settings
+from opensage.mlflow_servers import MLFLOW_PREFIX
 
 # botocore service ids in snake case -> which listener serves them.
 SERVICE_KEYS = {
@@ -139,6 +140,8 @@ def shell_env(settings: Settings, sdk_proxy: bool = True) -> dict[str, str]:
         env[env_var_name(key)] = url
     env["SAGEMAKER_USER_CONFIG_OVERRIDE"] = str(sdk_config_path(settings))
     env["OPENSAGE_REGISTRY"] = settings.registry_host  # the container registry: docker login / skopeo copy to it
+    # where the sagemaker-mlflow plugin sends an MLflow client's requests (tracking URI = a tracking server's ARN)
+    env["SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT"] = settings.api_url + MLFLOW_PREFIX
     if sdk_proxy:
         from opensage.sdkproxy import no_proxy_hosts
 

@@ -165,9 +165,9 @@ def test_unknown_operation(api: ApiServer) -> None:
 
 def test_unimplemented_operation_names_itself(api: ApiServer) -> None:
     with pytest.raises(ClientError) as exc:
-        api.client("sagemaker").list_notebook_instances()
+        api.client("sagemaker").list_edge_packaging_jobs()  # SageMaker Edge: retired by AWS, not served here
     assert _code(exc) == "NotImplemented"
-    assert "ListNotebookInstances" in str(exc.value)
+    assert "ListEdgePackagingJobs" in str(exc.value)
     assert exc.value.response["ResponseMetadata"]["HTTPStatusCode"] == 501
 
 

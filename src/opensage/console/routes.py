@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opensage.console import endpoints, experiments, home, lists, logs, pipelines, registry, storage, training, tuning
+from opensage.console import notebooks as notebook_pages
 from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
 from opensage.console.auth import PASSWORD_FILE, SessionSigner, session_key
 from opensage.console.pages import BASE, Console, http_error, not_found, redirect, server_error, templates
@@ -68,6 +69,12 @@ def _routes() -> list[Route | Mount]:
         Route("/transform-jobs", lists.list_transform_jobs, methods=get),
         Route("/transform-jobs/{name}", lists.transform_job_detail, methods=get),
         Route("/transform-jobs/{name}/log", logs.transform_log, methods=get),
+        Route("/notebook-instances", notebook_pages.notebook_instances, methods=get),
+        Route("/notebook-instances/new", notebook_pages.create_notebook_instance, methods=post),
+        Route("/notebook-instances/{name}/open", notebook_pages.open_notebook_instance, methods=get),
+        Route("/notebook-instances/{name}/start", notebook_pages.start_notebook_instance, methods=post),
+        Route("/notebook-instances/{name}/stop", notebook_pages.stop_notebook_instance, methods=post),
+        Route("/notebook-instances/{name}/delete", notebook_pages.delete_notebook_instance, methods=post),
         Route("/storage", storage.buckets, methods=get),
         Route("/storage/{bucket}", storage.browse, methods=get),
         Route("/storage/{bucket}/upload", storage.upload, methods=post),

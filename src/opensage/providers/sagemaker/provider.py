@@ -21,7 +21,10 @@ from opensage.pipelines.controller import ExecutionController
 from opensage.providers.sagemaker.experiments import ExperimentOperations
 from opensage.providers.sagemaker.inference import InferenceOperations
 from opensage.providers.sagemaker.lineage import LineageOperations
+from opensage.providers.sagemaker.mlflow import MlflowOperations
 from opensage.providers.sagemaker.monitoring import MonitoringOperations
+from opensage.providers.sagemaker.notebook_configs import NotebookConfigOperations
+from opensage.providers.sagemaker.notebooks import NotebookOperations
 from opensage.providers.sagemaker.pipeline_executions import PipelineExecutionOperations
 from opensage.providers.sagemaker.pipeline_steps import PipelineSteps
 from opensage.providers.sagemaker.pipelines import PipelineOperations
@@ -50,6 +53,9 @@ class SageMakerProvider(
     MonitoringOperations,
     ExperimentOperations,
     LineageOperations,
+    MlflowOperations,
+    NotebookOperations,
+    NotebookConfigOperations,
 ):
     def __init__(
         self,
