@@ -22,7 +22,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
-from helpers import RunningPlatform, running_platform
+from helpers import RunningPlatform, console_client, running_platform
 
 pytest.importorskip("mlflow")
 pytest.importorskip("sagemaker_mlflow")
@@ -317,6 +317,18 @@ def test_the_ui_opens_through_a_presigned_url(platform: RunningPlatform) -> None
         assert browser.get(ui + script).status_code == 200
         ajax = browser.post(ui + "ajax-api/2.0/mlflow/experiments/search", json={"max_results": 10})
         assert ajax.status_code == 200 and "Default" in ajax.text
+    keys = platform.session().get_credentials()
+    console = console_client(platform.api_url, keys.access_key, keys.secret_key)
+    try:
+        listing = console.get("/console/mlflow-tracking-servers").text
+        assert f'data-server="{name}"' in listing and f"/mlflow-tracking-servers/{name}/open" in listing
+        opened = console.get(f"/console/mlflow-tracking-servers/{name}/open")
+        assert (
+            opened.status_code in (302, 303)
+            and f"/_opensage/mlflow/ui/{name}/auth?authToken=" in opened.headers["location"]
+        )
+    finally:
+        console.close()
     other = sm.create_presigned_mlflow_tracking_server_url(TrackingServerName=name)["AuthorizedUrl"]
     foreign = other.replace(f"/ui/{name}/", "/ui/someone-else/")
     assert httpx.get(foreign).status_code == 403

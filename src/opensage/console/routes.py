@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opensage.console import endpoints, experiments, home, lists, logs, pipelines, registry, storage, training, tuning
+from opensage.console import mlflow as mlflow_pages
 from opensage.console import notebooks as notebook_pages
 from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
 from opensage.console.auth import PASSWORD_FILE, SessionSigner, session_key
@@ -69,6 +70,10 @@ def _routes() -> list[Route | Mount]:
         Route("/transform-jobs", lists.list_transform_jobs, methods=get),
         Route("/transform-jobs/{name}", lists.transform_job_detail, methods=get),
         Route("/transform-jobs/{name}/log", logs.transform_log, methods=get),
+        Route("/mlflow-tracking-servers", mlflow_pages.tracking_servers, methods=get),
+        Route("/mlflow-tracking-servers/{name}/open", mlflow_pages.open_tracking_server, methods=get),
+        Route("/mlflow-tracking-servers/{name}/start", mlflow_pages.start_tracking_server, methods=post),
+        Route("/mlflow-tracking-servers/{name}/stop", mlflow_pages.stop_tracking_server, methods=post),
         Route("/notebook-instances", notebook_pages.notebook_instances, methods=get),
         Route("/notebook-instances/new", notebook_pages.create_notebook_instance, methods=post),
         Route("/notebook-instances/{name}/open", notebook_pages.open_notebook_instance, methods=get),
