@@ -28,6 +28,7 @@ from opensage.events.schedules import ScheduleRunner
 from opensage.experiments.jobs import JobComponents
 from opensage.experiments.lineage import LineageRecorder
 from opensage.identity import Identity, bootstrap, platform_key
+from opensage.jobs.access import JobAccess
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
@@ -44,6 +45,7 @@ from opensage.notebooks.layout import client_setup
 from opensage.objects.client import s3_client
 from opensage.objects.transfer import Expansion
 from opensage.pipelines.controller import ExecutionController
+from opensage.profile import endpoints, env_var_name
 from opensage.providers.autoscaling import AutoscalingProvider
 from opensage.providers.cloudwatch import CloudWatchProvider
 from opensage.providers.ecr import EcrProvider
@@ -92,6 +94,14 @@ PROVIDER_CLASSES: dict[str, type] = {
 
 def utc_now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
+
+
+def job_endpoints(settings: Settings) -> dict[str, str]:
+    """The variables that point a job's AWS clients (boto3, the SageMaker SDK, MLflow's plugin) at the platform."""
+    env = {env_var_name(key): url for key, url in endpoints(settings).items()}
+    env.update(AWS_DEFAULT_REGION=settings.region, AWS_REGION=settings.region)
+    env["SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT"] = settings.api_url + MLFLOW_PREFIX
+    return env
 
 
 @dataclass(slots=True)
@@ -356,6 +366,10 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         store.watchers.append(bus.watch)  # the platform's own events: every change of a resource
         store.watchers.append(JobComponents(store, clock, metric_store).watch)  # each job's trial component
         store.watchers.append(LineageRecorder(store, clock).watch)  # then the job's inputs and outputs
+        job_access = JobAccess(store, identity.account_id, job_endpoints(settings), authenticator.forget)
+        training.access = processing.access = job_access
+        store.watchers.append(job_access.watch)  # a job's key goes when the job ends
+        job_access.sweep()  # and those of jobs that ended while no server ran
         providers = {
             "sagemaker": SageMakerProvider(
                 store, clock, training, endpoints, transforms, processing, tuning, settings.quotas, pipelines

@@ -240,7 +240,7 @@ def _raise_file_limit() -> None:
             resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def _sync_store_keys(platform: Platform, store: object, interval: float = 2.0) -> None:
+async def _sync_store_keys(platform: Platform, store: object, interval: float = 0.5) -> None:
     """Keep the embedded store's identities equal to the access keys (``opensage keys`` edits them)."""
     current: list[tuple[str, str]] | None = None
     while True:

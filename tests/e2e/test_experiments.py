@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import boto3
 import pytest
 from botocore.exceptions import ClientError
 
@@ -318,3 +319,74 @@ def test_lineage_from_an_endpoint_back_to_its_training_job_and_data(platform: Ru
         assert model_url in lineage
     finally:
         sm.delete_endpoint(EndpointName=endpoint)
+
+
+JOB_SCRIPT = """
+import os, boto3
+from sagemaker.experiments import load_run
+from sagemaker.session import Session
+
+with load_run(sagemaker_session=Session()) as run:  # the run the job was started in, from its ExperimentConfig
+    run.log_parameter("rows_seen", 200)
+    for epoch in range(3):
+        run.log_metric(name="job-loss", value=1.0 / (epoch + 1), step=epoch)
+boto3.client("s3").put_object(Bucket=os.environ["BUCKET"], Key="from-the-job/hello.txt", Body=b"hi")
+print("KEY", os.environ["AWS_ACCESS_KEY_ID"], os.environ["AWS_SECRET_ACCESS_KEY"])
+"""
+
+
+@pytest.mark.slow
+def test_a_jobs_code_logs_to_its_run_and_uses_the_platform_with_a_key_of_its_own(
+    platform: RunningPlatform, tmp_path: Path
+) -> None:
+    exp = _name("in-job")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(JOB_SCRIPT)
+    out = platform.run_python(
+        f"""
+        import sagemaker
+        from sagemaker.experiments import Run
+        from sagemaker.sklearn import SKLearn
+
+        session = sagemaker.Session()
+        with Run(experiment_name="{exp}", run_name="remote", sagemaker_session=session) as run:
+            est = SKLearn(entry_point="train.py", source_dir="src", framework_version="1.2-1", py_version="py3",
+                          instance_count=1, instance_type="ml.m5.large", role=sagemaker.get_execution_role(),
+                          environment={{"BUCKET": "{BUCKET}"}}, sagemaker_session=session)
+            est.fit(logs=True)
+            print("JOB", est.latest_training_job.name)
+        """,
+        tmp_path,
+        timeout=600,
+    )
+    job = next(line.split()[1] for line in out.splitlines() if line.startswith("JOB "))
+    session = platform.session()
+    sm = session.client("sagemaker")
+    run = sm.describe_trial_component(TrialComponentName=f"{exp}-remote")
+    assert run["Parameters"]["rows_seen"]["NumberValue"] == 200
+    loss = {m["MetricName"]: m for m in run["Metrics"]}["job-loss"]
+    assert (loss["Count"], loss["Last"], loss["Min"]) == (3, pytest.approx(1 / 3), pytest.approx(1 / 3))
+    body = session.client("s3").get_object(Bucket=BUCKET, Key="from-the-job/hello.txt")["Body"].read()
+    assert body == b"hi"
+    # the job's key was its own, and it went with the job
+    logs = session.client("logs")
+    stream = logs.describe_log_streams(logGroupName="/aws/sagemaker/TrainingJobs", logStreamNamePrefix=job)
+    lines = [
+        e["message"]
+        for s in stream["logStreams"]
+        for e in logs.get_log_events(
+            logGroupName="/aws/sagemaker/TrainingJobs", logStreamName=s["logStreamName"], startFromHead=True
+        )["events"]
+    ]
+    key_id, secret = next(line.split()[1:3] for line in lines if line.startswith("KEY "))
+    assert key_id != session.get_credentials().access_key
+    revoked = boto3.session.Session().client(
+        "sts",
+        endpoint_url=platform.api_url,
+        region_name="us-east-1",
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+    )
+    with pytest.raises(ClientError) as err:
+        revoked.get_caller_identity()
+    assert err.value.response["Error"]["Code"] in ("InvalidClientTokenId", "UnrecognizedClientException")

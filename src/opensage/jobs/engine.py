@@ -18,10 +18,11 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from opensage.compute.base import ComputeBackend, JobStatus
+from opensage.compute.base import ComputeBackend, JobSpec, JobStatus
 from opensage.compute.instances import GiB
 from opensage.controller import RESTART_REASON, SHUTDOWN_REASON, Run, RunController, call_on_loop
 from opensage.errors import OpenSageError
+from opensage.jobs.access import JobAccess, with_env
 from opensage.logstore import LogStore
 from opensage.states import JobStatus as _Status
 from opensage.store.entities import Resource
@@ -37,6 +38,15 @@ class JobFailed(OpenSageError):
 
 class JobEngine(RunController):
     """The lifecycle common to container jobs; subclasses give ``KIND``, ``_run`` and ``_end``."""
+
+    access: JobAccess | None = None  # keys and endpoints for the user code jobs run (set by the platform)
+
+    async def _with_access(self, spec: JobSpec, name: str, arn: str, isolated: bool) -> JobSpec:
+        """``spec`` with the job's own key and the platform's endpoints (:mod:`opensage.jobs.access`); as it
+        is for a network-isolated job, which could not use them."""
+        if self.access is None or isolated:
+            return spec
+        return with_env(spec, await asyncio.to_thread(self.access.grant, self.KIND, name, arn))
 
     def __init__(
         self,

@@ -97,6 +97,7 @@ class ProcessingEngine(JobEngine):
             except registry.InterpreterError as exc:
                 raise JobFailed(f"InternalServerError: {exc}") from exc
             spec = self._job_spec(job, image, hosts, itype, roots, job_dir, bin_dir)
+            spec = await self._with_access(spec, name, job.document["ProcessingJobArn"], job.network_isolation)
             await self._save(name, ProcessingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
             await self._save(name, _Handle=run.handle)

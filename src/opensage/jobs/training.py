@@ -118,6 +118,8 @@ class TrainingEngine(JobEngine):
             user_code = image.script_mode(job.hyperparameters) or bool(job.entrypoint)
             bin_dir = await asyncio.to_thread(_interpreter, job_dir / "python") if user_code else None
             spec = self._job_spec(job, image, hosts, itype, layouts, job_dir, bin_dir)
+            if user_code:  # a built-in algorithm runs none of the user's code: no key for it
+                spec = await self._with_access(spec, name, job.document["TrainingJobArn"], job.network_isolation)
             await self._secondary(name, "Training", TrainingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
             await self._save(name, _Handle=run.handle)
