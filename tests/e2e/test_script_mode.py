@@ -575,7 +575,9 @@ def test_tensorflow_two_workers_fit_deploy_predict(platform: RunningPlatform, tm
 PS_PROBE = '''
 import json, os, socket, time
 config = json.loads(os.environ["TF_CONFIG"])
-ps = config["cluster"]["ps"][config["task"]["index"] if config["task"]["type"] == "worker" else 0]
+# the master is on the first host, worker i on host i + 2; the ps list follows the hosts: this host's own one
+# (another host's ps ends with its host's script, which may be before this one looks)
+ps = config["cluster"]["ps"][config["task"]["index"] + 1 if config["task"]["type"] == "worker" else 0]
 host, port = ps.rsplit(":", 1)
 deadline = time.time() + 240  # TensorFlow's import alone takes tens of seconds on a loaded machine
 while True:  # this host's parameter server (tf.distribute.Server) comes up beside the script
