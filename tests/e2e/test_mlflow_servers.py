@@ -374,3 +374,50 @@ def test_a_restart_brings_back_the_servers_that_ran(tmp_path: Path) -> None:
         for name in (running_name, stopped_name):
             sm.delete_mlflow_tracking_server(TrackingServerName=name)
         assert gone(pid)
+
+
+JOB_LOGS = """
+import mlflow, os
+mlflow.set_tracking_uri(os.environ["MLFLOW_TRACKING_ARN"])
+mlflow.set_experiment("from-a-job")
+with mlflow.start_run(run_name=os.environ["TRAINING_JOB_NAME"]):
+    mlflow.log_param("job", os.environ["TRAINING_JOB_NAME"])
+    mlflow.log_metric("accuracy", 0.87)
+"""
+
+
+@pytest.mark.slow
+def test_a_training_job_logs_to_a_tracking_server_named_in_its_environment(
+    platform: RunningPlatform, tmp_path: Path
+) -> None:
+    sm = _sm(platform)
+    name = _name("jobs")
+    arn = create(platform, name)
+    wait_status(sm, name, "Created")
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "train.py").write_text(JOB_LOGS)
+    out = platform.run_python(
+        f"""
+        import sagemaker
+        from sagemaker.sklearn import SKLearn
+        est = SKLearn(entry_point="train.py", source_dir="src", framework_version="1.2-1", py_version="py3",
+                      instance_count=1, instance_type="ml.m5.large", role=sagemaker.get_execution_role(),
+                      environment={{"MLFLOW_TRACKING_ARN": "{arn}"}})
+        est.fit(logs=False)
+        print("JOB", est.latest_training_job.name)
+        """,
+        tmp_path,
+        timeout=600,
+    )
+    job = next(line.split()[1] for line in out.splitlines() if line.startswith("JOB "))
+    read = platform.run_python(
+        f"""
+        import mlflow
+        mlflow.set_tracking_uri("{arn}")
+        runs = mlflow.search_runs(experiment_names=["from-a-job"], output_format="list")
+        print("FOUND", [(r.data.params["job"], r.data.metrics["accuracy"]) for r in runs])
+        """,
+        tmp_path,
+    )
+    assert f"FOUND [('{job}', 0.87)]" in read, read[-2000:]
+    sm.delete_mlflow_tracking_server(TrackingServerName=name)
