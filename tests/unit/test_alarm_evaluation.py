@@ -74,6 +74,18 @@ def test_an_alarm_goes_to_alarm_when_enough_periods_breach_and_back_to_ok(store:
     assert evaluator.evaluate()["backlog"].state == "OK"
 
 
+def test_a_datapoint_put_at_the_end_of_a_period_is_seen_when_the_next_one_has_just_begun(store: SqlStore) -> None:
+    clock, metrics = Clock(), MetricStore(store)
+    evaluator = AlarmEvaluator(store, MetricReader(InvocationMetrics(), metrics), clock)
+    _alarm(store, clock, EvaluationPeriods=1, DatapointsToAlarm=1)
+    clock.now = T0.replace(second=59)
+    _put(metrics, clock.now, 50)
+    clock.now = T0.replace(minute=1, second=0, microsecond=500_000)
+    assert evaluator.evaluate()["backlog"].state == "ALARM"
+    _put(metrics, clock.now, 5)  # once the new period has data, it is the one evaluated
+    assert evaluator.evaluate()["backlog"].state == "OK"
+
+
 def test_missing_data_and_disabled_actions(store: SqlStore) -> None:
     clock = Clock()
     evaluator = AlarmEvaluator(store, MetricReader(InvocationMetrics(), MetricStore(store)), clock)

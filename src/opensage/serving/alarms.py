@@ -211,14 +211,19 @@ def _rule(doc: dict[str, Any]) -> scaling.AlarmRule:
 
 
 def datapoints(reader: MetricReader, doc: dict[str, Any], now: float) -> list[tuple[int, float | None]]:
-    """The alarm's last EvaluationPeriods periods up to ``now`` (the current one included), oldest first."""
+    """The alarm's last EvaluationPeriods periods up to ``now``, oldest first.
+
+    The current period counts once it has data; until then (it has only begun) the window ends with
+    the last complete period, so a datapoint put just before a period's end is not lost at its turn."""
     period, n = int(doc["Period"]), int(doc["EvaluationPeriods"])
-    first = (math.floor(now / period) - n + 1) * period
+    current = math.floor(now / period) * period
     query = (doc["Namespace"], doc["MetricName"], doc.get("Dimensions") or [])
-    found = {slot: b for slot, b in reader.periods(query, first, now + 1, period) if b.count}
+    found = {slot: b for slot, b in reader.periods(query, current - n * period, now + 1, period) if b.count}
+    last = current if current in found else current - period
+    first = last - (n - 1) * period
     return [
         (s, value_of(doc["Statistic"], found[s]) if s in found else None)
-        for s in range(first, first + n * period, period)
+        for s in range(first, last + period, period)
     ]
 
 
