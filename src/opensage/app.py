@@ -23,11 +23,13 @@ from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
 from opensage.ecr.blobs import BlobStore
 from opensage.ecr.distribution import Distribution
+from opensage.ecr.rootfs import RootFsCache
 from opensage.events.bus import EventBus
 from opensage.events.schedules import ScheduleRunner
 from opensage.experiments.jobs import JobComponents
 from opensage.experiments.lineage import LineageRecorder
 from opensage.identity import Identity, bootstrap, platform_key
+from opensage.images.container import ContainerImages
 from opensage.jobs.access import JobAccess
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
@@ -388,6 +390,9 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         blobs = BlobStore(s3, f"opensage-registry-{identity.account_id}", settings.home / "registry" / "uploads")
         providers["ecr"] = EcrProvider(store, clock, blobs, settings.registry_url)
         registry = Distribution(store, blobs, identity.account_id, settings.registry_host, clock)
+        hosts = (settings.registry_host, f"localhost:{settings.ports.registry}", f"127.0.0.1:{settings.ports.registry}")
+        images = ContainerImages(RootFsCache(store, blobs, settings.home / "images"), identity.account_id, hosts)
+        training.images = processing.images = endpoints.launcher.images = images  # what jobs and servers run in
         monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
         providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]
         mlflow_servers = TrackingServers(

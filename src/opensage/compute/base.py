@@ -15,6 +15,16 @@ from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
+class RootFs:
+    """An image's root file system for a container: shared read-only, with a writable layer of its own."""
+
+    image: Path  # the unpacked image (opensage.ecr.rootfs), never written
+    layer: Path  # this container's own: its changes, the overlay's work directory, the mount point
+    workdir: str = "/"  # the image's WORKDIR, where the command starts
+    user: str = ""  # uid[:gid] to run as (the image's USER, resolved); empty: root
+
+
+@dataclass(frozen=True, slots=True)
 class ContainerSpec:
     """One container (one instance of a job)."""
 
@@ -35,6 +45,9 @@ class ContainerSpec:
     # as a user of their own (opensage.compute.confine) they stay in sight at their own paths and that
     # user owns them.
     owned: tuple[Path, ...] = ()
+    # An image's root file system: the command runs inside it, the mounts bound into it. None: the
+    # container sees this machine's file system (the built-in images).
+    rootfs: RootFs | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -161,13 +161,16 @@ class LocalBackend:
             hosts = sandbox.hosts_file(c.log_path.with_name(f"{c.host}.hosts"), c.peers)
             mounts = (*mounts, (hosts, "/etc/hosts"))
         confined = None
-        if self.confinement is not None:
+        if c.rootfs is not None:  # the image's own file system, the container's user the image's
+            argv, isolated = sandbox.wrap_rootfs(c.argv, c.rootfs, mounts, c.isolate_network)
+        elif self.confinement is not None:
             self.confinement.take(c.owned)
             covers, kept = self.confinement.plan(c.owned)
             own = self.confinement.own_user
             uid, gid = (None, None) if own else (self.confinement.uid, self.confinement.gid)
             confined = sandbox.Confined(uid, gid, c.cwd, covers, kept)
-        argv, isolated = sandbox.wrap(c.argv, mounts, c.isolate_network, confined)
+        if c.rootfs is None:
+            argv, isolated = sandbox.wrap(c.argv, mounts, c.isolate_network, confined)
         with open(c.log_path, "ab") as out:
             proc = subprocess.Popen(
                 argv,
@@ -188,7 +191,7 @@ class LocalBackend:
             "cgroups": cgroups,
             "memory_bytes": c.memory_bytes,
             "watchdog": not any("memory" in p for p in cgroups),
-            "mounted": bool(c.mounts) and sandbox.mounts_available(),
+            "mounted": bool(c.mounts) and (c.rootfs is not None or sandbox.mounts_available()),
             "network_isolated": isolated,
             "uid": confined.uid if confined and confined.uid is not None else os.getuid(),
         }

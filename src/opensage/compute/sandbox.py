@@ -22,6 +22,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from opensage.compute.base import RootFs
+
 # The script run between unshare and the container's own command: mount, then exec the command.
 _SETUP = """set -e
 net=$1; shift
@@ -69,6 +71,40 @@ while :; do
   wait "$child"; code=$?
   kill -0 "$child" 2>/dev/null || exit "$code"
 done
+"""
+
+
+# The same for a container that runs in an image's root file system: an overlay of the image (read
+# only, shared) and the container's own layer becomes its root, the mounts are bound into it, with
+# /proc (of its PID namespace), /dev and the machine's resolver; then unshare --root enters it, in the
+# image's WORKDIR, as the image's user, with the image's PATH to find the command.
+_ROOTFS_SETUP = """set -e
+net=$1; image=$2; layer=$3; wd=$4; user=$5; enter=$6; shift 6
+image_path=$PATH; PATH=/usr/sbin:/usr/bin:/sbin:/bin
+root=$layer/root
+mkdir -p "$layer/diff" "$layer/work" "$root"
+mount -t overlay opensage-image -o "lowerdir=$image,upperdir=$layer/diff,workdir=$layer/work" "$root"
+while [ "$1" != -- ]; do
+  t=$root$2
+  if [ -L "$t" ]; then rm -f "$t"; fi
+  if [ -d "$1" ]; then mkdir -p "$t"; else mkdir -p "${t%/*}"; [ -e "$t" ] || : >"$t"; fi
+  mount --bind "$1" "$t"; shift 2
+done
+shift
+for d in proc dev sys tmp etc; do [ -L "$root/$d" ] && rm -f "$root/$d"; mkdir -p "$root/$d"; done
+mount -t proc proc "$root/proc"
+mount --rbind /dev "$root/dev"
+mount --rbind /sys "$root/sys" 2>/dev/null || true
+if [ -e /etc/resolv.conf ]; then
+  [ -L "$root/etc/resolv.conf" ] && rm -f "$root/etc/resolv.conf"
+  [ -e "$root/etc/resolv.conf" ] || : >"$root/etc/resolv.conf"
+  mount --bind /etc/resolv.conf "$root/etc/resolv.conf"
+fi
+if [ "$net" = cut ] && command -v ip >/dev/null; then ip link set lo up; fi
+ids=()
+if [ -n "$user" ]; then ids=(--setuid "${user%%:*}" --setgid "${user#*:}"); fi
+PATH=$image_path
+exec "$enter" --root="$root" --wd="$wd" "${ids[@]}" -- "$@"
 """
 
 
@@ -150,3 +186,48 @@ def wrap(
         lists = [*pairs, "--", *map(str, c.kept), "--", *map(str, c.covers), "--"]
         setup = [str(shutil.which("bash") or "/bin/bash"), "-c", _CONFINED_SETUP, "bash", *head, *lists]
     return [str(shutil.which("unshare")), *flags, *setup, *argv], cut
+
+
+@functools.cache
+def images_available() -> bool:
+    """Whether containers can run in an image's root file system here (a mount and PID namespace, overlays)."""
+    return _probe(["--mount", "--propagation", "private", "--pid", "--fork"]) and _probe_overlay()
+
+
+def _probe_overlay() -> bool:
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="opensage-overlay-") as d:
+        for sub in ("l", "u", "w", "m"):
+            Path(d, sub).mkdir()
+        script = f"mount -t overlay x -o lowerdir={d}/l,upperdir={d}/u,workdir={d}/w {d}/m"
+        flags = [] if _is_root() else ["--user", "--map-root-user"]
+        return _probe([*flags, "--mount", "--propagation", "private", "sh", "-c", script])
+
+
+def _is_root() -> bool:
+    import os
+
+    return os.geteuid() == 0
+
+
+def wrap_rootfs(
+    argv: Sequence[str], rootfs: RootFs, mounts: Sequence[tuple[Path, str]], isolate_network: bool
+) -> tuple[list[str], bool]:
+    """``argv`` run inside ``rootfs`` (see :data:`_ROOTFS_SETUP`) with ``mounts`` bound in; and whether the
+    network is cut. Raises ``OSError`` when the machine cannot run images (:func:`images_available`)."""
+    if not images_available():
+        raise OSError(
+            "this machine does not let OpenSage run container images: it needs mount and PID namespaces and "
+            "overlay mounts (as root, or with unprivileged user namespaces)"
+        )
+    cut = isolate_network and network_isolation_available()
+    own_user = [] if _is_root() else ["--user", "--map-root-user"]
+    flags = [*own_user, "--mount", "--propagation", "private", "--pid", "--fork", "--kill-child"]
+    flags += ["--net"] if cut else []
+    pairs = [part for host, target in mounts for part in (str(host), target)]
+    rootfs.layer.mkdir(parents=True, exist_ok=True)
+    head = ["cut" if cut else "net", str(rootfs.image), str(rootfs.layer), rootfs.workdir, rootfs.user]
+    unshare = str(shutil.which("unshare"))
+    bash = str(shutil.which("bash") or "/bin/bash")
+    return [unshare, *flags, bash, "-c", _ROOTFS_SETUP, "bash", *head, unshare, *pairs, "--", *argv], cut

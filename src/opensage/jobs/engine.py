@@ -22,6 +22,9 @@ from opensage.compute.base import ComputeBackend, JobSpec, JobStatus
 from opensage.compute.instances import GiB
 from opensage.controller import RESTART_REASON, SHUTDOWN_REASON, Run, RunController, call_on_loop
 from opensage.errors import OpenSageError
+from opensage.images import registry
+from opensage.images.container import ContainerImage, ContainerImages, ImageError
+from opensage.images.registry import BuiltinImage
 from opensage.jobs.access import JobAccess, with_env
 from opensage.logstore import LogStore
 from opensage.states import JobStatus as _Status
@@ -40,6 +43,22 @@ class JobEngine(RunController):
     """The lifecycle common to container jobs; subclasses give ``KIND``, ``_run`` and ``_end``."""
 
     access: JobAccess | None = None  # keys and endpoints for the user code jobs run (set by the platform)
+    images: ContainerImages | None = None  # the registry's images, unpacked (set by the platform)
+
+    async def _image(self, uri: str, what: str) -> BuiltinImage | ContainerImage | None:
+        """The image a job names: one of the registry's, unpacked, or a built-in one (None: neither).
+
+        Raises:
+            JobFailed: it names the registry, which cannot give it (no such image, a corrupt layer...).
+        """
+        if self.images is not None:
+            try:
+                found = await asyncio.to_thread(self.images.prepare, uri)
+            except ImageError as exc:
+                raise JobFailed(f"ClientError: the {what} '{uri}' cannot be used: {exc}.") from exc
+            if found is not None:
+                return found
+        return registry.resolve(uri)
 
     async def _with_access(self, spec: JobSpec, name: str, arn: str, isolated: bool) -> JobSpec:
         """``spec`` with the job's own key and the platform's endpoints (:mod:`opensage.jobs.access`); as it

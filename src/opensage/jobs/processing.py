@@ -39,6 +39,7 @@ from opensage.contract import (
 )
 from opensage.errors import Conflict
 from opensage.images import registry
+from opensage.images.container import ContainerImage, image_command, image_container
 from opensage.jobs import channels
 from opensage.jobs.engine import (
     COMPLETED,
@@ -88,15 +89,18 @@ class ProcessingEngine(JobEngine):
             for stream in streams.values():
                 await asyncio.to_thread(self.logs.create_stream, LOG_GROUP, stream, exist_ok=True)
             roots = {h: job_dir / h for h in hosts}
-            image = registry.resolve(job.image)
+            image = await self._image(job.image, "image")
             if image is None:
                 raise JobFailed(f"ClientError: {registry.unavailable(job.image, 'image')}")
             await asyncio.to_thread(self._download_inputs, job, roots, job_dir / "cache", streams[hosts[0]])
-            try:
-                bin_dir = await asyncio.to_thread(registry.job_interpreter, job_dir / "python")
-            except registry.InterpreterError as exc:
-                raise JobFailed(f"InternalServerError: {exc}") from exc
-            spec = self._job_spec(job, image, hosts, itype, roots, job_dir, bin_dir)
+            if isinstance(image, ContainerImage):
+                spec = self._image_spec(job, image, hosts, itype, roots, job_dir)
+            else:
+                try:
+                    bin_dir = await asyncio.to_thread(registry.job_interpreter, job_dir / "python")
+                except registry.InterpreterError as exc:
+                    raise JobFailed(f"InternalServerError: {exc}") from exc
+                spec = self._job_spec(job, image, hosts, itype, roots, job_dir, bin_dir)
             spec = await self._with_access(spec, name, job.document["ProcessingJobArn"], job.network_isolation)
             await self._save(name, ProcessingStartTime=_epoch(self.clock()))
             run.handle = await asyncio.to_thread(self.backend.submit, spec)
@@ -151,6 +155,43 @@ class ProcessingEngine(JobEngine):
                 if "S3Output" in output:
                     _host_path(root, output["S3Output"]["LocalPath"]).mkdir(parents=True, exist_ok=True)
 
+    def _image_spec(
+        self,
+        job: ProcessingJobSpec,
+        image: ContainerImage,
+        hosts: list[str],
+        itype: instances.InstanceType,
+        roots: dict[str, Path],
+        job_dir: Path,
+    ) -> JobSpec:
+        """The containers of a job whose image is one of the registry's (:mod:`opensage.jobs.images`)."""
+        argv = image_command(image, job.entrypoint, job.arguments, image.processing_argv())
+        if not argv:
+            raise JobFailed(
+                f"ClientError: the image '{job.image}' has neither an ENTRYPOINT nor a CMD; give the job a "
+                "ContainerEntrypoint."
+            )
+        peers = tuple((h, "127.0.0.1") for h in hosts)
+        containers = []
+        for host, root in roots.items():
+            self._write_config(job, host, hosts, itype, root)
+            env = {**job.environment, "PROCESSING_JOB_ARN": job.document["ProcessingJobArn"]}
+            log_path, layer = job_dir / "logs" / f"{host}.log", job_dir / "layers" / host
+            isolated = job.network_isolation and len(hosts) == 1
+            containers.append(image_container(image, host, argv, env, root, layer, log_path, itype, isolated, peers))
+        return JobSpec(f"{KIND}/{job.name}", tuple(containers))
+
+    def _write_config(
+        self, job: ProcessingJobSpec, host: str, hosts: list[str], itype: instances.InstanceType, root: Path
+    ) -> None:
+        """``/opt/ml/config/processingjobconfig.json`` and ``resourceconfig.json`` of one container."""
+        config_dir = root / PROCESSING_CONFIG_DIR
+        config_dir.mkdir(parents=True, exist_ok=True)
+        (root / "output").mkdir(parents=True, exist_ok=True)
+        config = json.dumps({k: v for k, v in job.document.items() if not k.startswith("_")})
+        (config_dir / PROCESSING_JOB_CONFIG_FILE).write_text(config)
+        (config_dir / RESOURCE_CONFIG_FILE).write_text(json.dumps(resource_config(host, hosts, itype.name)))
+
     def _job_spec(
         self,
         job: ProcessingJobSpec,
@@ -167,16 +208,11 @@ class ProcessingEngine(JobEngine):
                 f"ClientError: the image '{job.image}' has no default entrypoint in OpenSage; give the job a "
                 "ContainerEntrypoint (e.g. ['python3', '/opt/ml/processing/input/code/script.py'])."
             )
-        config = json.dumps({k: v for k, v in job.document.items() if not k.startswith("_")})
         mounted = sandbox.mounts_available()
         isolated = job.network_isolation and len(hosts) == 1
         containers = []
         for host, root in roots.items():
-            config_dir = root / PROCESSING_CONFIG_DIR
-            config_dir.mkdir(parents=True, exist_ok=True)
-            (root / "output").mkdir(parents=True, exist_ok=True)
-            (config_dir / PROCESSING_JOB_CONFIG_FILE).write_text(config)
-            (config_dir / RESOURCE_CONFIG_FILE).write_text(json.dumps(resource_config(host, hosts, itype.name)))
+            self._write_config(job, host, hosts, itype, root)
             env = {
                 **image.environment(),
                 **job.environment,

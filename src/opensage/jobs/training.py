@@ -32,6 +32,7 @@ from opensage.contract import (
     CHANNEL_DISTRIBUTION,
     CHANNEL_INPUT_MODE,
     CHANNEL_RECORD_WRAPPER,
+    CONTAINER_ROOT,
     CURRENT_INSTANCE_TYPE_ENV,
     HOST_ADDRESSES_ENV,
     HOST_PORTS_ENV,
@@ -48,6 +49,7 @@ from opensage.contract import (
 )
 from opensage.errors import Conflict
 from opensage.images import registry
+from opensage.images.container import ContainerImage, image_command, image_container
 from opensage.images.framework import toolkit
 from opensage.jobs import pipes as pipes_
 from opensage.jobs import rules
@@ -66,6 +68,7 @@ from opensage.jobs.engine import (
     out_of_memory_reason,
     tail_lines,
 )
+from opensage.jobs.images import metric_definitions
 from opensage.jobs.specs import TrainingJobSpec
 from opensage.objects import transfer
 from opensage.objects.transfer import S3LocationError
@@ -94,7 +97,7 @@ class TrainingEngine(JobEngine):
         job_dir = self.work_dir / name
         try:
             job = TrainingJobSpec.from_request(await self._describe(name))
-            image = registry.resolve(job.image)
+            image = await self._image(job.image, "training image")
             hosts, itype = self._hosts(job)
             streams = await self._open_streams(name, hosts)
             await self._secondary(name, "Downloading")
@@ -104,7 +107,7 @@ class TrainingEngine(JobEngine):
             pipes = await asyncio.to_thread(
                 pipes_.prepare, self.s3, job, layouts, job_dir / "cache", self.store_region(job.document),
                 image.name if image else None, lambda m: self._platform_log(streams[hosts[0]], m),
-            )
+            )  # fmt: skip
             run.closers.extend(p.close for p in pipes)
             await asyncio.to_thread(self._restore_checkpoints, job, layouts, streams[hosts[0]])
             if image is None:
@@ -115,8 +118,9 @@ class TrainingEngine(JobEngine):
                 await asyncio.to_thread(self._download_code, job, layouts)
             # a built-in algorithm runs the platform's interpreter and none of the job's code: no environment
             # of its own to make (about 0.1 s of a trial)
-            user_code = image.script_mode(job.hyperparameters) or bool(job.entrypoint)
-            bin_dir = await asyncio.to_thread(_interpreter, job_dir / "python") if user_code else None
+            own = isinstance(image, ContainerImage)  # the image's own file system: no environment to make
+            user_code = image.script_mode(job.hyperparameters) or bool(job.entrypoint) or own
+            bin_dir = await asyncio.to_thread(_interpreter, job_dir / "python") if user_code and not own else None
             spec = self._job_spec(job, image, hosts, itype, layouts, job_dir, bin_dir)
             if user_code:  # a built-in algorithm runs none of the user's code: no key for it
                 spec = await self._with_access(spec, name, job.document["TrainingJobArn"], job.network_isolation)
@@ -216,7 +220,7 @@ class TrainingEngine(JobEngine):
     def _job_spec(
         self,
         job: TrainingJobSpec,
-        image: registry.BuiltinImage,
+        image: registry.BuiltinImage | ContainerImage,
         hosts: list[str],
         itype: instances.InstanceType,
         layouts: dict[str, Layout],
@@ -225,12 +229,13 @@ class TrainingEngine(JobEngine):
     ) -> JobSpec:
         name = job.name
         entrypoint = list(job.entrypoint)
-        if job.arguments and not entrypoint:
+        if job.arguments and not entrypoint and not isinstance(image, ContainerImage):
             raise JobFailed(
                 "ClientError: ContainerArguments needs a ContainerEntrypoint in OpenSage (its images have no "
                 "default entrypoint to pass them to); give the job both, e.g. ['/bin/bash', '-c']."
             )
-        mounted = sandbox.mounts_available()
+        own = isinstance(image, ContainerImage)
+        mounted = own or sandbox.mounts_available()
         hps = dict(job.hyperparameters)
         channel_cfg = {
             c.name: {
@@ -251,7 +256,7 @@ class TrainingEngine(JobEngine):
             layout.input_data_config_file.write_text(json.dumps(channel_cfg))
             layout.resource_config_file.write_text(json.dumps(resource_config(host, hosts, itype.name)))
             env = training_env(
-                layout,
+                Layout(Path(CONTAINER_ROOT)) if own else layout,
                 current_host=host,
                 hosts=hosts,
                 hyperparameters=hps,
@@ -268,9 +273,19 @@ class TrainingEngine(JobEngine):
                     HOST_ADDRESSES_ENV: addresses,
                     HOST_PORTS_ENV: ports,
                     TRACKER_PORT_ENV: str(tracker_port),
-                    **process_env(layout.base, registry.search_path(*filter(None, [bin_dir])), self.envs_dir),
                 }
             )
+            peers = tuple((h, "127.0.0.1") for h in hosts)
+            if isinstance(image, ContainerImage):
+                argv = image_command(image, entrypoint, job.arguments, image.train_argv(hps))
+                env["TRAINING_JOB_ARN"] = job.document["TrainingJobArn"]
+                layer, log_path = job_dir / "layers" / host, job_dir / "logs" / f"{host}.log"
+                isolated = job.network_isolation and len(hosts) == 1
+                containers.append(
+                    image_container(image, host, argv, env, layout.base, layer, log_path, itype, isolated, peers)
+                )
+                continue
+            env.update(process_env(layout.base, registry.search_path(*filter(None, [bin_dir])), self.envs_dir))
             argv = image.train_argv(hps)
             if entrypoint:
                 argv, env = entrypoint_command(entrypoint, list(job.arguments), env, layout.base, mounted)
@@ -287,7 +302,7 @@ class TrainingEngine(JobEngine):
                     itype.memory_bytes,
                     mounts=((layout.base, "/opt/ml"),),
                     isolate_network=job.network_isolation and len(hosts) == 1,
-                    peers=tuple((h, "127.0.0.1") for h in hosts),
+                    peers=peers,
                     owned=(job_dir, self.envs_dir),
                 )
             )
@@ -471,14 +486,6 @@ def _interpreter(target: Path) -> Path:
         return registry.job_interpreter(target)
     except registry.InterpreterError as exc:
         raise JobFailed(f"InternalServerError: {exc}") from exc
-
-
-def metric_definitions(desc: Mapping[str, Any], image: registry.BuiltinImage | None) -> list[dict[str, str]]:
-    """The job's MetricDefinitions, else its image's standard ones (the built-in algorithm's)."""
-    given = desc["AlgorithmSpecification"].get("MetricDefinitions")
-    if given or image is None:
-        return list(given or [])
-    return image.metric_definitions(desc.get("HyperParameters") or {})
 
 
 def _refuse_nul(variables: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from opensage.compute import instances
 from opensage.compute.base import Handle, free_port
 from opensage.errors import OpenSageError
+from opensage.images.container import ContainerImage
 from opensage.serving.upstream import Upstream
 
 if TYPE_CHECKING:
@@ -80,6 +81,8 @@ class ServerTemplate:
     isolated: bool  # EnableNetworkIsolation: no network, reached over a Unix socket
     model_prefix: str | None = None  # a multi-model endpoint's S3 prefix (Mode MultiModel): models by TargetModel
     model_cache: bool = True  # MultiModelConfig.ModelCacheSetting: Disabled unloads a model after each request
+    container: ContainerImage | None = None  # one of the registry's images, which servers run in (on a port)
+    model_dir: Path | None = None  # the unpacked model, bound at /opt/ml/model in such a server
 
 
 @dataclass(slots=True)
@@ -109,6 +112,8 @@ def new_instance(template: ServerTemplate, n: int) -> Instance:
     Every model server listens on a Unix socket in a directory of its own (mode 0700) rather than on
     a loopback port, so no other user's process can send it a request past the router's SigV4 check.
     """
+    if template.container is not None:  # an image's server listens where SAGEMAKER_BIND_TO_PORT says
+        return Instance(f"{template.variant}-{n}", free_port(), template.base / f"instance-{n}.log")
     socket_path = str(Path(tempfile.mkdtemp(prefix="opensage-model-", dir="/tmp")) / "s.sock")
     port = 0 if template.isolated else free_port()
     return Instance(f"{template.variant}-{n}", port, template.base / f"instance-{n}.log", socket=socket_path)

@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
+import shutil
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -27,11 +29,13 @@ from opensage.contract import (
     BATCH_ENV,
     BIND_TO_PORT_ENV,
     BIND_TO_SOCKET_ENV,
+    CONTAINER_ROOT,
     MULTI_MODEL_DIR,
     MULTI_MODEL_ENV,
     SUBMIT_DIRECTORY_ENV,
 )
 from opensage.images import registry
+from opensage.images.container import ContainerImage, ContainerImages, ImageError, image_container
 from opensage.logstore import LogStore
 from opensage.serving.artifacts import ModelCache
 from opensage.serving.fleet import FleetError, Instance, ServerTemplate, Variant, instance_type, new_instance
@@ -63,6 +67,8 @@ def multi_model_prefix(container: Mapping[str, Any], model_name: str) -> str | N
 
 
 class Launcher:
+    images: ContainerImages | None = None  # the registry's images, unpacked (set by the platform)
+
     def __init__(
         self,
         store: SqlStore,
@@ -93,7 +99,9 @@ class Launcher:
         if model is None:
             raise FleetError(f'Could not find model "{model_name}" of variant {variant}.')
         container = primary_container(model.data)
-        image = registry.resolve(container.get("Image", ""))
+        image = await self._image(str(container.get("Image", "")), model_name)
+        if isinstance(image, ContainerImage):
+            return await self._image_template(owner, pv, directory, extra_env, model.data, image)
         if image is None:
             raise FleetError(registry.unavailable(str(container.get("Image", "")), f"image of model {model_name}"))
         itype = instance_type(pv.instance_type, variant)
@@ -132,6 +140,46 @@ class Launcher:
             (container.get("MultiModelConfig") or {}).get("ModelCacheSetting", "Enabled") != "Disabled",
         )
 
+    async def _image(self, uri: str, model_name: str) -> registry.BuiltinImage | ContainerImage | None:
+        if self.images is not None:
+            try:
+                found = await asyncio.to_thread(self.images.prepare, uri)
+            except ImageError as exc:
+                raise FleetError(f"The image '{uri}' of model {model_name} cannot be used: {exc}.") from exc
+            if found is not None:
+                return found
+        return registry.resolve(uri)
+
+    async def _image_template(
+        self,
+        owner: str,
+        pv: VariantSpec,
+        directory: Path,
+        extra_env: Mapping[str, str] | None,
+        model: Mapping[str, Any],
+        image: ContainerImage,
+    ) -> ServerTemplate:
+        """The template of a variant whose model runs in one of the registry's images: ``<image> serve``."""
+        container = primary_container(model)
+        if container.get("Mode") == "MultiModel":
+            raise FleetError(
+                f"Model {pv.model_name}: multi-model containers of your own image are not supported; serve one "
+                "model per endpoint variant with it."
+            )
+        base = directory / pv.name
+        (base / "model").mkdir(parents=True, exist_ok=True)  # the model is bound over it in the server
+        url = str(container.get("ModelDataUrl") or "")
+        model_dir = await asyncio.to_thread(self.models.model_dir, url, pv.model_name) if url else None
+        env = {str(k): str(v) for k, v in (container.get("Environment") or {}).items()}
+        env.update(extra_env or {})
+        itype = instance_type(pv.instance_type, pv.name)
+        isolated = bool(model.get("EnableNetworkIsolation"))
+        argv = image.serve_argv()
+        return ServerTemplate(
+            owner, pv.name, pv.model_name, image.uri, itype, argv, env, base, isolated,
+            container=image, model_dir=model_dir,
+        )  # fmt: skip
+
     def _container_env(
         self, container: Mapping[str, Any], image: registry.BuiltinImage, base: Path, model_name: str
     ) -> dict[str, str]:
@@ -165,6 +213,11 @@ class Launcher:
 
     async def start(self, template: ServerTemplate, instance: Instance) -> None:
         """Start (or start again) ``instance``'s model server; it is unhealthy until it answers /ping."""
+        if template.container is not None:
+            job = JobSpec(f"endpoint/{template.owner}", (self._image_server(template, instance),))
+            instance.handle = await asyncio.to_thread(self.backend.submit, job)
+            instance.healthy = False
+            return
         env = {
             "OMP_NUM_THREADS": "1",  # requests are small: one thread each beats threads fighting over cores
             **template.env,
@@ -195,6 +248,22 @@ class Launcher:
             self.backend.submit, JobSpec(f"endpoint/{template.owner}", (container,))
         )
         instance.healthy = False
+
+    def _image_server(self, template: ServerTemplate, instance: Instance) -> ContainerSpec:
+        """A model server in the template's image: ``serve`` on the instance's port, the model at /opt/ml/model.
+
+        Its network is not cut even for EnableNetworkIsolation: the router reaches it over TCP."""
+        assert template.container is not None
+        env = {**template.env, BIND_TO_PORT_ENV: str(instance.port), "SAGEMAKER_SAFE_PORT_RANGE": str(instance.port)}
+        layer = template.base.parent / f"{template.variant}-layers" / instance.host
+        shutil.rmtree(layer, ignore_errors=True)  # a replacement starts from the image as it is
+        spec = image_container(
+            template.container, instance.host, template.argv, env, template.base, layer, instance.log_path,
+            template.instance_type,
+        )  # fmt: skip
+        if template.model_dir is not None:
+            spec = dataclasses.replace(spec, mounts=(*spec.mounts, (template.model_dir, f"{CONTAINER_ROOT}/model")))
+        return spec
 
     async def replace(self, template: ServerTemplate, instance: Instance) -> None:
         """Start a server that has exited again, on the same port or socket."""
