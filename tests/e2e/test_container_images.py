@@ -187,7 +187,7 @@ def test_batch_transform_and_processing_run_your_image(platform: RunningPlatform
             "ContentType": "text/csv",
             "SplitType": "Line",
         },
-        TransformOutput={"S3OutputPath": f"s3://{bucket}/batch-out/"},
+        TransformOutput={"S3OutputPath": f"s3://{bucket}/batch-out/", "AssembleWith": "Line"},
         TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
     )
     done = _wait(lambda: sm.describe_transform_job(TransformJobName=transform), "TransformJobStatus")
