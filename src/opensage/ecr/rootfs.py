@@ -180,11 +180,8 @@ class RootFsCache:
         if self.blobs.size(digest) is None:
             raise ImageError(f"{what} is missing from the registry; push the image again")
         reader = _Hashing(self.blobs.read(digest))
-        added: set[str] = set()
         try:
-            with tarfile.open(fileobj=reader, mode="r|*") as tar:  # type: ignore[call-overload]
-                for member in tar:
-                    _apply_member(root, tar, member, added)
+            apply_layer(root, reader)
         except tarfile.TarError as exc:
             reader.drain()
             if "sha256:" + reader.hash.hexdigest() != digest:
@@ -192,6 +189,18 @@ class RootFsCache:
             raise ImageError(f"{what} is not a tar archive OpenSage can read: {exc}") from exc
         if reader.drain() != digest:
             raise ImageError(f"{what} does not match its digest: it is corrupt")
+
+
+def apply_layer(root: Path, layer: Any) -> None:
+    """Apply the layer archive read from ``layer`` (a file object; gzip or not) to the tree at ``root``.
+
+    Raises:
+        tarfile.TarError: not an archive; ImageError: an entry that would write outside ``root``.
+    """
+    added: set[str] = set()
+    with tarfile.open(fileobj=layer, mode="r|*") as tar:
+        for member in tar:
+            _apply_member(root, tar, member, added)
 
 
 def _inside(root: Path, name: str) -> Path | None:
