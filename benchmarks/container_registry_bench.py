@@ -8,6 +8,12 @@ and MB/s. OpenSage's registry keeps blobs in its embedded object store (SeaweedF
 here uses its filesystem driver on the same disk. The CNCF registry row is left out when
 ``docker-registry`` is not installed (``apt-get install docker-registry``).
 
+A second table (when a static BusyBox is installed: ``apt-get install busybox-static``) times a
+training job from CreateTrainingJob to Completed whose container does nothing but write its model: in an
+image of this registry (BusyBox, a shell script and the same ``--mb`` MB layer) the first time (the
+image pulled from the object store, digest-checked and unpacked) and then with the image unpacked, against
+the same command in a built-in image (``ContainerEntrypoint`` in the Python framework image).
+
 Usage: python benchmarks/container_registry_bench.py [--mb 200] [--reps 3]
 """
 
@@ -177,6 +183,73 @@ def opensage(image: Path, work: Path, reps: int) -> tuple[float, float]:
         )
 
 
+TRIVIAL = "#!/bin/sh\necho done > /opt/ml/model/done.txt\n"
+
+
+def _finish(sm: object, request: dict) -> float:
+    """Seconds from CreateTrainingJob to Completed."""
+    started = time.perf_counter()
+    sm.create_training_job(**request)  # type: ignore[attr-defined]
+    while True:
+        job = sm.describe_training_job(TrainingJobName=request["TrainingJobName"])  # type: ignore[attr-defined]
+        if job["TrainingJobStatus"] in ("Completed", "Failed", "Stopped"):
+            assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+            return time.perf_counter() - started
+        time.sleep(0.02)
+
+
+def container_start(work: Path, mb: int, reps: int) -> list[tuple[str, float]] | None:
+    """(what, seconds to Completed) of trivial training jobs in a registry image and in a built-in one."""
+    import httpx
+
+    import oci_kit
+    from helpers import running_platform
+
+    binary = oci_kit.busybox()
+    if binary is None:
+        return None
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w") as tar:
+        data = os.urandom(mb * 1024 * 1024)
+        info = tarfile.TarInfo("data.bin")
+        info.size = len(data)
+        tar.addfile(info, io.BytesIO(data))
+    big = gzip.compress(raw.getvalue(), compresslevel=1, mtime=0)
+    layers = [oci_kit.base_layer(binary), oci_kit.app_layer(TRIVIAL), big]
+    config, manifest = oci_kit.image(layers, {"Env": ["PATH=/usr/local/bin:/bin"]})
+    with running_platform(work / "start-home", work / "start-aws") as platform:
+        session = platform.session()
+        sm, ecr = session.client("sagemaker"), session.client("ecr")
+        uri = ecr.create_repository(repositoryName="start")["repository"]["repositoryUri"]
+        token = ecr.get_authorization_token()["authorizationData"][0]
+        user, _, password = base64.b64decode(token["authorizationToken"]).decode().partition(":")
+        with httpx.Client(base_url=token["proxyEndpoint"], auth=(user, password), timeout=300) as client:
+            oci_kit.push(client, "start", "v1", config, layers, manifest)
+        account = session.client("sts").get_caller_identity()["Account"]
+        base = {
+            "RoleArn": f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+            "OutputDataConfig": {"S3OutputPath": "s3://start-bench/out/"},
+            "ResourceConfig": {"InstanceType": "ml.m5.large", "InstanceCount": 1, "VolumeSizeInGB": 1},
+            "StoppingCondition": {"MaxRuntimeInSeconds": 600},
+        }
+        session.client("s3").create_bucket(Bucket="start-bench")
+
+        def job(image: str, **algorithm: object) -> dict:
+            spec = {"TrainingImage": image, "TrainingInputMode": "File", **algorithm}
+            return {**base, "TrainingJobName": f"start-{uuid.uuid4().hex[:8]}", "AlgorithmSpecification": spec}
+
+        first = _finish(sm, job(f"{uri}:v1"))
+        cached = statistics.median(_finish(sm, job(f"{uri}:v1")) for _ in range(reps))
+        python = "763104351884.dkr.ecr.us-east-1.amazonaws.com/opensage-python:latest"
+        command = ["/bin/sh", "-c", "echo done > /opt/ml/model/done.txt"]
+        builtin = statistics.median(_finish(sm, job(python, ContainerEntrypoint=command)) for _ in range(reps))
+    return [
+        (f"registry image, first run (pull, check and unpack {mb} MB)", first),
+        ("registry image, unpacked", cached),
+        ("built-in image (Python framework), same command", builtin),
+    ]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--mb", type=int, default=200)
@@ -191,12 +264,21 @@ def main() -> None:
         other = cncf(work / "image", work, args.reps)
         if other is not None:
             rows.append(("CNCF distribution registry (filesystem)", other))
+        starts = container_start(work, args.mb, args.reps)
     mb = size / 1e6
     print(f"\nimage: {mb:.0f} MB (one random layer), skopeo copy, medians of {args.reps}\n")
     print("| registry | push (s) | push (MB/s) | pull (s) | pull (MB/s) |")
     print("|---|---:|---:|---:|---:|")
     for name, (push, pull) in rows:
         print(f"| {name} | {push:.2f} | {mb / push:.0f} | {pull:.2f} | {mb / pull:.0f} |")
+    if starts is None:
+        print("\n(no static BusyBox: apt-get install busybox-static for the container start table)")
+        return
+    print(f"\ntrivial training job, CreateTrainingJob -> Completed (medians of {args.reps} after the first)\n")
+    print("| container | seconds |")
+    print("|---|---:|")
+    for name, seconds in starts:
+        print(f"| {name} | {seconds:.2f} |")
 
 
 if __name__ == "__main__":

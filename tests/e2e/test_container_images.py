@@ -264,6 +264,14 @@ def test_a_failing_image_a_missing_tag_and_a_corrupt_layer_say_so(platform: Runn
     assert corrupt["TrainingJobStatus"] == "Failed"
     assert "does not match its digest" in corrupt["FailureReason"], corrupt["FailureReason"]
 
+    # an image whose entry point is not in it
+    broken_config, broken = oci_kit.image(layers[:1], {**CONFIG, "Entrypoint": ["/usr/local/bin/absent"]})
+    with _registry(platform) as client:
+        oci_kit.push(client, repo, "broken", broken_config, layers[:1], broken)
+    absent = _training_job(platform, f"{uri}:broken", bucket)
+    assert absent["TrainingJobStatus"] == "Failed"
+    assert "/usr/local/bin/absent" in absent["FailureReason"], absent["FailureReason"]
+
     sm = session.client("sagemaker")
     model = f"byoc-missing-{uuid.uuid4().hex[:6]}"
     sm.create_model(
