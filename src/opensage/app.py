@@ -391,7 +391,9 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         providers["ecr"] = EcrProvider(store, clock, blobs, settings.registry_url)
         registry = Distribution(store, blobs, identity.account_id, settings.registry_host, clock)
         hosts = (settings.registry_host, f"localhost:{settings.ports.registry}", f"127.0.0.1:{settings.ports.registry}")
-        images = ContainerImages(RootFsCache(store, blobs, settings.home / "images"), identity.account_id, hosts)
+        unpacked = RootFsCache(store, blobs, settings.home / "images")
+        unpacked.prune()  # images deleted from the registry while no server ran, unpacks a crash cut short
+        images = ContainerImages(unpacked, identity.account_id, hosts)
         training.images = processing.images = endpoints.launcher.images = images  # what jobs and servers run in
         monitoring = MonitorScheduler(store, clock, processing, s3, metric_store)
         providers["sagemaker"].monitoring = monitoring  # type: ignore[attr-defined]

@@ -131,6 +131,18 @@ class RootFsCache:
                 self._build(target, manifest, f"{repository}:{reference}")
             return Unpacked(digest, target / "rootfs", ImageConfig.of(json.loads(config_file.read_text())))
 
+    def prune(self) -> int:
+        """Remove unpacked images the registry no longer has, and unfinished unpacks; how many went."""
+        if not self.directory.is_dir():
+            return 0
+        kept = {row.data["imageDigest"].replace(":", "-") for row in self.store.list_resources(ecr.IMAGE)}
+        removed = 0
+        for path in self.directory.iterdir():
+            if path.name not in kept:
+                shutil.rmtree(path, ignore_errors=True)
+                removed += 1
+        return removed
+
     def _lock(self, digest: str) -> threading.Lock:
         with self._guard:
             return self._locks.setdefault(digest, threading.Lock())
