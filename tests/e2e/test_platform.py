@@ -223,7 +223,7 @@ def test_object_store_is_restarted_when_it_dies(platform: RunningPlatform) -> No
     weed = [p for p in psutil.Process(platform.proc.pid).children(recursive=True) if p.name() == "weed"]
     assert len(weed) == 1
     os.kill(weed[0].pid, signal.SIGKILL)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 90  # a busy machine starts it slowly
     while True:
         try:
             assert s3.get_object(Bucket="survivor", Key="k")["Body"].read() == b"still here"
