@@ -111,20 +111,23 @@ def _copy(source: str, dest: str, creds: list[str]) -> float:
 def measure(
     registry: str,
     repo_prefix: str,
-    image: Path,
+    mb: int,
     work: Path,
     reps: int,
     creds: tuple[list[str], list[str]],
     create: object = None,
 ) -> tuple[float, float]:
-    """Median push and pull seconds of ``image`` to and from ``registry``."""
+    """Median push and pull seconds of an image of ``mb`` MB to and from ``registry`` (a new image each time)."""
     pushes, pulls = [], []
     for i in range(reps):
         repo = f"{repo_prefix}-{uuid.uuid4().hex[:6]}-{i}"
         if callable(create):
             create(repo)
         target = f"docker://{registry}/{repo}:v1"
-        pushes.append(_copy(f"oci:{image}:v1", target, creds[0]))
+        fresh = work / f"image-{repo}"  # a layer of its own: skopeo's blob cache would skip a known one
+        make_image(fresh, mb)
+        pushes.append(_copy(f"oci:{fresh}:v1", target, creds[0]))
+        shutil.rmtree(fresh)
         back = work / f"pulled-{repo}"
         pulls.append(_copy(target, f"oci:{back}:v1", creds[1]))
         shutil.rmtree(back)
@@ -137,7 +140,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def cncf(image: Path, work: Path, reps: int) -> tuple[float, float] | None:
+def cncf(mb: int, work: Path, reps: int) -> tuple[float, float] | None:
     binary = shutil.which("docker-registry")
     if binary is None:
         return None
@@ -157,13 +160,13 @@ def cncf(image: Path, work: Path, reps: int) -> tuple[float, float] | None:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.1)
-        return measure(f"127.0.0.1:{port}", "cncf", image, work, reps, ([], []))
+        return measure(f"127.0.0.1:{port}", "cncf", mb, work, reps, ([], []))
     finally:
         proc.terminate()
         proc.wait(10)
 
 
-def opensage(image: Path, work: Path, reps: int) -> tuple[float, float]:
+def opensage(mb: int, work: Path, reps: int) -> tuple[float, float]:
     from helpers import running_platform
 
     with running_platform(work / "home", work / "aws") as platform:
@@ -175,7 +178,7 @@ def opensage(image: Path, work: Path, reps: int) -> tuple[float, float]:
         return measure(
             registry,
             "opensage",
-            image,
+            mb,
             work,
             reps,
             (["--dest-creds", creds], ["--src-creds", creds]),
@@ -260,8 +263,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
         size = make_image(work / "image", args.mb)
-        rows = [("OpenSage registry (object store)", opensage(work / "image", work, args.reps))]
-        other = cncf(work / "image", work, args.reps)
+        rows = [("OpenSage registry (object store)", opensage(args.mb, work, args.reps))]
+        other = cncf(args.mb, work, args.reps)
         if other is not None:
             rows.append(("CNCF distribution registry (filesystem)", other))
         starts = container_start(work, args.mb, args.reps)
