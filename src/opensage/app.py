@@ -17,8 +17,9 @@ from opensage.aws import sigv4
 from opensage.aws.auth import Authenticator
 from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
+from opensage.compute.backends import create_backend
 from opensage.compute.confine import confinement
-from opensage.compute.local import LocalBackend, sweep_cgroups
+from opensage.compute.local import sweep_cgroups
 from opensage.config import Settings
 from opensage.console import ConsoleDeps, create_console
 from opensage.ecr.blobs import BlobStore
@@ -321,7 +322,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         )
         logs = LogStore(settings.home / "logs" / "cloudwatch")
         private = (settings.home, settings.aws_config_file.parent, settings.aws_credentials_file.parent)
-        backend = LocalBackend(confinement=confinement(private))  # user code reads none of them
+        backend = create_backend(settings, confinement(private))  # user code reads none of them
         training = TrainingEngine(
             store,
             s3,

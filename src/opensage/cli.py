@@ -32,6 +32,8 @@ def _settings(args: argparse.Namespace) -> Settings:
         s3_endpoint=getattr(args, "s3_endpoint", None),
         profile=getattr(args, "profile", None),
         log_level=getattr(args, "log_level", None),
+        compute=getattr(args, "compute", None),
+        ray_address=getattr(args, "ray_address", None),
     )
 
 
@@ -100,7 +102,8 @@ def _up_detached(settings: Settings, args: argparse.Namespace) -> int:
     log_dir.mkdir(exist_ok=True)
     log_path = log_dir / "opensage.log"
     argv = [sys.executable, "-m", "opensage", "up", "--home", str(settings.home)]
-    for flag in ("port", "host", "region", "database_url", "s3_endpoint", "profile", "log_level"):
+    flags = ("port", "host", "region", "database_url", "s3_endpoint", "profile", "log_level", "compute", "ray_address")
+    for flag in flags:
         value = getattr(args, flag, None)
         if value is not None:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
@@ -308,6 +311,10 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--s3-endpoint", help="use this S3 endpoint instead of the embedded store")
     up.add_argument("--profile", help="name of the AWS profile to write (default opensage)")
     up.add_argument("--log-level", help="debug, info, warning (default info)")
+    up.add_argument(
+        "--compute", choices=["local", "ray"], help="where containers run: this machine's processes or a Ray cluster"
+    )
+    up.add_argument("--ray-address", help="the Ray cluster for --compute ray (host:port or auto; default: start one)")
     up.add_argument("--detach", action="store_true", help="run in the background")
     up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for --detach to be ready")
     up.set_defaults(func=cmd_up)

@@ -63,6 +63,8 @@ class Settings:
     log_level: str = "info"
     ca_bundle_source: str = ""  # the CA bundle clients trusted before (kept in OpenSage's bundle)
     quotas: dict[str, int] = field(default_factory=_quotas.defaults)  # by key of opensage.quotas.QUOTAS
+    compute: str = "local"  # the compute backend: local or ray (opensage.compute.backends)
+    ray_address: str = ""  # the Ray cluster to use ("auto", host:port); empty: a head of the platform's own
 
     @property
     def ports(self) -> Ports:
@@ -117,6 +119,8 @@ class Settings:
             "aws_config_file": str(self.aws_config_file),
             "aws_credentials_file": str(self.aws_credentials_file),
             "quotas": dict(self.quotas),
+            "compute": self.compute,
+            "ray_address": self.ray_address,
         }
 
 
@@ -166,6 +170,8 @@ def load_settings(env: Mapping[str, str] | None = None, **overrides: Any) -> Set
             env.get("AWS_SHARED_CREDENTIALS_FILE") or saved.get("aws_credentials_file") or aws_dir / "credentials"
         ).expanduser(),
         log_level=pick("log_level", "OPENSAGE_LOG_LEVEL", "info"),
+        compute=pick("compute", "OPENSAGE_COMPUTE", "local"),
+        ray_address=pick("ray_address", "OPENSAGE_RAY_ADDRESS", ""),
         quotas=_load_quotas(env, saved.get("quotas")),
         autoscaling_interval_s=float(env.get("OPENSAGE_AUTOSCALING_INTERVAL_S") or 60.0),
         serverless_idle_s=float(env.get("OPENSAGE_SERVERLESS_IDLE_S") or 300.0),

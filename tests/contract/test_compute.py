@@ -1,4 +1,4 @@
-"""The compute-backend contract, run over every backend (``local`` for now)."""
+"""The compute-backend contract, run over every backend: ``local`` (with and without cgroups, confined) and ``ray``."""
 
 from __future__ import annotations
 
@@ -14,8 +14,27 @@ from opensage.compute.base import ComputeBackend, ContainerSpec, JobSpec, JobSta
 from opensage.compute.local import LocalBackend
 
 
-@pytest.fixture(params=["local", "local-without-cgroups", "local-confined"])
+@pytest.fixture(scope="module")
+def ray_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComputeBackend]:
+    """A Ray head of the test's own (as ``opensage up --compute ray`` starts one), ended after the module."""
+    pytest.importorskip("ray")
+    from opensage.compute.raycluster import RayBackend, start_head, stop_head
+
+    directory = tmp_path_factory.mktemp("ray")
+    try:
+        yield RayBackend(start_head(directory))
+    finally:
+        import ray
+
+        ray.shutdown()
+        stop_head(directory)
+
+
+@pytest.fixture(params=["local", "local-without-cgroups", "local-confined", "ray"])
 def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ComputeBackend]:
+    if request.param == "ray":
+        yield request.getfixturevalue("ray_backend")
+        return
     if request.param != "local-confined":
         yield LocalBackend(use_cgroups=request.param == "local")
         return
