@@ -212,7 +212,7 @@ def start_head(directory: Path, timeout: float = 120.0) -> str:
     # Ray's fixed defaults (10001, 52365) would clash with a second platform's head, and its worker ports
     # (10002-19999) with the model servers' (opensage.compute.base.free_port): each gets a port of its own
     port, client, agent, agent_grpc = (_spare_port() for _ in range(4))
-    temp = directory / "tmp"
+    temp = _temp_dir(directory)
     argv = [
         ray_cli, "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
         "--disable-usage-stats", f"--num-cpus={cores.usable_cores()}", f"--ray-client-server-port={client}",
@@ -226,6 +226,14 @@ def start_head(directory: Path, timeout: float = 120.0) -> str:
     address = f"127.0.0.1:{port}"
     state.write_text(json.dumps({"address": address, "temp_dir": str(temp), "started": time.time()}))
     return address
+
+
+def _temp_dir(directory: Path) -> Path:
+    """Ray's temporary directory for the head of ``directory``: short, as its Unix socket paths must be."""
+    import hashlib
+    import tempfile
+
+    return Path(tempfile.gettempdir()) / f"opensage-ray-{hashlib.sha256(str(directory).encode()).hexdigest()[:10]}"
 
 
 def _spare_port() -> int:
@@ -251,7 +259,7 @@ def stop_head(directory: Path) -> int:
     """End the Ray head started under ``directory`` (its processes, found by their temporary directory)."""
     import psutil
 
-    temp = str(directory / "tmp")
+    temp = str(_temp_dir(directory))
     ended = 0
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
