@@ -35,7 +35,7 @@ def free_base_port(span: int = 10, extra: tuple[int, ...] = tuple(range(10, 18))
     """A base port whose whole range (and the store's admin gRPC port at +10013) is free."""
     offsets = list(range(span)) + list(extra) + ([10013] if extra else [])
     for _ in range(200):
-        base = random.randrange(20000, 32000)
+        base = random.randrange(20000, 22700)  # all of it, admin gRPC too, below the ephemeral range
         if all(port_free(base + o) for o in offsets):
             return base
     raise RuntimeError("no free port range found")

@@ -17,7 +17,8 @@ from opensage.aws import sigv4
 from opensage.aws.auth import Authenticator
 from opensage.aws.gateway import Gateway
 from opensage.aws.specs import load_specs
-from opensage.compute.backends import create_backend
+from opensage.compute.backends import close_backend, create_backend
+from opensage.compute.base import ComputeBackend
 from opensage.compute.confine import confinement
 from opensage.compute.local import sweep_cgroups
 from opensage.config import Settings
@@ -137,6 +138,7 @@ class Platform:
     registry: ASGIApp | None = None  # the container registry's /v2/ API, served on its own port
     notebooks: NotebookInstances | None = None
     notebook_front: NotebookFront | None = None  # the notebook instances' JupyterLab, under NOTEBOOK_PREFIX
+    backend: ComputeBackend | None = None  # where containers run; closed last
     _flusher: asyncio.Task[None] | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -225,6 +227,7 @@ class Platform:
                 if self.notebook_front is not None:
                     await self.notebook_front.close()
                 await self._stop_metrics()
+                await asyncio.to_thread(close_backend, self.backend)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
@@ -457,6 +460,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         events=bus,
         schedules=schedules,
         registry=registry,
+        backend=backend,
         mlflow_servers=mlflow_servers,
         mlflow_front=MlflowFront(mlflow_servers, authenticator, mlflow_tokens.signing_key(store)),
         notebooks=notebooks,

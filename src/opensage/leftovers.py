@@ -84,6 +84,10 @@ def end_all(home: Path) -> dict[str, int]:
         "object store": end_orphaned_store(home / "objects"),
         "job and model-server processes": end_orphaned_processes(home),
     }
+    if (home / "ray" / "head.json").exists():  # the Ray head it started, with the actors it holds
+        from opensage.compute.raycluster import stop_head
+
+        ended["Ray head processes"] = stop_head(home / "ray")
     time.sleep(0.1)  # let the kernel empty the cgroups of the processes just ended
     ended["cgroups"] = sweep_cgroups()
     return ended

@@ -204,3 +204,16 @@ print("processes", len([p for p in os.listdir("/proc") if p.isdigit()]) <= 2)
     assert lines["processes"] == "True"  # its own shell and itself: none of the platform's
     assert os.stat(home / "master.key").st_uid == os.getuid()  # what it cannot see stays the platform's
     backend.cleanup(handle)
+
+
+def test_a_job_whose_handle_was_lost_is_ended_by_its_id(ray_backend: ComputeBackend, tmp_path: Path) -> None:
+    """A server that died between submit and saving the handle: the next one ends the job by its id."""
+    import psutil
+
+    handle = ray_backend.submit(_spec(tmp_path, "import time; time.sleep(60)", hosts=2))
+    pids = [c["pid"] for c in handle["containers"]]
+    assert all(psutil.pid_exists(pid) for pid in pids)
+    assert ray_backend.end_job("test/job") == 2
+    gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids if psutil.pid_exists(pid)], timeout=10)
+    assert not alive
+    assert ray_backend.end_job("test/job") == 0

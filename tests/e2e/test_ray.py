@@ -25,12 +25,18 @@ PYTHON = "763104351884.dkr.ecr.us-east-1.amazonaws.com/opensage-python:latest"
 BUCKET = "ray-tests"
 
 
-def _actors() -> list[psutil.Process]:
-    """Ray's worker processes that hold an instance actor (Ray names them after the actor's class)."""
+def _actors(home: Path) -> list[psutil.Process]:
+    """The worker processes of this platform's Ray head that hold an instance actor (Ray names them after the
+    actor's class; the head is told apart from other tests' by its temporary directory in the raylet's command)."""
+    from opensage.compute.raycluster import _temp_dir
+
+    temp = str(_temp_dir(home / "home" / "ray"))
     found = []
     for proc in psutil.process_iter(["cmdline"]):
         try:
-            if any("InstanceActor" in part for part in proc.info["cmdline"] or []):
+            if any("InstanceActor" in part for part in proc.info["cmdline"] or []) and any(
+                temp in part for parent in proc.parents() for part in parent.cmdline()
+            ):
                 found.append(proc)
         except psutil.Error:
             continue
@@ -124,7 +130,7 @@ def test_training_and_an_endpoint_run_as_ray_actors(home: Path) -> None:
         sm.create_endpoint(EndpointName=model, EndpointConfigName=model)
         ready = _ended(lambda: sm.describe_endpoint(EndpointName=model), "EndpointStatus")
         assert ready["EndpointStatus"] == "InService", ready.get("FailureReason")
-        assert len(_actors()) == 2  # one actor per model server
+        assert len(_actors(home)) == 2  # one actor per model server
         answer = session.client("sagemaker-runtime").invoke_endpoint(
             EndpointName=model, ContentType="text/csv", Body=b"2,0,0,0\n-2,0,0,0\n"
         )
@@ -132,7 +138,7 @@ def test_training_and_an_endpoint_run_as_ray_actors(home: Path) -> None:
         assert high > 0.5 > low
         sm.delete_endpoint(EndpointName=model)
         deadline = time.monotonic() + 60
-        while _actors():
+        while _actors(home):
             assert time.monotonic() < deadline, "the model servers' actors outlived their endpoint"
             time.sleep(0.2)
 
@@ -148,7 +154,7 @@ def test_a_stop_and_a_restart_end_the_jobs_actors(home: Path) -> None:
             InputDataConfig=None,
         )
         deadline = time.monotonic() + 60
-        while sm.describe_training_job(TrainingJobName=stopped)["SecondaryStatus"] != "Training" or not _actors():
+        while sm.describe_training_job(TrainingJobName=stopped)["SecondaryStatus"] != "Training" or not _actors(home):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         sm.stop_training_job(TrainingJobName=stopped)
@@ -163,17 +169,17 @@ def test_a_stop_and_a_restart_end_the_jobs_actors(home: Path) -> None:
             InputDataConfig=None,
         )
         deadline = time.monotonic() + 60
-        while not _actors():
+        while not _actors(home):
             assert time.monotonic() < deadline
             time.sleep(0.2)
         os.kill(platform.proc.pid, signal.SIGKILL)  # a crash: the detached actor and its container outlive it
         platform.proc.wait(10)
-        assert _actors(), "the job's actor died with the platform"
+        assert _actors(home), "the job's actor died with the platform"
     with _platform(home) as platform:
         sm = platform.session().client("sagemaker")
         job = _ended(lambda: sm.describe_training_job(TrainingJobName=running), "TrainingJobStatus")
         assert job["TrainingJobStatus"] == "Failed" and "restarted" in job["FailureReason"]
         deadline = time.monotonic() + 60
-        while _actors():
+        while _actors(home):
             assert time.monotonic() < deadline, "the restarted platform left the job's actor running"
             time.sleep(0.2)

@@ -438,7 +438,8 @@ best = tuner.best_training_job()
 print("BEST", best)
 frame = tuner.analytics().dataframe()
 print("ROWS", len(frame), sorted(frame.columns))
-print("TOP", frame.sort_values("FinalObjectiveValue", ascending=False).iloc[0]["TrainingJobName"])
+top = frame["FinalObjectiveValue"].max()
+print("TOP", top == frame.set_index("TrainingJobName").loc[best, "FinalObjectiveValue"])
 again = HyperparameterTuner.attach(tuner.latest_tuning_job.name, sagemaker_session=session)
 print("ATTACHED", again.best_training_job(), again.objective_metric_name, sorted(again.hyperparameter_ranges()))
 predictor = again.deploy(initial_instance_count=1, instance_type="ml.m5.large",
@@ -458,7 +459,7 @@ def test_sdk_tuner_fit_best_analytics_attach_deploy(platform: RunningPlatform, t
     assert best.startswith("sdk-bayes")
     assert _lines(out, "ROWS")[0].startswith("4 ")
     assert "FinalObjectiveValue" in _lines(out, "ROWS")[0] and "eta" in _lines(out, "ROWS")[0]
-    assert _lines(out, "TOP")[0] == best
+    assert _lines(out, "TOP")[0] == "True"  # the best job has the highest objective (others may tie it)
     assert _lines(out, "ATTACHED")[0] == f"{best} validation:auc ['ContinuousParameterRanges', " + (
         "'IntegerParameterRanges']"
     ) or _lines(out, "ATTACHED")[0].startswith(f"{best} validation:auc")

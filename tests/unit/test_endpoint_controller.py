@@ -95,6 +95,9 @@ class ThreadBackend:
     def cleanup(self, handle: Handle) -> None:
         return None
 
+    def end_job(self, job_id: str) -> int:
+        return 0
+
     def close(self) -> None:
         for path in list(self.servers):
             self.stop({"job_id": "", "socket": path}, 0)

@@ -23,8 +23,17 @@ def create_backend(settings: Settings, confinement: Confinement | None) -> Compu
         from opensage.compute.raycluster import RayBackend, RayUnavailable, start_head
 
         try:
-            address = settings.ray_address or start_head(settings.home / "ray")
-            return RayBackend(address, confinement)
+            if settings.ray_address:
+                return RayBackend(settings.ray_address, confinement)
+            head = settings.home / "ray"
+            return RayBackend(start_head(head), confinement, head=head)
         except RayUnavailable as exc:
             raise OpenSageError(f"--compute ray: {exc}") from exc
     raise OpenSageError(f"unknown compute backend {settings.compute!r}; use one of: {', '.join(NAMES)}")
+
+
+def close_backend(backend: ComputeBackend | None) -> None:
+    """At shutdown, once every container has ended: let go of the backend (the Ray head the platform started)."""
+    close = getattr(backend, "close", None)
+    if close is not None:
+        close()

@@ -92,6 +92,10 @@ class ComputeBackend(Protocol):
     def cleanup(self, handle: Handle) -> None:
         """Release what ``submit`` set up (cgroups, ...) once every container has ended."""
 
+    def end_job(self, job_id: str) -> int:
+        """End and release whatever of ``job_id`` still runs with no handle to name it (an earlier server
+        died between ``submit`` and saving the handle); returns how many containers that was."""
+
 
 EPHEMERAL_RANGE = Path("/proc/sys/net/ipv4/ip_local_port_range")
 # free_port picks from the _PORT_SPAN ports that end _PORT_GAP below the ephemeral range: the ports just

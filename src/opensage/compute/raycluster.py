@@ -1,20 +1,20 @@
-"""The ``ray`` backend: every container is a Ray actor, a multi-instance job's containers a placement group.
+"""The ``ray`` backend: every container (a job's instance, a model server) is a Ray actor.
 
 Each instance of a job (a training or processing container, a model server) is a named, detached
 actor (:class:`InstanceActor`) in the ``opensage`` namespace, holding the resources its instance type
 names (its vCPUs, up to what the biggest node of the cluster has). Inside, the actor runs the
 container with the local backend of its node, so a container under Ray is the same process, with
-the same mounts, limits and exit codes, as one run locally. A job of several instances gets a
-placement group of one bundle per instance (``SPREAD``). The handle names the actors: a restarted
-platform finds them by name, so a job that outlived the platform is polled, stopped and cleaned up
-as if nothing happened.
+the same mounts, limits and exit codes, as one run locally. The handle names the actors; a restarted
+platform ends what an earlier one left running, by the saved handle or, when the earlier one died
+before it saved one, by the job's name (:meth:`RayBackend.end_job`).
 
 Until the instance agent stages data on the node that runs a container, the containers read and
 write the platform's home: the actors are placed on the platform's own node
 (:data:`PIN_TO_PLATFORM_NODE`).
 
 With no address the platform starts a Ray head of its own (:func:`start_head`) whose state is in
-``<home>/ray``, and connects to it again after a restart; ``--ray-address`` connects to a running cluster.
+``<home>/ray``, connects to it again after a crash and ends it at shutdown (:meth:`RayBackend.close`);
+``--ray-address`` connects to a running cluster, which shutdown leaves running.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ from opensage.compute.local import LocalBackend
 NAMESPACE = "opensage"
 PIN_TO_PLATFORM_NODE = True
 START_TIMEOUT_S = 600.0  # how long a job may wait for the cluster to have room for it
-WORKER_PORTS = (20100, 24100)  # above the ports free_port hands out, below the ephemeral range
+WORKER_PORTS = (10100, 14900)  # below the ports free_port hands out (opensage.compute.base)
 JOB_PREFIXES = ("training-job/", "processing-job/")  # JobSpec.job_id of the jobs whose instances hold CPUs
 
 
@@ -88,10 +88,14 @@ class InstanceActor:
 class RayBackend:
     name = "ray"
 
-    def __init__(self, address: str, confinement: Confinement | None = None) -> None:
+    def __init__(self, address: str, confinement: Confinement | None = None, head: Path | None = None) -> None:
         ray = _ray()
         self.ray = ray
         self.confinement = confinement
+        self.head = head  # the directory of the head this platform started (start_head), ended by close()
+        plain = address.removeprefix("ray://")
+        if ":" in plain and not _answers(plain):  # ray.init would retry for minutes before it gave up
+            raise RayUnavailable(f"could not connect to the Ray cluster at {address}: nothing answers there")
         try:
             ray.init(
                 address=address,
@@ -187,6 +191,24 @@ class RayBackend:
                 self.ray.kill(actor, no_restart=True)
 
 
+    def close(self) -> None:
+        """Disconnect; end the head the platform started (a crash leaves it, so that its actors live on)."""
+        with contextlib.suppress(Exception):
+            self.ray.shutdown()
+        if self.head is not None:
+            stop_head(self.head)
+
+    def end_job(self, job_id: str) -> int:
+        from ray.util import list_named_actors
+
+        names = [n for n in list_named_actors() if n.startswith(f"{job_id}/")]
+        containers = [{"actor": name, "host": name.split("/")[1]} for name in names]
+        handle: Handle = {"backend": self.name, "job_id": job_id, "containers": containers}
+        self.stop(handle, 1.0)
+        self.cleanup(handle)
+        return len(containers)
+
+
 def _with_env(container: ContainerSpec, env: dict[str, str]) -> ContainerSpec:
     import dataclasses
 
@@ -267,4 +289,6 @@ def stop_head(directory: Path) -> int:
                 proc.kill()
                 ended += 1
     (directory / "head.json").unlink(missing_ok=True)
+    time.sleep(0.5)  # the killed processes let go of their sockets and logs
+    shutil.rmtree(temp, ignore_errors=True)
     return ended

@@ -93,10 +93,11 @@ class JobEngine(RunController):
     async def _release(self, row: Resource) -> None:
         """An earlier server's job: end its processes, keep what they logged since, remove its directory."""
         handle = row.data.get("_Handle")
-        if handle:
-            with contextlib.suppress(Exception):
+        with contextlib.suppress(Exception):
+            if handle:
                 await asyncio.to_thread(self.backend.stop, handle, 1.0)
                 await asyncio.to_thread(self.backend.cleanup, handle)
+            await asyncio.to_thread(self.backend.end_job, row.name)
         now_ms = int(self.clock().timestamp() * 1000)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(send_leftovers, self.work_dir / row.name / "logs", self.logs, now_ms)
