@@ -22,7 +22,7 @@ def ray_backend(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComputeBac
 
     directory = tmp_path_factory.mktemp("ray")
     try:
-        yield RayBackend(start_head(directory))
+        yield RayBackend(start_head(directory), head=directory)
     finally:
         import ray
 

@@ -351,7 +351,7 @@ def test_one_failed_instance_fails_the_job_at_once_with_its_own_error(platform: 
     assert desc["TrainingJobStatus"] == "Failed"
     assert 'ErrorMessage "ValueError: algo-2 has no shard to read"' in desc["FailureReason"], desc["FailureReason"]
     log = _log(platform, desc["TrainingJobName"])
-    assert "algo-1 waits for its peer" in log and "algo-1 slept through" not in log
+    assert "algo-1 slept through" not in log  # (on a busy machine algo-2 may fail before algo-1 prints at all)
     assert (desc["TrainingEndTime"] - desc["TrainingStartTime"]).total_seconds() < 200  # not algo-1's 280 s
 
 

@@ -23,10 +23,10 @@ def create_backend(settings: Settings, confinement: Confinement | None) -> Compu
         from opensage.compute.raycluster import RayBackend, RayUnavailable, start_head
 
         try:
+            shared = settings.home / "ray"  # nodes that read a file here see the jobs' directories
             if settings.ray_address:
-                return RayBackend(settings.ray_address, confinement)
-            head = settings.home / "ray"
-            return RayBackend(start_head(head), confinement, head=head)
+                return RayBackend(settings.ray_address, confinement, shared=shared)
+            return RayBackend(start_head(shared), confinement, head=shared, shared=shared)
         except RayUnavailable as exc:
             raise OpenSageError(f"--compute ray: {exc}") from exc
     raise OpenSageError(f"unknown compute backend {settings.compute!r}; use one of: {', '.join(NAMES)}")

@@ -8,20 +8,28 @@ the same mounts, limits and exit codes, as one run locally. The handle names the
 platform ends what an earlier one left running, by the saved handle or, when the earlier one died
 before it saved one, by the job's name (:meth:`RayBackend.end_job`).
 
-Until the instance agent stages data on the node that runs a container, the containers read and
-write the platform's home: the actors are placed on the platform's own node
-(:data:`PIN_TO_PLATFORM_NODE`).
+Until an instance agent stages data on the node that runs a container, the containers read and
+write the platform's home: a job's instances run on the nodes that see it at its own path (this
+machine's, or those of a shared file system; :meth:`RayBackend._candidates`), model servers on those
+of them on the platform's machine. A job of several instances gets a placement group of one bundle per
+instance (``SPREAD``) when every node may run it, and otherwise its instances go to the least loaded of
+the nodes that may.
 
-With no address the platform starts a Ray head of its own (:func:`start_head`) whose state is in
+With no address the platform starts a Ray head of its own (:func:`start_head`, on loopback, with Ray's
+token authentication and a token of its own) whose state is in
 ``<home>/ray``, connects to it again after a crash and ends it at shutdown (:meth:`RayBackend.close`);
 ``--ray-address`` connects to a running cluster, which shutdown leaves running.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import dataclasses
 import json
+import logging
 import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -35,8 +43,10 @@ from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec
 from opensage.compute.confine import Confinement
 from opensage.compute.local import LocalBackend
 
+log = logging.getLogger(__name__)
 NAMESPACE = "opensage"
-PIN_TO_PLATFORM_NODE = True
+TOKEN_FILE = "auth_token"  # in the head's directory: the token its nodes and clients present
+PROBE_FILE = "node-probe"  # in the shared directory: a node that reads it sees the platform's home
 START_TIMEOUT_S = 600.0  # how long a job may wait for the cluster to have room for it
 WORKER_PORTS = (10100, 14900)  # below the ports free_port hands out (opensage.compute.base)
 JOB_PREFIXES = ("training-job/", "processing-job/")  # JobSpec.job_id of the jobs whose instances hold CPUs
@@ -52,6 +62,12 @@ def _ray() -> Any:
     except ImportError as exc:
         raise RayUnavailable("the Ray backend needs Ray: pip install 'opensage[ray]' (or pip install ray)") from exc
     return ray
+
+
+def ray_node_id() -> str:
+    import ray
+
+    return str(ray.get_runtime_context().get_node_id())
 
 
 class InstanceActor:
@@ -70,6 +86,7 @@ class InstanceActor:
         self.handle = self.backend.submit(JobSpec(job_id, (container,)))
         info = dict(self.handle["containers"][0])
         info["node"] = os.uname().nodename
+        info["node_id"] = ray_node_id()
         return info
 
     def poll(self) -> ContainerState:
@@ -86,9 +103,21 @@ class InstanceActor:
 
 
 class RayBackend:
+    """Containers as Ray actors, placed on the nodes that can run them.
+
+    A job's instances need the platform's home at its own path (the job's ``/opt/ml`` is staged there):
+    they run on the nodes that read the probe file the backend writes into ``shared`` (this machine's,
+    or those of a shared file system). Model servers also need the router to reach them on loopback:
+    they run on those of the nodes on the platform's machine. Without ``shared`` every container runs on
+    the platform's own node."""
+
     name = "ray"
 
-    def __init__(self, address: str, confinement: Confinement | None = None, head: Path | None = None) -> None:
+    def __init__(
+        self, address: str, confinement: Confinement | None = None, head: Path | None = None, shared: Path | None = None
+    ) -> None:
+        if head is not None:  # the platform's own head, which asks for its token (start_head)
+            _use_token(head_token(head))
         ray = _ray()
         self.ray = ray
         self.confinement = confinement
@@ -104,52 +133,120 @@ class RayBackend:
                 log_to_driver=False,
                 include_dashboard=False,
             )
-        except Exception as exc:  # ConnectionError, or Ray's own when nothing listens
+        except Exception as exc:  # ConnectionError, AuthenticationError (the message says where the token goes)
             raise RayUnavailable(f"could not connect to the Ray cluster at {address}: {exc}") from exc
         self._actor_class = ray.remote(max_restarts=0, max_concurrency=4)(InstanceActor)
+        self._reader = ray.remote(num_cpus=0)(_read)
+        self._reaper = ray.remote(num_cpus=0)(_reap_container)
         self.node_id = ray.get_runtime_context().get_node_id()
+        self._probe: tuple[Path, str] | None = None
+        if shared is not None:
+            shared.mkdir(parents=True, exist_ok=True)
+            self._probe = (shared / PROBE_FILE, uuid.uuid4().hex)
+            self._probe[0].write_text(self._probe[1])
+        self._sees: dict[str, bool] = {self.node_id: True}  # node id -> it reads the probe file
+        self._load: collections.Counter[str] = collections.Counter()  # node id -> containers started there
 
-    def _largest_node_cpus(self) -> float:
+    # --- placement ----------------------------------------------------------------------------------
+
+    def _candidates(self, job: bool) -> tuple[list[dict[str, Any]], bool]:
+        """The alive nodes that may run a job's instance (``job``) or a model server, and whether they are
+        all the cluster's nodes (then Ray's own placement groups may choose among them)."""
         nodes = [n for n in self.ray.nodes() if n.get("Alive")]
-        if PIN_TO_PLATFORM_NODE:
-            nodes = [n for n in nodes if n.get("NodeID") == self.node_id] or nodes
-        return max((float(n.get("Resources", {}).get("CPU", 1)) for n in nodes), default=1.0)
+        if self._probe is None:
+            return [n for n in nodes if n["NodeID"] == self.node_id] or nodes[:1], len(nodes) == 1
+        for node in nodes:
+            if node["NodeID"] not in self._sees:
+                self._sees[node["NodeID"]] = self._reads_probe(node["NodeID"])
+        seeing = [n for n in nodes if self._sees[n["NodeID"]]]
+        if not job:
+            here = next((n["NodeManagerAddress"] for n in nodes if n["NodeID"] == self.node_id), None)
+            seeing = [n for n in seeing if n["NodeManagerAddress"] == here]
+        return seeing, len(seeing) == len(nodes)
 
-    def _cpus(self, job_id: str, container: ContainerSpec, count: int) -> float:
-        """The CPUs an instance holds in the cluster: a job's instance its vCPUs (no more than a node has, shared
-        by the job's instances, so that a job always fits an idle node); a model server or notebook none (it
-        idles between requests, and endpoints must not wait for jobs to end)."""
-        if not job_id.startswith(JOB_PREFIXES):
+    def _reads_probe(self, node_id: str) -> bool:
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        assert self._probe is not None
+        strategy = NodeAffinitySchedulingStrategy(node_id, soft=False)
+        try:
+            call = self._reader.options(scheduling_strategy=strategy).remote(str(self._probe[0]))
+            found = self.ray.get(call, timeout=60)
+        except Exception:  # the node died, or has no room even for a task of no CPU
+            return False
+        return bool(found == self._probe[1])
+
+    def _cpus(self, job: bool, container: ContainerSpec, count: int, nodes: list[dict[str, Any]]) -> float:
+        """The CPUs an instance holds in the cluster: a job's instance its vCPUs, fewer where the job would not
+        fit the idle nodes it may run on otherwise (so that a job always starts once they are idle); a model
+        server or notebook none (it idles between requests, and endpoints must not wait for jobs to end)."""
+        if not job:
             return 0.0
-        largest = self._largest_node_cpus()
-        return max(0.01, min(float(container.cpus or 1), largest / count))
+        return fit_cpus(float(container.cpus or 1), [_node_cpus(n) for n in nodes], count)
+
+    def _place(self, spec: JobSpec, handle: Handle) -> tuple[list[Any], list[str | None], float]:
+        """The scheduling strategy of each container, the node each will run on where known, its CPUs."""
+        from ray.util import placement_group, placement_group_table
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
+
+        job = spec.job_id.startswith(JOB_PREFIXES)
+        nodes, everywhere = self._candidates(job)
+        count = len(spec.containers)
+        cpus = self._cpus(job, spec.containers[0], count, nodes)
+        if job and count > 1 and len(nodes) > 1 and everywhere:
+            name = f"{spec.job_id}/placement"
+            group = placement_group([{"CPU": cpus}] * count, strategy="SPREAD", name=name, lifetime="detached")
+            handle["placement_group"] = name
+            self.ray.get(group.ready(), timeout=START_TIMEOUT_S)
+            where = placement_group_table(group)["bundles_to_node_id"]
+            strategies = [PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i) for i in range(count)]
+            return strategies, [where.get(i) for i in range(count)], cpus
+        chosen: list[str] = []
+
+        def order(node: dict[str, Any]) -> tuple[bool, float, int, bool]:
+            # a node with room for the instance, the most room left, the fewest containers, the platform's own
+            room = _node_cpus(node) - cpus * chosen.count(node["NodeID"])
+            return room < cpus - 1e-6, -room, self._load[node["NodeID"]], node["NodeID"] != self.node_id
+
+        for _ in range(count):
+            chosen.append(min(nodes, key=order)["NodeID"])
+        return [NodeAffinitySchedulingStrategy(n, soft=False) for n in chosen], list(chosen), cpus
+
+    def _addresses(self, spec: JobSpec, where: list[str | None]) -> list[ContainerSpec]:
+        """The containers with their peers' addresses: a peer on another machine by that node's address."""
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in self.ray.nodes()}
+        here = ips.get(self.node_id)
+        by_host = {c.host: ips.get(node or "", here) for c, node in zip(spec.containers, where, strict=True)}
+        out = []
+        for container in spec.containers:
+            peers = tuple((h, a if by_host.get(h) in (here, None) else str(by_host[h])) for h, a in container.peers)
+            out.append(dataclasses.replace(container, peers=peers))
+        return out
+
+    # --- the compute interface ----------------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> Handle:
         ray = self.ray
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
         started: list[dict[str, Any]] = []
         handle: Handle = {"backend": self.name, "job_id": spec.job_id, "containers": started}
         share = cores.share(cores.usable_cores(), len(spec.containers))
         try:
-            for container in spec.containers:
+            strategies, where, cpus = self._place(spec, handle)
+            for container, strategy in zip(self._addresses(spec, where), strategies, strict=True):
                 name = f"{spec.job_id}/{container.host}/{uuid.uuid4().hex[:8]}"
                 env = {cores.SHARE_ENV: str(share), **container.env}
-                options: dict[str, Any] = {
-                    "name": name,
-                    "lifetime": "detached",
-                    "num_cpus": self._cpus(spec.job_id, container, len(spec.containers)),
-                }
-                if PIN_TO_PLATFORM_NODE:
-                    options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(self.node_id, soft=False)
+                options = {"name": name, "lifetime": "detached", "num_cpus": cpus, "scheduling_strategy": strategy}
                 actor = self._actor_class.options(**options).remote(self.confinement)
                 try:
-                    info = ray.get(actor.start.remote(spec.job_id, _with_env(container, env)), timeout=START_TIMEOUT_S)
+                    container = dataclasses.replace(container, env=env)
+                    info = ray.get(actor.start.remote(spec.job_id, container), timeout=START_TIMEOUT_S)
                 except Exception:
                     with contextlib.suppress(Exception):
                         ray.kill(actor)
                     raise
                 started.append({**info, "actor": name})
+                self._load[info["node_id"]] += 1
+                log.info("%s: %s runs on Ray node %s (%s)", spec.job_id, container.host, info["node_id"], info["node"])
         except Exception:
             self.stop(handle, 0)
             self.cleanup(handle)
@@ -175,28 +272,47 @@ class RayBackend:
         return status
 
     def stop(self, handle: Handle, grace_s: float) -> None:
-        calls = [(a, a.stop.remote(grace_s)) for a in map(self._actor, handle["containers"]) if a is not None]
-        for _, call in calls:
+        actors = [(entry, self._actor(entry)) for entry in handle["containers"]]
+        calls = [actor.stop.remote(grace_s) for _, actor in actors if actor is not None]
+        self._reap(handle["job_id"], [entry for entry, actor in actors if actor is None])
+        for call in calls:
             with contextlib.suppress(self.ray.exceptions.RayError):
                 self.ray.get(call, timeout=grace_s + 60)
 
+    def _reap(self, job_id: str, entries: list[dict[str, Any]]) -> None:
+        """End the containers of actors that are gone (killed, or died) but whose node lives: a Ray task on
+        that node does what the actor would have (its processes, its cgroups)."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        calls = []
+        for entry in entries:
+            if entry.get("node_id") and entry.get("pid"):
+                strategy = NodeAffinitySchedulingStrategy(entry["node_id"], soft=False)
+                calls.append(self._reaper.options(scheduling_strategy=strategy).remote(job_id, entry))
+        for call in calls:
+            with contextlib.suppress(Exception):  # the node is gone too, and its processes with it
+                self.ray.get(call, timeout=60)
+
     def cleanup(self, handle: Handle) -> None:
         for entry in handle["containers"]:
+            if self._load[entry.get("node_id", "")] > 0:
+                self._load[entry["node_id"]] -= 1
             actor = self._actor(entry)
             if actor is None:
+                self._reap(handle["job_id"], [entry])
                 continue
             with contextlib.suppress(self.ray.exceptions.RayError):
                 self.ray.get(actor.cleanup.remote(), timeout=60)
             with contextlib.suppress(Exception):
                 self.ray.kill(actor, no_restart=True)
+        if handle.get("placement_group"):
+            self._remove_group(handle["placement_group"])
 
+    def _remove_group(self, name: str) -> None:
+        from ray.util import get_placement_group, remove_placement_group
 
-    def close(self) -> None:
-        """Disconnect; end the head the platform started (a crash leaves it, so that its actors live on)."""
         with contextlib.suppress(Exception):
-            self.ray.shutdown()
-        if self.head is not None:
-            stop_head(self.head)
+            remove_placement_group(get_placement_group(name))
 
     def end_job(self, job_id: str) -> int:
         from ray.util import list_named_actors
@@ -206,13 +322,71 @@ class RayBackend:
         handle: Handle = {"backend": self.name, "job_id": job_id, "containers": containers}
         self.stop(handle, 1.0)
         self.cleanup(handle)
+        self._remove_group(f"{job_id}/placement")
         return len(containers)
 
+    def close(self) -> None:
+        """Disconnect; end the head the platform started (a crash leaves it, so that its actors live on)."""
+        with contextlib.suppress(Exception):
+            self.ray.shutdown()
+        if self.head is not None:
+            stop_head(self.head)
 
-def _with_env(container: ContainerSpec, env: dict[str, str]) -> ContainerSpec:
-    import dataclasses
 
-    return dataclasses.replace(container, env=env)
+def _node_cpus(node: dict[str, Any]) -> float:
+    return float(node.get("Resources", {}).get("CPU", 1))
+
+
+def fit_cpus(requested: float, nodes: list[float], count: int) -> float:
+    """The most CPUs, up to ``requested``, that each of ``count`` instances can hold with all of them placed
+    on idle nodes of ``nodes`` CPUs (several to a node where they fit). Ray counts CPUs to 1/10000."""
+    def fits(each: float) -> bool:
+        return sum(int(cpus / each + 1e-9) for cpus in nodes) >= count
+
+    candidates = {requested} | {cpus / k for cpus in nodes for k in range(1, count + 1)}
+    best = max((c for c in candidates if 0 < c <= requested and fits(c)), default=0.0)
+    return max(0.01, int(best * 10000) / 10000)
+
+
+def _reap_container(job_id: str, entry: dict[str, Any]) -> None:
+    """On the container's node: end it and release what it held (a Ray task, for an actor that is gone)."""
+    backend = LocalBackend()
+    handle: Handle = {"job_id": job_id, "containers": [entry]}
+    backend.stop(handle, 1.0)
+    backend.cleanup(handle)
+
+
+def _read(path: str) -> str:
+    """What a node reads at ``path`` ('' when it cannot): a Ray task, run on the node asked."""
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return ""
+
+
+def head_token(directory: Path) -> Path:
+    """The token file of the head under ``directory`` (Ray's token authentication): made once, this user's only."""
+    path = directory / TOKEN_FILE
+    if not path.is_file():
+        directory.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(descriptor, "w") as out:
+                out.write(secrets.token_hex(32))
+    return path
+
+
+def _auth_env(token: Path) -> dict[str, str]:
+    return {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
+def _use_token(token: Path) -> None:
+    """This process connects with ``token``: Ray reads its mode when imported, so a Ray already imported
+    reads its configuration again (as ``ray.init`` itself does when it turns token authentication on)."""
+    os.environ.update(_auth_env(token))
+    if "ray._raylet" in sys.modules:
+        with contextlib.suppress(Exception):
+            sys.modules["ray._raylet"].Config.initialize("")
 
 
 # --- the platform's own head node -------------------------------------------------------------------
@@ -237,11 +411,12 @@ def start_head(directory: Path, timeout: float = 120.0) -> str:
     temp = _temp_dir(directory)
     argv = [
         ray_cli, "start", "--head", f"--port={port}", f"--temp-dir={temp}", "--include-dashboard=false",
+        "--node-ip-address=127.0.0.1",  # this machine's only: other machines join a cluster of the user's
         "--disable-usage-stats", f"--num-cpus={cores.usable_cores()}", f"--ray-client-server-port={client}",
         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
         f"--min-worker-port={WORKER_PORTS[0]}", f"--max-worker-port={WORKER_PORTS[1]}",
     ]  # fmt: skip
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", **_auth_env(head_token(directory))}
     run = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=env)
     if run.returncode != 0:
         raise RayUnavailable(f"could not start a Ray head node: {(run.stderr or run.stdout).strip()[-2000:]}")
@@ -282,12 +457,19 @@ def stop_head(directory: Path) -> int:
     import psutil
 
     temp = str(_temp_dir(directory))
-    ended = 0
+    head: list[psutil.Process] = []
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
             if any(temp in part for part in proc.info["cmdline"] or []):
-                proc.kill()
-                ended += 1
+                head.append(proc)
+    everything = list(head)
+    for proc in head:  # with its workers (named after their actors) and the containers they started
+        with contextlib.suppress(psutil.Error):
+            everything.extend(proc.children(recursive=True))
+    for proc in everything:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    ended = len(head)
     (directory / "head.json").unlink(missing_ok=True)
     time.sleep(0.5)  # the killed processes let go of their sockets and logs
     shutil.rmtree(temp, ignore_errors=True)

@@ -97,7 +97,7 @@ class JobEngine(RunController):
             if handle:
                 await asyncio.to_thread(self.backend.stop, handle, 1.0)
                 await asyncio.to_thread(self.backend.cleanup, handle)
-            await asyncio.to_thread(self.backend.end_job, row.name)
+            await asyncio.to_thread(self.backend.end_job, f"{self.KIND}/{row.name}")  # as JobSpec.job_id
         now_ms = int(self.clock().timestamp() * 1000)
         with contextlib.suppress(Exception):
             await asyncio.to_thread(send_leftovers, self.work_dir / row.name / "logs", self.logs, now_ms)

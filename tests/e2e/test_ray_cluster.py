@@ -1,0 +1,196 @@
+"""``opensage up --compute ray --ray-address``: a Ray cluster of two nodes (a head and one more, each its own
+``ray start`` with token authentication on) that the platform joins. A two-instance training job runs on both
+nodes and makes the model a local run makes; an endpoint of two instances serves from both nodes and outlives
+the kill of one node's actor."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import tarfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import psutil
+import pytest
+
+from helpers import RunningPlatform, is_model_server, running_platform
+from ray_kit import Cluster
+
+pytest.importorskip("ray")
+IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+BUCKET = "ray-cluster"
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    made = Cluster()
+    try:
+        made.start()
+        yield made
+    finally:
+        made.stop()
+
+
+@pytest.fixture(scope="module")
+def on_ray(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    root = tmp_path_factory.mktemp("on-ray")
+    args = ("--compute", "ray", "--ray-address", cluster.address)
+    with running_platform(root / "home", root / "aws", extra_args=args, extra_env=cluster.env, timeout=180) as up:
+        yield up
+
+
+@pytest.fixture(scope="module")
+def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]:
+    root = tmp_path_factory.mktemp("local")
+    with running_platform(root / "home", root / "aws") as up:
+        yield up
+
+
+def _placements(platform: RunningPlatform, job: str) -> dict[str, str]:
+    """host -> Ray node id, from the platform's log of where each container of ``job`` runs."""
+    text = (platform.home.parent / f"{platform.home.name}-up.log").read_text(errors="replace")  # running_platform's
+    return dict(re.findall(rf"{re.escape(job)}\S*: (algo-\d+) runs on Ray node (\w+)", text))
+
+
+def _train(platform: RunningPlatform) -> dict[str, Any]:
+    """A two-instance XGBoost job over two files, one per instance; returns its description."""
+    session = platform.session()
+    sm, s3 = session.client("sagemaker"), session.client("s3")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BUCKET)
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(4000, 4))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    for part in range(2):
+        body = io.StringIO()
+        np.savetxt(body, np.column_stack([y, x])[part::2], delimiter=",", fmt="%.5f")
+        s3.put_object(Bucket=BUCKET, Key=f"train/part-{part}.csv", Body=body.getvalue().encode())
+    account = session.client("sts").get_caller_identity()["Account"]
+    name = f"two-nodes-{uuid.uuid4().hex[:8]}"
+    sm.create_training_job(
+        TrainingJobName=name,
+        AlgorithmSpecification={"TrainingImage": IMAGE, "TrainingInputMode": "File"},
+        RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        HyperParameters={"objective": "binary:logistic", "num_round": "30", "max_depth": "4", "eta": "0.3"},
+        InputDataConfig=[
+            {
+                "ChannelName": "train",
+                "ContentType": "text/csv",
+                "DataSource": {
+                    "S3DataSource": {
+                        "S3DataType": "S3Prefix",
+                        "S3Uri": f"s3://{BUCKET}/train/",
+                        "S3DataDistributionType": "ShardedByS3Key",
+                    }
+                },
+            }
+        ],
+        OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 1},
+        StoppingCondition={"MaxRuntimeInSeconds": 600},
+    )
+    deadline = time.monotonic() + 300
+    while (job := sm.describe_training_job(TrainingJobName=name))["TrainingJobStatus"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert job["TrainingJobStatus"] == "Completed", job.get("FailureReason")
+    return job
+
+
+def _predictions(platform: RunningPlatform, job: dict[str, Any], tmp: Path) -> np.ndarray:
+    import xgboost as xgb
+
+    from opensage.images.xgboost.serve import load_model
+
+    bucket, key = job["ModelArtifacts"]["S3ModelArtifacts"].removeprefix("s3://").split("/", 1)
+    body = platform.session().client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        archive.extractall(tmp, filter="data")
+    booster = load_model(tmp)  # as the image's model server reads it
+    grid = np.random.default_rng(1).normal(size=(200, 4))
+    return np.asarray(booster.predict(xgb.DMatrix(grid)))
+
+
+def test_a_two_instance_job_spans_both_nodes_and_trains_the_local_model(
+    cluster: Cluster, on_ray: RunningPlatform, local: RunningPlatform, tmp_path: Path
+) -> None:
+    on_cluster = _train(on_ray)
+    nodes = _placements(on_ray, on_cluster["TrainingJobName"])
+    assert sorted(nodes) == ["algo-1", "algo-2"] and len(set(nodes.values())) == 2, nodes
+    here = _train(local)
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "local").mkdir()
+    ray_model, local_model = (
+        _predictions(on_ray, on_cluster, tmp_path / "ray"),
+        _predictions(local, here, tmp_path / "local"),
+    )
+    assert np.allclose(ray_model, local_model)
+    assert not cluster.actors(), "the job's actors outlived it"
+
+
+def _model_servers(platform: RunningPlatform) -> list[psutil.Process]:
+    found = []
+    for proc in psutil.process_iter(["cmdline", "cwd"]):
+        with contextlib.suppress(psutil.Error):
+            if is_model_server(proc.info["cmdline"] or []) and str(platform.home) in (proc.info["cwd"] or ""):
+                found.append(proc)
+    return found
+
+
+def test_an_endpoint_on_both_nodes_outlives_the_kill_of_one_nodes_actor(
+    cluster: Cluster, on_ray: RunningPlatform
+) -> None:
+    job = _train(on_ray)
+    session = on_ray.session()
+    sm, runtime = session.client("sagemaker"), session.client("sagemaker-runtime")
+    name = f"two-nodes-{uuid.uuid4().hex[:6]}"
+    sm.create_model(
+        ModelName=name,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"]},
+        ExecutionRoleArn=job["RoleArn"],
+    )
+    variant = {"VariantName": "AllTraffic", "ModelName": name, "InstanceType": "ml.m5.large"}
+    sm.create_endpoint_config(EndpointConfigName=name, ProductionVariants=[{**variant, "InitialInstanceCount": 2}])
+    sm.create_endpoint(EndpointName=name, EndpointConfigName=name)
+    try:
+        deadline = time.monotonic() + 180
+        while (status := sm.describe_endpoint(EndpointName=name))["EndpointStatus"] == "Creating":
+            assert time.monotonic() < deadline
+            time.sleep(0.5)
+        assert status["EndpointStatus"] == "InService", status.get("FailureReason")
+        actors = cluster.actors()
+        assert len(actors) == 2 and len(set(actors.values())) == 2, actors  # one model server on each node
+        assert len(_model_servers(on_ray)) == 2
+
+        def invoke() -> list[float]:
+            answer = runtime.invoke_endpoint(EndpointName=name, ContentType="text/csv", Body=b"2,1,0,0\n-2,-1,0,0\n")
+            return [float(v) for v in answer["Body"].read().decode().replace("\n", ",").strip(",").split(",")]
+
+        high, low = invoke()
+        assert high > 0.5 > low
+        os.kill(sorted(actors)[1], signal.SIGKILL)  # one node's actor dies; its model server with it
+        deadline = time.monotonic() + 120
+        while True:
+            assert invoke()[0] > 0.5  # the endpoint keeps answering meanwhile
+            now = cluster.actors()
+            replaced = len(now) == 2 and len(set(now.values())) == 2 and sorted(actors)[1] not in now
+            if replaced and len(_model_servers(on_ray)) == 2:  # the dead actor's model server ended, not left behind
+                break
+            assert time.monotonic() < deadline, f"the dead actor was not replaced: {now}"
+            time.sleep(0.5)
+        assert sm.describe_endpoint(EndpointName=name)["EndpointStatus"] == "InService"
+        assert [invoke()[0] > 0.5 for _ in range(10)] == [True] * 10
+    finally:
+        sm.delete_endpoint(EndpointName=name)
+    deadline = time.monotonic() + 60
+    while cluster.actors():
+        assert time.monotonic() < deadline, "the model servers' actors outlived their endpoint"
+        time.sleep(0.2)
