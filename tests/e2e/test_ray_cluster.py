@@ -26,6 +26,7 @@ from ray_kit import Cluster
 
 pytest.importorskip("ray")
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
+PYTHON = "763104351884.dkr.ecr.us-east-1.amazonaws.com/opensage-python:latest"
 BUCKET = "ray-cluster"
 
 
@@ -57,7 +58,8 @@ def local(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningPlatform]
 def _placements(platform: RunningPlatform, job: str) -> dict[str, str]:
     """host -> Ray node id, from the platform's log of where each container of ``job`` runs."""
     text = (platform.home.parent / f"{platform.home.name}-up.log").read_text(errors="replace")  # running_platform's
-    return dict(re.findall(rf"{re.escape(job)}\S*: (algo-\d+) runs on Ray node (\w+)", text))
+    lines = [line for line in text.splitlines() if re.search(rf"-job/{re.escape(job)}: ", line)]
+    return dict(re.findall(r"(algo-\d+) runs on Ray node (\w+)", "\n".join(lines)))
 
 
 def _train(platform: RunningPlatform) -> dict[str, Any]:
@@ -194,3 +196,142 @@ def test_an_endpoint_on_both_nodes_outlives_the_kill_of_one_nodes_actor(
     while cluster.actors():
         assert time.monotonic() < deadline, "the model servers' actors outlived their endpoint"
         time.sleep(0.2)
+
+
+PROCESSING_SCRIPT = (
+    "import os, pathlib; out = pathlib.Path('/opt/ml/processing/output'); "
+    "host = os.environ.get('SM_CURRENT_HOST') or __import__('json').load(open('/opt/ml/config/resourceconfig.json'))"
+    "['current_host']; (out / f'{host}.txt').write_text(f'{host} processed')"
+)
+
+
+def test_processing_and_batch_transform_run_on_the_cluster(on_ray: RunningPlatform) -> None:
+    job = _train(on_ray)
+    session = on_ray.session()
+    sm, s3 = session.client("sagemaker"), session.client("s3")
+    account = session.client("sts").get_caller_identity()["Account"]
+    role = f"arn:aws:iam::{account}:role/OpenSageExecutionRole"
+    name = f"proc-{uuid.uuid4().hex[:8]}"
+    sm.create_processing_job(
+        ProcessingJobName=name,
+        ProcessingOutputConfig={
+            "Outputs": [
+                {
+                    "OutputName": "out",
+                    "S3Output": {
+                        "S3Uri": f"s3://{BUCKET}/{name}",
+                        "LocalPath": "/opt/ml/processing/output",
+                        "S3UploadMode": "EndOfJob",
+                    },
+                }
+            ]
+        },
+        ProcessingResources={"ClusterConfig": {"InstanceCount": 2, "InstanceType": "ml.m5.large", "VolumeSizeInGB": 1}},
+        AppSpecification={"ImageUri": PYTHON, "ContainerEntrypoint": ["python3", "-c", PROCESSING_SCRIPT]},
+        RoleArn=role,
+    )
+    deadline = time.monotonic() + 180
+    while (desc := sm.describe_processing_job(ProcessingJobName=name))["ProcessingJobStatus"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+    keys = sorted(o["Key"] for o in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{name}/")["Contents"])
+    assert keys == [f"{name}/algo-1.txt", f"{name}/algo-2.txt"]
+    assert len(set(_placements(on_ray, name).values())) == 2  # one instance on each node
+
+    model = f"transform-{uuid.uuid4().hex[:6]}"
+    sm.create_model(
+        ModelName=model,
+        PrimaryContainer={"Image": IMAGE, "ModelDataUrl": job["ModelArtifacts"]["S3ModelArtifacts"]},
+        ExecutionRoleArn=role,
+    )
+    rows = np.random.default_rng(3).normal(size=(50, 4)).round(4)
+    s3.put_object(Bucket=BUCKET, Key="batch/rows.csv", Body="\n".join(",".join(map(str, r)) for r in rows).encode())
+    sm.create_transform_job(
+        TransformJobName=model,
+        ModelName=model,
+        TransformInput={
+            "DataSource": {"S3DataSource": {"S3DataType": "S3Prefix", "S3Uri": f"s3://{BUCKET}/batch/"}},
+            "ContentType": "text/csv",
+            "SplitType": "Line",
+        },
+        TransformOutput={"S3OutputPath": f"s3://{BUCKET}/batch-out", "AssembleWith": "Line"},
+        TransformResources={"InstanceType": "ml.m5.large", "InstanceCount": 1},
+    )
+    deadline = time.monotonic() + 180
+    while (desc := sm.describe_transform_job(TransformJobName=model))["TransformJobStatus"] == "InProgress":
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert desc["TransformJobStatus"] == "Completed", desc.get("FailureReason")
+    out = s3.get_object(Bucket=BUCKET, Key="batch-out/rows.csv.out")["Body"].read().decode().split()
+    scores = [float(v) for v in out]
+    assert len(scores) == 50
+    assert all(
+        (s > 0.5) == (r[0] + 0.5 * r[1] > 0) for s, r in zip(scores, rows, strict=True) if abs(r[0] + 0.5 * r[1]) > 0.5
+    )
+
+
+TORCH_TRAIN = """
+import os
+import torch
+import torch.distributed as dist
+
+dist.init_process_group("gloo")
+print("RANK %d OF %d" % (dist.get_rank(), dist.get_world_size()), flush=True)
+torch.manual_seed(0)
+x = torch.randn(256, 2)
+y = x[:, :1] * 2.0 - x[:, 1:]
+net = torch.nn.Linear(2, 1)
+model = torch.nn.parallel.DistributedDataParallel(net)
+opt = torch.optim.SGD(model.parameters(), lr=0.1)
+for _ in range(5):
+    opt.zero_grad()
+    torch.nn.functional.mse_loss(model(x[dist.get_rank()::2]), y[dist.get_rank()::2]).backward()
+    opt.step()
+if dist.get_rank() == 0:
+    torch.save(net.state_dict(), os.path.join(os.environ["SM_MODEL_DIR"], "model.pth"))
+"""
+
+TORCH_FIT = """
+import sagemaker
+from sagemaker import image_uris
+from sagemaker.pytorch import PyTorch
+session = sagemaker.Session()
+image = image_uris.retrieve("pytorch", session.boto_region_name, version="2.1", py_version="py310",
+                            instance_type="ml.m5.xlarge", image_scope="training")
+est = PyTorch(entry_point="train.py", source_dir="src", image_uri=image, instance_count=2,
+              instance_type="ml.m5.xlarge", role=sagemaker.get_execution_role(),
+              distribution={"torch_distributed": {"enabled": True}})
+est.fit()
+print("JOB", est.latest_training_job.name)
+print("MODEL", est.model_data)
+"""
+
+
+def _torch_fit(platform: RunningPlatform, tmp: Path) -> tuple[str, dict[str, Any]]:
+    """The SDK's two-instance torch_distributed job; its name and the weights it saved."""
+    import torch
+
+    (tmp / "src").mkdir(parents=True)
+    (tmp / "src" / "train.py").write_text(TORCH_TRAIN)
+    out = platform.run_python(TORCH_FIT, tmp, timeout=400)
+    assert "RANK 0 OF 2" in out and "RANK 1 OF 2" in out, out[-3000:]
+    job = re.findall(r"^JOB (\S+)$", out, re.MULTILINE)[0]
+    bucket, key = re.findall(r"^MODEL s3://(\S+)$", out, re.MULTILINE)[0].split("/", 1)
+    body = platform.session().client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
+    with tarfile.open(fileobj=io.BytesIO(body)) as archive:
+        archive.extractall(tmp / "model", filter="data")
+    return job, torch.load(tmp / "model" / "model.pth")
+
+
+def test_a_torch_distributed_job_spans_both_nodes_and_trains_the_local_model(
+    on_ray: RunningPlatform, local: RunningPlatform, tmp_path: Path
+) -> None:
+    pytest.importorskip("torch")
+    import torch
+
+    job, on_cluster = _torch_fit(on_ray, tmp_path / "ray")
+    assert len(set(_placements(on_ray, job).values())) == 2, _placements(on_ray, job)
+    _, here = _torch_fit(local, tmp_path / "local")
+    assert on_cluster.keys() == here.keys()
+    assert all(torch.allclose(on_cluster[k], here[k]) for k in here)

@@ -246,11 +246,14 @@ class RayBackend:
                     raise
                 started.append({**info, "actor": name})
                 self._load[info["node_id"]] += 1
-                log.info("%s: %s runs on Ray node %s (%s)", spec.job_id, container.host, info["node_id"], info["node"])
         except Exception:
             self.stop(handle, 0)
             self.cleanup(handle)
             raise
+        # one line a job, formatted here: the log's repeat filter (opensage.listeners) holds back a template
+        # seen too often, and every job's placement is worth its line
+        where_text = ", ".join(f"{c['host']} runs on Ray node {c['node_id']} ({c['node']})" for c in started)
+        log.info(f"{spec.job_id}: {where_text}")  # noqa: G004
         return handle
 
     def _actor(self, entry: dict[str, Any]) -> Any:
