@@ -290,6 +290,8 @@ for _ in range(5):
     opt.step()
 if dist.get_rank() == 0:
     torch.save(net.state_dict(), os.path.join(os.environ["SM_MODEL_DIR"], "model.pth"))
+dist.barrier()
+dist.destroy_process_group()  # else gloo's threads may abort the interpreter's exit ("terminate called ...")
 """
 
 TORCH_FIT = """

@@ -232,23 +232,20 @@ class RayBackend:
         share = cores.share(cores.usable_cores(), len(spec.containers))
         try:
             strategies, where, cpus = self._place(spec, handle)
+            calls = []
             for container, strategy in zip(self._addresses(spec, where), strategies, strict=True):
                 name = f"{spec.job_id}/{container.host}/{uuid.uuid4().hex[:8]}"
-                env = {cores.SHARE_ENV: str(share), **container.env}
                 options = {"name": name, "lifetime": "detached", "num_cpus": cpus, "scheduling_strategy": strategy}
                 actor = self._actor_class.options(**options).remote(self.confinement)
-                try:
-                    container = dataclasses.replace(container, env=env)
-                    info = ray.get(actor.start.remote(spec.job_id, container), timeout=START_TIMEOUT_S)
-                except Exception:
-                    with contextlib.suppress(Exception):
-                        ray.kill(actor)
-                    raise
-                started.append({**info, "actor": name})
-                self._load[info["node_id"]] += 1
+                started.append({"host": container.host, "actor": name})  # found by name should a start fail
+                env = {cores.SHARE_ENV: str(share), **container.env}
+                calls.append(actor.start.remote(spec.job_id, dataclasses.replace(container, env=env)))
+            for entry, call in zip(started, calls, strict=True):  # the actors start together, each in its own process
+                entry.update(ray.get(call, timeout=START_TIMEOUT_S))
+                self._load[entry["node_id"]] += 1
         except Exception:
             self.stop(handle, 0)
-            self.cleanup(handle)
+            self.cleanup(handle)  # kills every actor it names, started or not
             raise
         # one line a job, formatted here: the log's repeat filter (opensage.listeners) holds back a template
         # seen too often, and every job's placement is worth its line
