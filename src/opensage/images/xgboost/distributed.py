@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
+import time
+import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -21,6 +23,9 @@ from opensage.contract import HOST_ADDRESSES_ENV, TRACKER_PORT_ENV
 log = logging.getLogger(__name__)
 DEFAULT_TRACKER_PORT = 9099
 CONNECT_TIMEOUT_S = 300
+# A worker that starts before the master's tracker listens tries again this often. XGBoost's own retries
+# back off by seconds (2 s, then 4 s...): a race lost by a few milliseconds cost a job 6 s.
+JOIN_RETRY_S = 0.05
 LOOPBACK = "127.0.0.1"
 
 
@@ -56,7 +61,7 @@ class Cluster:
             "dmlc_tracker_port": self.tracker_port,
             # zero-padded so that the tracker's sort by task id gives ranks in host order
             "dmlc_task_id": f"{self.rank:04d}-{self.current}",
-            "dmlc_retry": 10,
+            "dmlc_retry": 1,  # join() tries again itself, every JOIN_RETRY_S
             "dmlc_timeout": CONNECT_TIMEOUT_S,
         }
 
@@ -78,6 +83,26 @@ def cluster_from(hosts: list[str], current: str, env: Mapping[str, str]) -> Clus
         raise ValueError(f"{HOST_ADDRESSES_ENV} is not a JSON object: {raw[:80]}") from exc
     port = int(env.get(TRACKER_PORT_ENV) or DEFAULT_TRACKER_PORT)
     return Cluster(tuple(hosts), current, str(addresses.get(hosts[0], LOOPBACK)), port)
+
+
+def join(args: dict[str, Any], timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Initialise XGBoost's communicator, trying again every JOIN_RETRY_S until the tracker answers.
+
+    The attempts that fail while the tracker is not listening yet are not logged (XGBoost warns for each);
+    the last one's error is raised once ``timeout`` has passed."""
+    import xgboost as xgb
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                xgb.collective.init(**args)
+            return
+        except xgb.core.XGBoostError:
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(JOIN_RETRY_S)
 
 
 @contextmanager
@@ -103,7 +128,8 @@ def collective(cluster: Cluster) -> Iterator[None]:
         log.info(
             "Tracker listening on %s:%d for %d hosts", cluster.tracker_address, cluster.tracker_port, len(cluster.hosts)
         )
-    with xgb.collective.CommunicatorContext(**cluster.worker_args()):
+    join(cluster.worker_args())
+    try:
         log.info("Joined the collective as rank %d of %d", xgb.collective.get_rank(), xgb.collective.get_world_size())
         try:
             yield
@@ -116,5 +142,7 @@ def collective(cluster: Cluster) -> Iterator[None]:
                     "host's log and failure reason."
                 ) from exc
             raise
+    finally:
+        xgb.collective.finalize()
     if tracker is not None:
         tracker.wait_for(timeout=60)
