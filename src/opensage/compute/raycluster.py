@@ -204,9 +204,11 @@ class RayBackend:
         chosen: list[str] = []
 
         def order(node: dict[str, Any]) -> tuple[bool, float, int, bool]:
-            # a node with room for the instance, the most room left, the fewest containers, the platform's own
+            # a node with room for the instance, the most room left (for a job's instance), the fewest
+            # containers, the platform's own
             room = _node_cpus(node) - cpus * chosen.count(node["NodeID"])
-            return room < cpus - 1e-6, -room, self._load[node["NodeID"]], node["NodeID"] != self.node_id
+            load = self._load[node["NodeID"]] + (0 if cpus else chosen.count(node["NodeID"]))
+            return room < cpus - 1e-6, -room if cpus else 0.0, load, node["NodeID"] != self.node_id
 
         for _ in range(count):
             chosen.append(min(nodes, key=order)["NodeID"])
