@@ -447,6 +447,9 @@ if __name__ == "__main__":
     print("loss=%.4f" % loss.item(), flush=True)
     if not distributed or dist.get_rank() == 0:
         torch.save(net.state_dict(), os.path.join(os.environ["SM_MODEL_DIR"], "model.pth"))
+    if distributed:
+        dist.barrier()
+        dist.destroy_process_group()  # else gloo's threads may abort the interpreter's exit ("terminate called")
 '''
 
 
