@@ -187,8 +187,12 @@ def test_a_batch_transform_of_a_multi_model_model_fails_saying_why(platform: Run
 def _loads_per_instance(platform: RunningPlatform, name: str) -> dict[str, int]:
     logs = platform.session().client("logs")
     group = f"/aws/sagemaker/Endpoints/{name}"
-    out = {}
-    for stream in logs.describe_log_streams(logGroupName=group)["logStreams"]:
+    out: dict[str, int] = {}
+    try:
+        streams = logs.describe_log_streams(logGroupName=group)["logStreams"]
+    except logs.exceptions.ResourceNotFoundException:  # the instances' first lines are not shipped yet
+        return out
+    for stream in streams:
         events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"])["events"]
         out[stream["logStreamName"]] = sum(1 for e in events if re.search(r"model m\w+ loaded from", e["message"]))
     return out
