@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -54,24 +53,25 @@ class Cluster:
 
     def actors(self) -> dict[int, int]:
         """The instance actors' worker processes of this cluster: pid -> the pid of the raylet (node) running it."""
-        found = {}
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if not any("InstanceActor" in part for part in proc.info["cmdline"] or []):
-                    continue
-                for parent in proc.parents():
-                    if "raylet" in parent.name() and any(str(self.root) in part for part in parent.cmdline()):
-                        found[proc.pid] = parent.pid
-            except psutil.Error:
-                continue
-        return found
+        return instance_actors(self.root)
 
     def stop(self) -> None:
-        for proc in psutil.process_iter(["cmdline"]):
-            try:
-                if any(str(self.root) in part for part in proc.info["cmdline"] or []):
-                    proc.kill()
-            except psutil.Error:
+        from opensage.compute.raycluster import end_ray_processes
+
+        end_ray_processes(self.root)
+
+
+def instance_actors(temp: Path) -> dict[int, int]:
+    """The worker processes holding an instance actor (Ray names them after the actor's class) of the Ray
+    nodes whose raylet's command names ``temp``: pid -> the raylet's pid (one per node)."""
+    found = {}
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            if not any("InstanceActor" in part for part in proc.info["cmdline"] or []):
                 continue
-        time.sleep(0.5)
-        shutil.rmtree(self.root, ignore_errors=True)
+            for parent in proc.parents():
+                if "raylet" in parent.name() and any(str(temp) in part for part in parent.cmdline()):
+                    found[proc.pid] = parent.pid
+        except psutil.Error:
+            continue
+    return found

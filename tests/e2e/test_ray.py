@@ -14,10 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import psutil
 import pytest
 
 from helpers import RunningPlatform, running_platform
+from ray_kit import instance_actors
 
 pytest.importorskip("ray")
 IMAGE = "683313688378.dkr.ecr.us-east-1.amazonaws.com/sagemaker-xgboost:1.7-1"
@@ -25,22 +25,11 @@ PYTHON = "763104351884.dkr.ecr.us-east-1.amazonaws.com/opensage-python:latest"
 BUCKET = "ray-tests"
 
 
-def _actors(home: Path) -> list[psutil.Process]:
-    """The worker processes of this platform's Ray head that hold an instance actor (Ray names them after the
-    actor's class; the head is told apart from other tests' by its temporary directory in the raylet's command)."""
+def _actors(home: Path) -> list[int]:
+    """The pids of this platform's instance actors (its head told apart from other tests' by its temp dir)."""
     from opensage.compute.raycluster import _temp_dir
 
-    temp = str(_temp_dir(home / "home" / "ray"))
-    found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        try:
-            if any("InstanceActor" in part for part in proc.info["cmdline"] or []) and any(
-                temp in part for parent in proc.parents() for part in parent.cmdline()
-            ):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    return list(instance_actors(_temp_dir(home / "home" / "ray")))
 
 
 @pytest.fixture(scope="module")

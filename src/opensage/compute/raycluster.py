@@ -149,10 +149,9 @@ class RayBackend:
 
     # --- placement ----------------------------------------------------------------------------------
 
-    def _candidates(self, job: bool) -> tuple[list[dict[str, Any]], bool]:
-        """The alive nodes that may run a job's instance (``job``) or a model server, and whether they are
-        all the cluster's nodes (then Ray's own placement groups may choose among them)."""
-        nodes = [n for n in self.ray.nodes() if n.get("Alive")]
+    def _candidates(self, job: bool, nodes: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], bool]:
+        """Of the alive ``nodes``, those that may run a job's instance (``job``) or a model server, and whether
+        they are all of them (then Ray's own placement groups may choose among them)."""
         if self._probe is None:
             return [n for n in nodes if n["NodeID"] == self.node_id] or nodes[:1], len(nodes) == 1
         for node in nodes:
@@ -184,13 +183,15 @@ class RayBackend:
             return 0.0
         return fit_cpus(float(container.cpus or 1), [_node_cpus(n) for n in nodes], count)
 
-    def _place(self, spec: JobSpec, handle: Handle) -> tuple[list[Any], list[str | None], float]:
+    def _place(
+        self, spec: JobSpec, handle: Handle, alive: list[dict[str, Any]]
+    ) -> tuple[list[Any], list[str | None], float]:
         """The scheduling strategy of each container, the node each will run on where known, its CPUs."""
         from ray.util import placement_group, placement_group_table
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
         job = spec.job_id.startswith(JOB_PREFIXES)
-        nodes, everywhere = self._candidates(job)
+        nodes, everywhere = self._candidates(job, alive)
         count = len(spec.containers)
         cpus = self._cpus(job, spec.containers[0], count, nodes)
         if job and count > 1 and len(nodes) > 1 and everywhere:
@@ -214,9 +215,9 @@ class RayBackend:
             chosen.append(min(nodes, key=order)["NodeID"])
         return [NodeAffinitySchedulingStrategy(n, soft=False) for n in chosen], list(chosen), cpus
 
-    def _addresses(self, spec: JobSpec, where: list[str | None]) -> list[ContainerSpec]:
+    def _addresses(self, spec: JobSpec, where: list[str | None], alive: list[dict[str, Any]]) -> list[ContainerSpec]:
         """The containers with their peers' addresses: a peer on another machine by that node's address."""
-        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in self.ray.nodes()}
+        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in alive}
         here = ips.get(self.node_id)
         by_host = {c.host: ips.get(node or "", here) for c, node in zip(spec.containers, where, strict=True)}
         out = []
@@ -233,9 +234,10 @@ class RayBackend:
         handle: Handle = {"backend": self.name, "job_id": spec.job_id, "containers": started}
         share = cores.share(cores.usable_cores(), len(spec.containers))
         try:
-            strategies, where, cpus = self._place(spec, handle)
+            alive = [n for n in ray.nodes() if n.get("Alive")]  # one look at the cluster for the whole job
+            strategies, where, cpus = self._place(spec, handle, alive)
             calls = []
-            for container, strategy in zip(self._addresses(spec, where), strategies, strict=True):
+            for container, strategy in zip(self._addresses(spec, where, alive), strategies, strict=True):
                 name = f"{spec.job_id}/{container.host}/{uuid.uuid4().hex[:8]}"
                 options = {"name": name, "lifetime": "detached", "num_cpus": cpus, "scheduling_strategy": strategy}
                 actor = self._actor_class.options(**options).remote(self.confinement)
@@ -456,23 +458,30 @@ def _answers(address: str) -> bool:
 
 def stop_head(directory: Path) -> int:
     """End the Ray head started under ``directory`` (its processes, found by their temporary directory)."""
+    temp = _temp_dir(directory)
+    ended = end_ray_processes(temp)
+    (directory / "head.json").unlink(missing_ok=True)
+    return ended
+
+
+def end_ray_processes(temp: Path) -> int:
+    """Kill the Ray processes whose command names ``temp`` (a head's or node's temporary directory), with their
+    workers (named after their actors) and the containers those started; then remove ``temp``."""
     import psutil
 
-    temp = str(_temp_dir(directory))
-    head: list[psutil.Process] = []
+    marker = str(temp)
+    ray_processes: list[psutil.Process] = []
     for proc in psutil.process_iter(["cmdline"]):
         with contextlib.suppress(psutil.Error):
-            if any(temp in part for part in proc.info["cmdline"] or []):
-                head.append(proc)
-    everything = list(head)
-    for proc in head:  # with its workers (named after their actors) and the containers they started
+            if any(marker in part for part in proc.info["cmdline"] or []):
+                ray_processes.append(proc)
+    everything = list(ray_processes)
+    for proc in ray_processes:
         with contextlib.suppress(psutil.Error):
             everything.extend(proc.children(recursive=True))
     for proc in everything:
         with contextlib.suppress(psutil.Error):
             proc.kill()
-    ended = len(head)
-    (directory / "head.json").unlink(missing_ok=True)
     time.sleep(0.5)  # the killed processes let go of their sockets and logs
     shutil.rmtree(temp, ignore_errors=True)
-    return ended
+    return len(ray_processes)
