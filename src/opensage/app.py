@@ -36,6 +36,10 @@ from opensage.jobs.access import JobAccess
 from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
+from opensage.labeling import PORTAL_PREFIX
+from opensage.labeling.autolabel import AutoLabeler
+from opensage.labeling.jobs import LabelingJobs
+from opensage.labeling.portal import Portal
 from opensage.logstore import LogStore
 from opensage.mlflow_servers import tokens as mlflow_tokens
 from opensage.mlflow_servers.engine import TrackingServers, s3_environment
@@ -52,6 +56,7 @@ from opensage.pipelines.controller import ExecutionController
 from opensage.profile import endpoints, env_var_name
 from opensage.providers.autoscaling import AutoscalingProvider
 from opensage.providers.cloudwatch import CloudWatchProvider
+from opensage.providers.cognito import CognitoProvider
 from opensage.providers.ecr import EcrProvider
 from opensage.providers.events import EventsProvider, pipeline_starter
 from opensage.providers.iam import IamProvider
@@ -93,6 +98,7 @@ PROVIDER_CLASSES: dict[str, type] = {
     "scheduler": SchedulerProvider,
     "sagemaker-metrics": SageMakerMetricsProvider,
     "ecr": EcrProvider,
+    "cognito-idp": CognitoProvider,
 }
 
 
@@ -138,6 +144,8 @@ class Platform:
     registry: ASGIApp | None = None  # the container registry's /v2/ API, served on its own port
     notebooks: NotebookInstances | None = None
     notebook_front: NotebookFront | None = None  # the notebook instances' JupyterLab, under NOTEBOOK_PREFIX
+    labeling: LabelingJobs | None = None
+    portal: Portal | None = None  # the labeling workers' portal, under PORTAL_PREFIX
     backend: ComputeBackend | None = None  # where containers run; closed last
     _flusher: asyncio.Task[None] | None = None
 
@@ -150,6 +158,9 @@ class Platform:
                 await self.notebook_front(scope, receive, send)
             return
         if scope["type"] != "http":
+            return
+        if self.portal is not None and (scope["path"] + "/").startswith(PORTAL_PREFIX + "/"):
+            await self.portal(scope, receive, send)
             return
         if self.mlflow_front is not None and scope["path"].startswith(MLFLOW_PREFIX + "/"):
             await self.mlflow_front(scope, receive, send)
@@ -193,6 +204,8 @@ class Platform:
                     await asyncio.to_thread(self.mlflow_servers.recover)
                 if self.notebooks is not None:  # the notebook instances that were InService start again
                     await asyncio.to_thread(self.notebooks.recover)
+                if self.labeling is not None:  # labeling jobs go on where they were
+                    await self.labeling.recover()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 if self.events is not None:  # first: no rule starts anything while the platform stops
@@ -203,6 +216,8 @@ class Platform:
                     await self.pipelines.shutdown()
                 if self.tuning is not None:  # first: it would otherwise retry the trials shutdown fails
                     await self.tuning.shutdown()
+                if self.labeling is not None:  # before training: a round of automated labeling goes on at restart
+                    await self.labeling.shutdown()
                 await self.training.shutdown()
                 if self.monitoring is not None:  # before processing: no execution starts while it stops
                     await self.monitoring.shutdown()
@@ -389,6 +404,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
             "application-autoscaling": AutoscalingProvider(store, clock, autoscaler),
             "events": EventsProvider(store, clock, bus),
             "scheduler": SchedulerProvider(store, clock, schedules),
+            "cognito-idp": CognitoProvider(store, clock),
         }
         providers["sagemaker-metrics"] = SageMakerMetricsProvider(store, providers["sagemaker"].trial_metrics)  # type: ignore[attr-defined]
         blobs = BlobStore(s3, f"opensage-registry-{identity.account_id}", settings.home / "registry" / "uploads")
@@ -424,6 +440,10 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         )
         providers["sagemaker"].notebooks = notebooks  # type: ignore[attr-defined]
         providers["sagemaker"].notebook_url = settings.api_url  # type: ignore[attr-defined]
+        labeling = LabelingJobs(store, clock, s3)
+        labeling.autolabel = AutoLabeler(providers["sagemaker"], labeling)
+        providers["sagemaker"].labeling = labeling  # type: ignore[attr-defined]
+        providers["sagemaker"].labeling_url = settings.api_url  # type: ignore[attr-defined]
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
         root = f"arn:aws:iam::{identity.account_id}:root"
         bus.start_pipeline = pipeline_starter(gateway.table, identity.account_id, settings.region, root)
@@ -465,6 +485,8 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         mlflow_front=MlflowFront(mlflow_servers, authenticator, mlflow_tokens.signing_key(store)),
         notebooks=notebooks,
         notebook_front=NotebookFront(notebooks, notebook_signing_key(store)),
+        labeling=labeling,
+        portal=Portal(store, labeling, s3),
     )
     platform.console = create_console(
         ConsoleDeps(

@@ -28,6 +28,7 @@ SERVICE_KEYS = {
     "eventbridge": "api",
     "scheduler": "api",
     "ecr": "api",
+    "cognito_identity_provider": "api",
     "s3": "s3",
 }
 

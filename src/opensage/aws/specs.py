@@ -32,6 +32,7 @@ SERVED_SERVICES: dict[str, tuple[str, ...]] = {
     "events": ("json",),
     "scheduler": ("rest-json",),
     "ecr": ("json",),
+    "cognito-idp": ("json",),
 }
 
 _LABEL = re.compile(r"\{([^}]+?)(\+?)\}")

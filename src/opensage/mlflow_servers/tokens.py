@@ -54,6 +54,16 @@ def issue(key: bytes, grant: Grant) -> str:
     return f"{payload}.{_b64(hmac.new(key, payload.encode(), hashlib.sha256).digest())}"
 
 
+def subject(token: str) -> str:
+    """What ``token`` names (its grant's server or user), to pass to :func:`check`, which then verifies it.
+
+    Raises ValueError for what is not a token."""
+    try:
+        return str(json.loads(_unb64(token.partition(".")[0]))["n"])
+    except (KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError("not a token") from exc
+
+
 def check(key: bytes, token: str, use: str, server: str, now: float) -> Grant:
     """The grant ``token`` carries, when it is genuine, for ``use`` on ``server`` and not expired."""
     payload, _, mac = token.partition(".")

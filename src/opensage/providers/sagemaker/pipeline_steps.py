@@ -126,7 +126,7 @@ def context(ctx: RequestContext) -> dict[str, str]:
     }
 
 
-def _ctx(saved: Mapping[str, str], operation: str) -> RequestContext:
+def request_context(saved: Mapping[str, str], operation: str) -> RequestContext:
     return RequestContext(
         "sagemaker",
         operation,
@@ -151,7 +151,7 @@ class PipelineSteps:
     ) -> tuple[str, str]:
         step_type = _ALIASES.get(step_type, step_type)
         operation = _OPERATIONS[step_type]
-        ctx = _ctx(context, operation)
+        ctx = request_context(context, operation)
         try:
             validate(_model().operation_model(operation).input_shape, request)
             return await self._create(step_type, name, request, ctx, parent_arn)
@@ -237,7 +237,7 @@ class PipelineSteps:
 
     def properties(self, step_type: str, name: str) -> dict[str, Any]:
         step_type = _ALIASES.get(step_type, step_type)
-        ctx = _ctx({"region": "", "account": ""}, "Describe")
+        ctx = request_context({"region": "", "account": ""}, "Describe")
         p = self.p
         if step_type == "Training":
             return p.describe_training_job(ctx, {"TrainingJobName": name})
@@ -258,7 +258,7 @@ class PipelineSteps:
         raise KeyError(step_type)
 
     def _tuning(self, name: str) -> dict[str, Any]:
-        ctx = _ctx({"region": "", "account": ""}, "Describe")
+        ctx = request_context({"region": "", "account": ""}, "Describe")
         answer = dict(self.p.describe_hyper_parameter_tuning_job(ctx, {"HyperParameterTuningJobName": name}))
         objective = answer["HyperParameterTuningJobConfig"].get("HyperParameterTuningJobObjective") or {}
         listed = self.p.list_training_jobs_for_hyper_parameter_tuning_job(

@@ -20,6 +20,7 @@ from opensage.jobs.transform import TransformEngine
 from opensage.pipelines.controller import ExecutionController
 from opensage.providers.sagemaker.experiments import ExperimentOperations
 from opensage.providers.sagemaker.inference import InferenceOperations
+from opensage.providers.sagemaker.labeling import LabelingOperations
 from opensage.providers.sagemaker.lineage import LineageOperations
 from opensage.providers.sagemaker.mlflow import MlflowOperations
 from opensage.providers.sagemaker.monitoring import MonitoringOperations
@@ -35,6 +36,7 @@ from opensage.providers.sagemaker.tags import TagOperations
 from opensage.providers.sagemaker.training import TrainingOperations
 from opensage.providers.sagemaker.transform import TransformOperations
 from opensage.providers.sagemaker.tuning import TuningOperations
+from opensage.providers.sagemaker.workteams import WorkteamOperations
 from opensage.serving.endpoints import EndpointEngine
 from opensage.store.sql import SqlStore
 from opensage.tuning.controller import TuningController
@@ -56,6 +58,8 @@ class SageMakerProvider(
     MlflowOperations,
     NotebookOperations,
     NotebookConfigOperations,
+    WorkteamOperations,
+    LabelingOperations,
 ):
     def __init__(
         self,
