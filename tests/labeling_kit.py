@@ -19,11 +19,15 @@ TEXT_ALGORITHM = f"arn:aws:sagemaker:{REGION}:027400017018:labeling-job-algorith
 TEMPORARY = "Temporary-1"
 
 
-def make_team(session: Any, team: str, members: list[str], password: str = "Worker-pass-1") -> dict[str, Any]:
-    """A user pool with an app client and a group holding ``members`` (their passwords set), and a work team of it."""
+def make_team(
+    session: Any, team: str, members: list[str], password: str = "Worker-pass-1", pool: str = "", client: str = ""
+) -> dict[str, Any]:
+    """A group holding ``members`` (their passwords set) in a user pool with an app client (new ones unless given),
+    and a work team of it."""
     idp, sm = session.client("cognito-idp"), session.client("sagemaker")
-    pool = idp.create_user_pool(PoolName=f"{team}-pool")["UserPool"]["Id"]
-    client = idp.create_user_pool_client(UserPoolId=pool, ClientName=f"{team}-client")["UserPoolClient"]["ClientId"]
+    if not pool:
+        pool = idp.create_user_pool(PoolName=f"{team}-pool")["UserPool"]["Id"]
+        client = idp.create_user_pool_client(UserPoolId=pool, ClientName=f"{team}-client")["UserPoolClient"]["ClientId"]
     idp.create_group(UserPoolId=pool, GroupName=team)
     for member in members:
         idp.admin_create_user(UserPoolId=pool, Username=member, TemporaryPassword=TEMPORARY, MessageAction="SUPPRESS",
