@@ -37,9 +37,7 @@ from opensage.jobs.processing import ProcessingEngine
 from opensage.jobs.training import TrainingEngine
 from opensage.jobs.transform import TransformEngine
 from opensage.labeling import PORTAL_PREFIX
-from opensage.labeling.autolabel import AutoLabeler
-from opensage.labeling.jobs import LabelingJobs
-from opensage.labeling.portal import Portal
+from opensage.labeling import service as labeling_service
 from opensage.logstore import LogStore
 from opensage.mlflow_servers import tokens as mlflow_tokens
 from opensage.mlflow_servers.engine import TrackingServers, s3_environment
@@ -144,8 +142,8 @@ class Platform:
     registry: ASGIApp | None = None  # the container registry's /v2/ API, served on its own port
     notebooks: NotebookInstances | None = None
     notebook_front: NotebookFront | None = None  # the notebook instances' JupyterLab, under NOTEBOOK_PREFIX
-    labeling: LabelingJobs | None = None
-    portal: Portal | None = None  # the labeling workers' portal, under PORTAL_PREFIX
+    labeling: labeling_service.LabelingJobs | None = None
+    portal: labeling_service.Portal | None = None  # the labeling workers' portal, under PORTAL_PREFIX
     backend: ComputeBackend | None = None  # where containers run; closed last
     _flusher: asyncio.Task[None] | None = None
 
@@ -440,10 +438,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         )
         providers["sagemaker"].notebooks = notebooks  # type: ignore[attr-defined]
         providers["sagemaker"].notebook_url = settings.api_url  # type: ignore[attr-defined]
-        labeling = LabelingJobs(store, clock, s3)
-        labeling.autolabel = AutoLabeler(providers["sagemaker"], labeling)
-        providers["sagemaker"].labeling = labeling  # type: ignore[attr-defined]
-        providers["sagemaker"].labeling_url = settings.api_url  # type: ignore[attr-defined]
+        labeling, portal = labeling_service.build(store, clock, s3, providers["sagemaker"], settings.api_url)
         gateway = Gateway(load_specs(), providers, authenticator, identity.account_id, settings.max_body_bytes)
         root = f"arn:aws:iam::{identity.account_id}:root"
         bus.start_pipeline = pipeline_starter(gateway.table, identity.account_id, settings.region, root)
@@ -486,7 +481,7 @@ def create_app(settings: Settings, clock: Callable[[], dt.datetime] = utc_now) -
         notebooks=notebooks,
         notebook_front=NotebookFront(notebooks, notebook_signing_key(store)),
         labeling=labeling,
-        portal=Portal(store, labeling, s3),
+        portal=portal,
     )
     platform.console = create_console(
         ConsoleDeps(

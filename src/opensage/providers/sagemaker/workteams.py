@@ -107,8 +107,8 @@ class WorkteamOperations:
 
     def update_workforce(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         row = self._workforce(request["WorkforceName"])
-        changes: dict[str, Any] = {k: request[k] for k in ("SourceIpConfig", "OidcConfig", "WorkforceVpcConfig", "IpAddressType")
-                   if k in request}  # fmt: skip
+        keys = ("SourceIpConfig", "OidcConfig", "WorkforceVpcConfig", "IpAddressType")
+        changes: dict[str, Any] = {k: request[k] for k in keys if k in request}
         if changes.get("OidcConfig") and row.data.get("CognitoConfig"):
             raise validation_error("A Cognito workforce cannot take an OidcConfig.")
         updated = self.store.modify_resource(WORKFORCE_KIND, row.name, lambda r: ({**r.data, **changes}, None),
@@ -208,8 +208,8 @@ class WorkteamOperations:
 
     def update_workteam(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         row = self._workteam(request["WorkteamName"])
-        changes: dict[str, Any] = {k: request[k] for k in ("MemberDefinitions", "Description", "NotificationConfiguration",
-                                           "WorkerAccessConfiguration") if k in request}  # fmt: skip
+        keys = ("MemberDefinitions", "Description", "NotificationConfiguration", "WorkerAccessConfiguration")
+        changes: dict[str, Any] = {k: request[k] for k in keys if k in request}
         if "MemberDefinitions" in changes:
             forces = [f for f in self.store.list_resources(WORKFORCE_KIND) if f.arn == row.data.get("WorkforceArn")]
             self._check_members(changes["MemberDefinitions"], forces[0] if forces else None)
