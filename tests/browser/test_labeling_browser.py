@@ -70,6 +70,17 @@ def _sign_in(browser: Any, platform: RunningPlatform, username: str, password: s
     return page
 
 
+def _console(browser: Any, platform: RunningPlatform) -> Any:
+    credentials = platform.session().get_credentials()
+    page = browser.new_context(base_url=platform.api_url, viewport={"width": 1300, "height": 900}).new_page()
+    page.goto("/console/labeling-jobs")
+    page.fill("input[name=access_key_id]", credentials.access_key)
+    page.fill("input[name=secret]", credentials.secret_key)
+    page.click("button[type=submit]")
+    page.wait_for_url(re.compile(r"/console/labeling-jobs$"))
+    return page
+
+
 def _label(page: Any, job: str, choose: Any) -> int:
     """Label every object the portal gives this worker in ``job``, by clicking; returns how many."""
     page.goto(f"/_opensage/labeling/jobs/{job}")
@@ -117,6 +128,16 @@ def test_two_workers_label_images_in_the_browser(platform: RunningPlatform, pick
         ben = _sign_in(browser, platform, "ben", team["password"])
         ben.on("pageerror", lambda exc: errors.append(str(exc)))
         assert _label(ben, name, lambda i: other[truth[i]] if i % 5 == 0 else truth[i]) == 20
+        wait_job(sm, name, ("Completed",), timeout=30)
+        console = _console(browser, platform)
+        console.goto("/console/labeling-jobs")
+        assert "20 / 20" in console.inner_text("#labeling-jobs")
+        assert console.get_attribute("#portal", "href") == platform.api_url + "/_opensage/labeling/"
+        console.click(f"#labeling-jobs >> text={name}")
+        console.wait_for_selector("#counters")
+        assert console.locator("#progress polyline").count() == 2 and "20 of 20" in console.inner_text("#counters")
+        assert f"output/{name}/manifests/output/output.manifest" in console.inner_text("#output")
+        console.screenshot(path=str(ARTIFACTS / "63-labeling-job.png"), full_page=True)
         assert errors == []
         browser.close()
     desc = wait_job(sm, name, ("Completed",), timeout=30)

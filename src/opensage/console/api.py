@@ -53,6 +53,7 @@ _KINDS = {  # Describe operation -> the store's resource kind
     "DescribeTransformJob": "transform-job",
     "DescribeProcessingJob": "processing-job",
     "DescribeExperiment": "experiment",
+    "DescribeLabelingJob": "labeling-job",
 }
 
 

@@ -14,6 +14,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from opensage.console import endpoints, experiments, home, lists, logs, pipelines, registry, storage, training, tuning
+from opensage.console import labeling as labeling_pages
 from opensage.console import mlflow as mlflow_pages
 from opensage.console import notebooks as notebook_pages
 from opensage.console.api import ConsoleApi, ConsoleDeps, Missing
@@ -80,6 +81,9 @@ def _routes() -> list[Route | Mount]:
         Route("/notebook-instances/{name}/start", notebook_pages.start_notebook_instance, methods=post),
         Route("/notebook-instances/{name}/stop", notebook_pages.stop_notebook_instance, methods=post),
         Route("/notebook-instances/{name}/delete", notebook_pages.delete_notebook_instance, methods=post),
+        Route("/labeling-jobs", labeling_pages.labeling_jobs, methods=get),
+        Route("/labeling-jobs/{name}", labeling_pages.labeling_job, methods=get),
+        Route("/labeling-jobs/{name}/stop", labeling_pages.stop_labeling_job, methods=post),
         Route("/storage", storage.buckets, methods=get),
         Route("/storage/{bucket}", storage.browse, methods=get),
         Route("/storage/{bucket}/upload", storage.upload, methods=post),
