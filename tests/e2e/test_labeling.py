@@ -243,3 +243,61 @@ def test_bad_input_is_refused_or_fails_with_a_reason(platform: RunningPlatform, 
     with pytest.raises(ClientError) as exc:
         sm.create_labeling_job(**labeling_request("not-json", team["arn"], role, BUCKET, "TextMultiClass"))
     assert _error(exc)[0] == "ResourceInUse"
+
+
+def test_max_concurrent_tasks_hold_back_the_second_worker(platform: RunningPlatform, team: dict[str, Any]) -> None:
+    session = platform.session()
+    sm, s3 = session.client("sagemaker"), session.client("s3")
+    data = _texts(3, 3)
+    name = "one-at-a-time"
+    put_job_files(s3, BUCKET, name, [{"source": text} for text, _ in data], ["positive", "negative"])
+    request = labeling_request(name, team["arn"], _role(platform), BUCKET, "TextMultiClass")
+    request["HumanTaskConfig"]["MaxConcurrentTaskCount"] = 1
+    sm.create_labeling_job(**request)
+    wait_job(sm, name, ("InProgress",))
+    with worker(platform.api_url, "ana", team["password"]) as ana, worker(
+        platform.api_url, "ben", team["password"]
+    ) as ben:
+        first = ana.get(f"{PORTAL}/jobs/{name}/task").json()
+        assert ana.get(f"{PORTAL}/jobs/{name}/task").json()["index"] == first["index"]  # the same lease again
+        assert ben.get(f"{PORTAL}/jobs/{name}/task").json()["done"]  # one object out to workers at a time
+        stolen = ben.post(first["submit"], json={"label": "positive"})
+        assert stolen.status_code == 400 and "no longer yours" in stolen.json()["message"]
+        assert ana.post(first["submit"], json={"label": dict(data)[first["text"]]}).status_code == 200
+        second = ben.get(f"{PORTAL}/jobs/{name}/task").json()
+        assert not second["done"] and second["index"] != first["index"]
+        assert ben.post(second["submit"] + "/decline").json() == {"released": True}
+        assert ana.get(f"{PORTAL}/jobs/{name}/task").json()["index"] == second["index"]
+    sm.stop_labeling_job(LabelingJobName=name)
+    assert wait_job(sm, name, ("Stopped",))["LabelCounters"]["HumanLabeled"] == 1
+
+
+def test_a_crash_of_the_platform_loses_no_answer(tmp_path: Any) -> None:
+    home, aws = tmp_path / "home", tmp_path / "aws"
+    data = _texts(5, 4)
+    truth = dict(data)
+    name = "survives"
+    with running_platform(home, aws) as first:
+        port = first.port
+        session = first.session()
+        session.client("s3").create_bucket(Bucket=BUCKET)
+        crew = make_team(session, "crew", ["dee"])
+        put_job_files(session.client("s3"), BUCKET, name, [{"source": t} for t, _ in data], ["positive", "negative"])
+        session.client("sagemaker").create_labeling_job(
+            **labeling_request(name, crew["arn"], _role(first), BUCKET, "TextMultiClass")
+        )
+        wait_job(session.client("sagemaker"), name, ("InProgress",))
+        with worker(first.api_url, "dee", crew["password"]) as dee:
+            assert _label_all(dee, name, truth, most=2) == 2
+            cookies = dict(dee.cookies)
+        first.proc.kill()  # no shutdown: the server dies
+        first.proc.wait()
+    with running_platform(home, aws, port=port) as second:
+        sm, s3 = second.session().client("sagemaker"), second.session().client("s3")
+        assert sm.describe_labeling_job(LabelingJobName=name)["LabelCounters"]["HumanLabeled"] == 2
+        with httpx.Client(base_url=second.api_url, cookies=cookies, timeout=30) as dee:  # the session still holds
+            assert _label_all(dee, name, truth) == 3
+        desc = wait_job(sm, name, ("Completed",))
+        lines = read_manifest(s3, desc["LabelingJobOutput"]["OutputDatasetS3Uri"])
+        assert sorted(x["source"] for x in lines) == sorted(truth)
+        assert all(x["label-metadata"]["class-name"] == truth[x["source"]] for x in lines)
