@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import struct
 import time
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,7 +17,9 @@ PORTAL = "/_opensage/labeling"
 REGION = "us-east-1"
 PRE = f"arn:aws:lambda:{REGION}:432418664414:function:PRE-{{}}"
 ACS = f"arn:aws:lambda:{REGION}:432418664414:function:ACS-{{}}"
-TEXT_ALGORITHM = f"arn:aws:sagemaker:{REGION}:027400017018:labeling-job-algorithm-specification/text-classification"
+ALGORITHMS = f"arn:aws:sagemaker:{REGION}:027400017018:labeling-job-algorithm-specification"
+TEXT_ALGORITHM = f"{ALGORITHMS}/text-classification"
+IMAGE_ALGORITHM = f"{ALGORITHMS}/image-classification"
 TEMPORARY = "Temporary-1"
 
 
@@ -108,3 +112,15 @@ def read_manifest(s3: Any, uri: str) -> list[dict[str, Any]]:
     bucket, _, key = uri[5:].partition("/")
     body = s3.get_object(Bucket=bucket, Key=key)["Body"].read().decode()
     return [json.loads(line) for line in body.splitlines() if line.strip()]
+
+
+def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A solid-colour PNG (made here, without an imaging library)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    row = b"\x00" + bytes(rgb) * width
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
+    return b"\x89PNG\r\n\x1a\n" + body

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import struct
-import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,7 +14,7 @@ from typing import Any
 import pytest
 
 from helpers import RunningPlatform, running_platform
-from labeling_kit import labeling_request, make_team, put_job_files, read_manifest, wait_job
+from labeling_kit import labeling_request, make_team, png, put_job_files, read_manifest, wait_job
 
 CHROMIUM = "/usr/bin/chromium"
 if not Path(CHROMIUM).exists():
@@ -29,17 +27,6 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disa
 ARTIFACTS = Path(os.environ.get("OPENSAGE_TEST_ARTIFACTS", Path(__file__).parents[2] / "test-artifacts")) / "console"
 BUCKET = "labeling-browser"
 COLORS = {"red": (220, 40, 40), "blue": (40, 60, 220)}
-
-
-def png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
-    """A solid-colour PNG (made here, without an imaging library)."""
-    row = b"\x00" + bytes(rgb) * width
-    chunk = lambda kind, data: (  # noqa: E731
-        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-    )
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    body = chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * height)) + chunk(b"IEND", b"")
-    return b"\x89PNG\r\n\x1a\n" + body
 
 
 @pytest.fixture(scope="module")

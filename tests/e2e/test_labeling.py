@@ -14,11 +14,13 @@ from botocore.exceptions import ClientError
 
 from helpers import RunningPlatform, running_platform
 from labeling_kit import (
+    IMAGE_ALGORITHM,
     PORTAL,
     TEMPORARY,
     TEXT_ALGORITHM,
     labeling_request,
     make_team,
+    png,
     put_job_files,
     read_manifest,
     wait_job,
@@ -157,6 +159,48 @@ def test_text_classification_with_automated_labeling(platform: RunningPlatform, 
         assert x["label"] == ["positive", "negative"].index(meta["class-name"]) and 0 < meta["confidence"] <= 1
     trained = sm.describe_training_job(TrainingJobName=f"{name}-al-train-1")
     assert trained["TrainingJobStatus"] == "Completed"
+
+
+@pytest.mark.slow
+def test_image_classification_with_automated_labeling(platform: RunningPlatform, team: dict[str, Any]) -> None:
+    session = platform.session()
+    sm, s3 = session.client("sagemaker"), session.client("s3")
+    rng = random.Random(7)
+    truth = {}
+    for i in range(120):
+        label = rng.choice(["warm", "cool"])
+        shade = rng.randrange(150, 250)
+        rgb = (shade, rng.randrange(20, 90), 30) if label == "warm" else (30, rng.randrange(20, 90), shade)
+        s3.put_object(Bucket=BUCKET, Key=f"swatches/{i}.png", Body=png(16, 16, rgb), ContentType="image/png")
+        truth[f"s3://{BUCKET}/swatches/{i}.png"] = label
+    name = "swatches-auto"
+    put_job_files(s3, BUCKET, name, [{"source-ref": ref} for ref in truth], ["warm", "cool"])
+    request = labeling_request(name, team["arn"], _role(platform), BUCKET, "ImageMultiClass")
+    request["LabelingJobAlgorithmsConfig"] = {"LabelingJobAlgorithmSpecificationArn": IMAGE_ALGORITHM}
+    sm.create_labeling_job(**request)
+    wait_job(sm, name, ("InProgress",))
+    shown: dict[int, str] = {}
+    with worker(platform.api_url, "ben", team["password"]) as ben:
+
+        def answer(task: dict[str, Any]) -> dict[str, str]:
+            image = ben.get(task["image"])  # what the worker sees: the image, through the portal
+            assert image.status_code == 200 and image.headers["content-type"] == "image/png"
+            assert image.content.startswith(b"\x89PNG")
+            shown[task["index"]] = task["image"]
+            return {"label": labels_by_index[task["index"]]}
+
+        labels_by_index = {i: truth[f"s3://{BUCKET}/swatches/{i}.png"] for i in range(120)}
+        while sm.describe_labeling_job(LabelingJobName=name)["LabelingJobStatus"] == "InProgress":
+            _label_all(ben, name, {}, answer=answer)
+            time.sleep(0.5)
+    desc = wait_job(sm, name, ("Completed",))
+    counters = desc["LabelCounters"]
+    assert counters["MachineLabeled"] > 0 and counters["HumanLabeled"] == len(shown) < 120
+    lines = read_manifest(s3, desc["LabelingJobOutput"]["OutputDatasetS3Uri"])
+    machine = [x for x in lines if x["label-metadata"]["human-annotated"] == "no"]
+    assert len(machine) == counters["MachineLabeled"]
+    assert sum(x["label-metadata"]["class-name"] == truth[x["source-ref"]] for x in machine) >= 0.9 * len(machine)
+    assert {x["label-metadata"]["type"] for x in lines} == {"groundtruth/image-classification"}
 
 
 def test_stop_mid_way_keeps_what_was_labeled(platform: RunningPlatform, team: dict[str, Any]) -> None:

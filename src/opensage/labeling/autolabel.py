@@ -6,8 +6,9 @@ As Ground Truth does it (the job's ``LabelingJobAlgorithmsConfig``, text classif
    :data:`MIN_VALIDATION`) and a first training batch (:data:`BATCH_SHARE`, at least :data:`MIN_BATCH`);
 2. a round then trains the built-in XGBoost (``multi:softprob``) on the human labels outside the
    validation set, as an ordinary training job (``<job>-al-train-<round>``), on hashed bag-of-words
-   features of the texts; makes it a model (``<job>-al-model-<round>``) and runs a batch transform
-   job over the validation set and the objects no one has labeled yet;
+   features of the texts or, for images, their pixels scaled down to 8 x 8 and their colour
+   histograms; makes it a model (``<job>-al-model-<round>``) and runs a batch transform job over the
+   validation set and the objects no one has labeled yet;
 3. the confidence threshold is the lowest one at which the model's labels of the validation set
    above it are at least :data:`TARGET_ACCURACY` right; every unlabeled object the model labels
    with at least that confidence is labeled by the machine (``human-annotated: no``);
@@ -16,7 +17,8 @@ As Ground Truth does it (the job's ``LabelingJobAlgorithmsConfig``, text classif
 
 The jobs' files are under ``<S3OutputPath>/<job>/activelearning/<round>/``.
 
-LIMITATIONS: text classification (single label) only; the job needs at least :data:`MIN_OBJECTS`
+LIMITATIONS: single-label text and image classification only; the image features suit images told
+apart by colour and layout, not by fine detail (AWS fine-tunes a ResNet); the job needs at least :data:`MIN_OBJECTS`
 objects for it (AWS asks for 1,250).
 """
 
@@ -36,7 +38,9 @@ from opensage.store.entities import Resource
 VALIDATION_SHARE, MIN_VALIDATION = 0.10, 10
 BATCH_SHARE, MIN_BATCH = 0.20, 20
 MIN_OBJECTS = 100
-SUPPORTED = ("text-classification",)  # LabelingJobAlgorithmSpecificationArn suffixes
+SUPPORTED = ("text-classification", "image-classification")  # LabelingJobAlgorithmSpecificationArn suffixes
+THUMBNAIL = 8  # an image's features: its pixels at THUMBNAIL x THUMBNAIL (RGB), and a histogram of each channel
+BINS = 8
 TARGET_ACCURACY = 0.95
 FEATURES = 512  # hashed word buckets
 IMAGE = "683313688378.dkr.ecr.{region}.amazonaws.com/sagemaker-xgboost:1.7-1"
@@ -57,6 +61,24 @@ def features(text: str) -> list[float]:
     for word in _WORD.findall(text.lower()):
         counts[zlib.crc32(word.encode()) % FEATURES] += 1
     return [round(math.log1p(c), 4) for c in counts]
+
+
+def image_features(data: bytes) -> list[float]:
+    """An image as numbers: its RGB pixels scaled down to THUMBNAIL x THUMBNAIL, and BINS-bin channel histograms."""
+    import io
+
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as opened:
+        image = opened.convert("RGB")
+    small = image.resize((THUMBNAIL, THUMBNAIL), Image.Resampling.BILINEAR)
+    pixels = [round(v / 255, 4) for v in small.tobytes()]
+    histogram = image.histogram()  # 256 counts per channel
+    total = image.width * image.height
+    step = 256 // BINS
+    bins = [round(sum(histogram[c * 256 + b * step : c * 256 + (b + 1) * step]) / total, 4)
+            for c in range(3) for b in range(BINS)]  # fmt: skip
+    return pixels + bins
 
 
 def threshold(confidences: Sequence[float], right: Sequence[bool], target: float = TARGET_ACCURACY) -> float | None:
@@ -154,9 +176,9 @@ class AutoLabeler:
         bucket, _ = lj.split_s3(job.data["OutputConfig"]["S3OutputPath"])
         base = f"{lj._prefix(job)}/activelearning/{rounds}"
         s3 = self.engine.s3
-        train_rows = [[i.data["Label"], *features(i.data["Line"]["source"])] for i in training]
+        train_rows = [[i.data["Label"], *await self._features(i)] for i in training]
         await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=f"{base}/train/train.csv", Body=_csv(train_rows))
-        score_rows = [features(i.data["Line"]["source"]) for i in scored]
+        score_rows = [await self._features(i) for i in scored]
         await asyncio.to_thread(s3.put_object, Bucket=bucket, Key=f"{base}/inference/input.csv", Body=_csv(score_rows))
         stem = job.name[:40]
         train_name, model_name, transform_name = (f"{stem}-al-{what}-{rounds}" for what in ("train", "model", "infer"))
@@ -212,6 +234,17 @@ class AutoLabeler:
 
         await asyncio.to_thread(self.engine.store.modify_resource, lj.KIND, job.name, final, now=self.engine.clock())
         return [[float(x) for x in (r if isinstance(r, list) else [r])] for r in rows]
+
+    async def _features(self, item: Resource) -> list[float]:
+        line = item.data["Line"]
+        if "source" in line:
+            return features(line["source"])
+        bucket, key = lj.split_s3(line["source-ref"])
+        try:
+            got = await asyncio.to_thread(self.engine.s3.get_object, Bucket=bucket, Key=key)
+            return await asyncio.to_thread(image_features, got["Body"].read())
+        except Exception as exc:  # the job fails naming the object
+            raise lj.JobInputError(f"ClientError: could not read the image {line['source-ref']}: {exc}") from exc
 
     async def _exists(self, kind: str, name: str) -> bool:
         return await asyncio.to_thread(self.engine.store.get_resource, kind, name) is not None

@@ -81,8 +81,9 @@ class LabelingOperations:
             kind = arn.rsplit("/", 1)[-1]
             if ":labeling-job-algorithm-specification/" not in arn or kind not in autolabel.SUPPORTED:
                 raise validation_error(
-                    f"Automated labeling with {arn} is not available here: OpenSage labels text classification jobs "
-                    "automatically (.../labeling-job-algorithm-specification/text-classification)."
+                    f"Automated labeling with {arn} is not available here: OpenSage labels text and image "
+                    "classification jobs automatically (.../labeling-job-algorithm-specification/text-classification "
+                    "or image-classification)."
                 )
             if task.key not in tasktypes.AUTO_LABELING[kind]:
                 raise validation_error(f"{kind} automated labeling does not fit the task type {task.title}.")
