@@ -17,6 +17,7 @@ import contextlib
 import datetime as dt
 import secrets
 import string
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -162,7 +163,7 @@ class CognitoProvider:
         if problem:
             raise _error("InvalidPasswordException", problem)
         attrs = {a["Name"]: a.get("Value", "") for a in request.get("UserAttributes") or []}
-        attrs.setdefault("sub", secrets.token_hex(16))
+        attrs.setdefault("sub", str(uuid.uuid4()))
         now = self.clock()
         if request.get("MessageAction") == "RESEND":
             return {"User": self._user_out(self._user(pool, username))}
