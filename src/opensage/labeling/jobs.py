@@ -25,7 +25,6 @@ import json
 import logging
 import random
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -215,7 +214,7 @@ class LabelingJobs(Controller):
         counters = {"TotalLabeled": human + machine, "HumanLabeled": human, "MachineLabeled": machine,
                     "FailedNonRetryableError": 0, "Unlabeled": len(items) - human - machine}  # fmt: skip
         if job.data.get("LabelCounters") != counters:
-            sample = [round(time.time(), 1), human, machine]
+            sample = [round(self._now(), 1), human, machine]
 
             def change(current: Resource) -> tuple[dict[str, Any], None]:
                 history = [*(current.data.get("_History") or []), sample][-HISTORY:]
@@ -223,6 +222,9 @@ class LabelingJobs(Controller):
 
             self.store.modify_resource(KIND, name, change, now=self.clock())
         return counters
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
 
     def _lock(self, name: str) -> threading.Lock:
         with self._guard:
@@ -238,7 +240,7 @@ class LabelingJobs(Controller):
             per_object = int(config.get("NumberOfHumanWorkersPerDataObject") or 1)
             limit = int(config.get("MaxConcurrentTaskCount") or DEFAULT_MAX_CONCURRENT)
             lease_s = int(config.get("TaskTimeLimitInSeconds") or 300)
-            now = time.time()
+            now = self._now()
             items = [i for i in self.items(job) if i.status == PENDING and i.data["Released"]]
             for item in items:
                 if _live(item, now).get(worker):
@@ -293,7 +295,8 @@ class LabelingJobs(Controller):
             answered = {a["Worker"] for a in current.data["Annotations"]}
             if worker in answered:
                 raise ValueError("you have labeled this object already")
-            if worker not in current.data["Leases"] and len(answered) + len(_live(current, time.time())) >= per_object:
+            taken = len(answered) + len(_live(current, now.timestamp()))
+            if worker not in current.data["Leases"] and taken >= per_object:
                 raise ValueError("this object is no longer yours to label: its time limit passed")
             normal = tasktypes.check_answer(task, answer, labels, str(current.data["Line"].get("source", "")))
             annotations = [*current.data["Annotations"], {"Worker": worker, "Answer": normal, "At": now.isoformat()}]
@@ -319,7 +322,7 @@ class LabelingJobs(Controller):
             {"answerContent": a["Answer"], "submissionTime": a["At"], "workerId": a["Worker"]}
             for a in item.data["Annotations"]
         ]
-        key = f"{_prefix(job)}/annotations/worker-response/iteration-1/{item.data['Index']}/{int(time.time())}.json"
+        key = f"{_prefix(job)}/annotations/worker-response/iteration-1/{item.data['Index']}/{int(self._now())}.json"
         bucket, _ = split_s3(job.data["OutputConfig"]["S3OutputPath"])
         self.s3.put_object(Bucket=bucket, Key=key, Body=json.dumps({"answers": answers}).encode())
 
