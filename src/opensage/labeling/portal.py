@@ -8,7 +8,8 @@ labels, the instructions), draws the task's controls (choices, check boxes, boxe
 image, spans marked in the text) and posts the answer to ``POST jobs/<job>/objects/<index>``. Tools
 can use those two calls with the session cookie just as the page does.
 
-Sessions are signed, expiring cookies (path-scoped to the portal, ``SameSite=Strict``, HttpOnly); a
+Failed sign-ins are throttled as the console's are (per client address and user name). Sessions are
+signed, expiring cookies (path-scoped to the portal, ``SameSite=Strict``, HttpOnly); a
 deleted or disabled user's session ends at the next request. Requests whose ``Origin`` names another
 site are refused.
 """
@@ -29,6 +30,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from opensage.console.sessions import SignInThrottle
 from opensage.labeling import PORTAL_PREFIX, tasktypes
 from opensage.labeling import jobs as lj
 from opensage.labeling import workers as w
@@ -55,6 +57,7 @@ class Portal:
         self.s3 = s3
         self.clock = clock
         self.key = signing_key(store)
+        self.throttle = SignInThrottle()  # failed sign-ins make the next attempt wait
         self.env = Environment(loader=PackageLoader("opensage.labeling", "templates"), autoescape=select_autoescape())
         p = PORTAL_PREFIX
         self.app = Starlette(
@@ -137,10 +140,17 @@ class Portal:
         form = await request.form()
         username, password = str(form.get("username") or ""), str(form.get("password") or "")
         pool = await asyncio.to_thread(self._pool)
+        client = request.client.host if request.client else ""
+        wait = self.throttle.wait_s(client, username)
+        if wait > 0:
+            error = f"Too many failed sign-ins: try again in {wait:.0f} s."
+            return self._page("signin.html", 429, pool=pool, error=error)
         user = await asyncio.to_thread(w.get_user, self.store, pool, username) if pool else None
         ok = user is not None and await asyncio.to_thread(w.password_matches, user.data["Password"], password)
         if user is None or not ok or not user.data.get("Enabled", True):
+            self.throttle.failed(client, username)
             return self._page("signin.html", 401, pool=pool, error="Incorrect user name or password.")
+        self.throttle.succeeded(client, username)
         if user.status == w.FORCE_CHANGE:
             change = tokens.issue(self.key, tokens.Grant(CHANGE, user.name, self.clock() + CHANGE_S))
             return self._page("password.html", user=username, change=change)
