@@ -42,6 +42,7 @@ from opensage.compute import cores
 from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec, JobStatus
 from opensage.compute.confine import Confinement
 from opensage.compute.local import LocalBackend
+from opensage.compute.rayactor import InstanceActor, addressed
 
 log = logging.getLogger(__name__)
 NAMESPACE = "opensage"
@@ -62,44 +63,6 @@ def _ray() -> Any:
     except ImportError as exc:
         raise RayUnavailable("the Ray backend needs Ray: pip install 'opensage[ray]' (or pip install ray)") from exc
     return ray
-
-
-def ray_node_id() -> str:
-    import ray
-
-    return str(ray.get_runtime_context().get_node_id())
-
-
-class InstanceActor:
-    """One container on a node of the cluster, run by that node's local backend."""
-
-    def __init__(self, confinement: Confinement | None = None) -> None:
-        self.backend = LocalBackend(confinement=confinement)
-        self.handle: Handle | None = None
-
-    def start(self, job_id: str, container: ContainerSpec) -> dict[str, Any]:
-        if not Path(container.cwd).is_dir():
-            raise RuntimeError(
-                f"node {os.uname().nodename} does not see the container's directory {container.cwd}: it runs "
-                "where the platform's home is"
-            )
-        self.handle = self.backend.submit(JobSpec(job_id, (container,)))
-        info = dict(self.handle["containers"][0])
-        info["node"] = os.uname().nodename
-        info["node_id"] = ray_node_id()
-        return info
-
-    def poll(self) -> ContainerState:
-        assert self.handle is not None
-        return self.backend.poll(self.handle).containers[0]
-
-    def stop(self, grace_s: float) -> None:
-        if self.handle is not None:
-            self.backend.stop(self.handle, grace_s)
-
-    def cleanup(self) -> None:
-        if self.handle is not None:
-            self.backend.cleanup(self.handle)
 
 
 class RayBackend:
@@ -215,17 +178,6 @@ class RayBackend:
             chosen.append(min(nodes, key=order)["NodeID"])
         return [NodeAffinitySchedulingStrategy(n, soft=False) for n in chosen], list(chosen), cpus
 
-    def _addresses(self, spec: JobSpec, where: list[str | None], alive: list[dict[str, Any]]) -> list[ContainerSpec]:
-        """The containers with their peers' addresses: a peer on another machine by that node's address."""
-        ips = {n["NodeID"]: n["NodeManagerAddress"] for n in alive}
-        here = ips.get(self.node_id)
-        by_host = {c.host: ips.get(node or "", here) for c, node in zip(spec.containers, where, strict=True)}
-        out = []
-        for container in spec.containers:
-            peers = tuple((h, a if by_host.get(h) in (here, None) else str(by_host[h])) for h, a in container.peers)
-            out.append(dataclasses.replace(container, peers=peers))
-        return out
-
     # --- the compute interface ----------------------------------------------------------------------
 
     def submit(self, spec: JobSpec) -> Handle:
@@ -237,7 +189,7 @@ class RayBackend:
             alive = [n for n in ray.nodes() if n.get("Alive")]  # one look at the cluster for the whole job
             strategies, where, cpus = self._place(spec, handle, alive)
             calls = []
-            for container, strategy in zip(self._addresses(spec, where, alive), strategies, strict=True):
+            for container, strategy in zip(addressed(spec, where, alive, self.node_id), strategies, strict=True):
                 name = f"{spec.job_id}/{container.host}/{uuid.uuid4().hex[:8]}"
                 options = {"name": name, "lifetime": "detached", "num_cpus": cpus, "scheduling_strategy": strategy}
                 actor = self._actor_class.options(**options).remote(self.confinement)
@@ -485,3 +437,4 @@ def end_ray_processes(temp: Path) -> int:
     time.sleep(0.5)  # the killed processes let go of their sockets and logs
     shutil.rmtree(temp, ignore_errors=True)
     return len(ray_processes)
+
