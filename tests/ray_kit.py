@@ -21,9 +21,14 @@ def _spare_port() -> int:
 
 
 class Cluster:
-    """Two Ray nodes on this machine, one CPU each, with token authentication (the token in a file of its own)."""
+    """Two Ray nodes on this machine, one CPU each, with token authentication (the token in a file of its own);
+    the second declares ``gpus`` GPUs (Ray hands them out as it would real ones). With ``hide``, a third node
+    runs in a mount namespace of its own where that directory is an empty file system: it does not see
+    what the platform keeps there, as a node of another machine would not."""
 
-    def __init__(self) -> None:
+    def __init__(self, gpus: int = 0, hide: Path | None = None) -> None:
+        self.gpus = gpus
+        self.hide = hide
         self.root = Path(tempfile.mkdtemp(prefix="osrc-", dir="/tmp"))  # Ray's socket paths must be short
         self.token = self.root / "token"
         self.token.write_text(secrets.token_hex(32))
@@ -44,8 +49,16 @@ class Cluster:
         self._ray(
             "start", f"--address={self.address}", f"--dashboard-agent-listen-port={_spare_port()}",
             f"--dashboard-agent-grpc-port={_spare_port()}", "--min-worker-port=12500", "--max-worker-port=14800",
-            *common,
+            f"--num-gpus={self.gpus}", *common,
         )  # fmt: skip
+        if self.hide is not None:
+            ports = [f"--dashboard-agent-listen-port={_spare_port()}", f"--dashboard-agent-grpc-port={_spare_port()}"]
+            start = [self.cli, "start", f"--address={self.address}", *ports, "--min-worker-port=14810",
+                     "--max-worker-port=14899", *common]  # fmt: skip
+            script = 'mount -t tmpfs opensage-elsewhere "$0" && exec "$@"'
+            hidden = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, str(self.hide), *start]
+            run = subprocess.run(hidden, env={**os.environ, **self.env}, capture_output=True, text=True)
+            assert run.returncode == 0, run.stderr[-3000:]
 
     def _ray(self, *args: str) -> None:
         run = subprocess.run([self.cli, *args], env={**os.environ, **self.env}, capture_output=True, text=True)

@@ -31,8 +31,9 @@ BUCKET = "ray-cluster"
 
 
 @pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    made = Cluster()
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    # the second node has a GPU; a third does not see the tests' files, the platform's home among them
+    made = Cluster(gpus=1, hide=tmp_path_factory.getbasetemp())
     try:
         made.start()
         yield made
@@ -62,8 +63,8 @@ def _placements(platform: RunningPlatform, job: str) -> dict[str, str]:
     return dict(re.findall(r"(algo-\d+) runs on Ray node (\w+)", "\n".join(lines)))
 
 
-def _train(platform: RunningPlatform) -> dict[str, Any]:
-    """A two-instance XGBoost job over two files, one per instance; returns its description."""
+def _train(platform: RunningPlatform, instances: int = 2) -> dict[str, Any]:
+    """An XGBoost job of ``instances`` instances over as many files, one per instance; returns its description."""
     session = platform.session()
     sm, s3 = session.client("sagemaker"), session.client("s3")
     with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
@@ -71,10 +72,11 @@ def _train(platform: RunningPlatform) -> dict[str, Any]:
     rng = np.random.default_rng(7)
     x = rng.normal(size=(4000, 4))
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
-    for part in range(2):
+    prefix = f"train-{instances}"
+    for part in range(instances):
         body = io.StringIO()
-        np.savetxt(body, np.column_stack([y, x])[part::2], delimiter=",", fmt="%.5f")
-        s3.put_object(Bucket=BUCKET, Key=f"train/part-{part}.csv", Body=body.getvalue().encode())
+        np.savetxt(body, np.column_stack([y, x])[part::instances], delimiter=",", fmt="%.5f")
+        s3.put_object(Bucket=BUCKET, Key=f"{prefix}/part-{part}.csv", Body=body.getvalue().encode())
     account = session.client("sts").get_caller_identity()["Account"]
     name = f"two-nodes-{uuid.uuid4().hex[:8]}"
     sm.create_training_job(
@@ -89,14 +91,14 @@ def _train(platform: RunningPlatform) -> dict[str, Any]:
                 "DataSource": {
                     "S3DataSource": {
                         "S3DataType": "S3Prefix",
-                        "S3Uri": f"s3://{BUCKET}/train/",
+                        "S3Uri": f"s3://{BUCKET}/{prefix}/",
                         "S3DataDistributionType": "ShardedByS3Key",
                     }
                 },
             }
         ],
         OutputDataConfig={"S3OutputPath": f"s3://{BUCKET}/output"},
-        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": 2, "VolumeSizeInGB": 1},
+        ResourceConfig={"InstanceType": "ml.m5.large", "InstanceCount": instances, "VolumeSizeInGB": 1},
         StoppingCondition={"MaxRuntimeInSeconds": 600},
     )
     deadline = time.monotonic() + 300
@@ -135,6 +137,25 @@ def test_a_two_instance_job_spans_both_nodes_and_trains_the_local_model(
         _predictions(local, here, tmp_path / "local"),
     )
     assert np.allclose(ray_model, local_model)
+    assert not cluster.actors(), "the job's actors outlived it"
+
+
+def test_a_node_that_does_not_see_the_home_runs_an_instance_with_its_directory_shipped(
+    cluster: Cluster, on_ray: RunningPlatform, local: RunningPlatform, tmp_path: Path
+) -> None:
+    on_cluster = _train(on_ray, instances=3)  # one instance on each of the three nodes
+    nodes = _placements(on_ray, on_cluster["TrainingJobName"])
+    assert len(set(nodes.values())) == 3, nodes
+    logs = on_ray.session().client("logs")
+    group, name = "/aws/sagemaker/TrainingJobs", on_cluster["TrainingJobName"]
+    for stream in logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/")["logStreams"]:
+        events = logs.get_log_events(logGroupName=group, logStreamName=stream["logStreamName"], startFromHead=True)
+        assert any("[algo-" in e["message"] or "INFO" in e["message"] for e in events["events"]), stream  # its log
+    here = _train(local, instances=3)
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "local").mkdir()
+    ray_model = _predictions(on_ray, on_cluster, tmp_path / "ray")
+    assert np.allclose(ray_model, _predictions(local, here, tmp_path / "local"))
     assert not cluster.actors(), "the job's actors outlived it"
 
 
@@ -203,6 +224,41 @@ PROCESSING_SCRIPT = (
     "host = os.environ.get('SM_CURRENT_HOST') or __import__('json').load(open('/opt/ml/config/resourceconfig.json'))"
     "['current_host']; (out / f'{host}.txt').write_text(f'{host} processed')"
 )
+
+
+GPU_SCRIPT = (
+    "import os, pathlib; pathlib.Path('/opt/ml/processing/output/gpus.txt')"
+    ".write_text(os.environ.get('CUDA_VISIBLE_DEVICES', 'none'))"
+)
+
+
+def test_an_instance_type_with_a_gpu_gets_the_gpu_node_and_its_gpu(on_ray: RunningPlatform) -> None:
+    session = on_ray.session()
+    sm, s3 = session.client("sagemaker"), session.client("s3")
+    with contextlib.suppress(s3.exceptions.BucketAlreadyOwnedByYou):
+        s3.create_bucket(Bucket=BUCKET)
+    account = session.client("sts").get_caller_identity()["Account"]
+    placed = {}
+    for itype in ("ml.g4dn.xlarge", "ml.m5.large"):
+        name = f"gpu-{uuid.uuid4().hex[:8]}"
+        output = {"OutputName": "out", "S3Output": {"S3Uri": f"s3://{BUCKET}/{name}", "S3UploadMode": "EndOfJob",
+                                                    "LocalPath": "/opt/ml/processing/output"}}  # fmt: skip
+        sm.create_processing_job(
+            ProcessingJobName=name,
+            ProcessingOutputConfig={"Outputs": [output]},
+            ProcessingResources={"ClusterConfig": {"InstanceCount": 1, "InstanceType": itype, "VolumeSizeInGB": 1}},
+            AppSpecification={"ImageUri": PYTHON, "ContainerEntrypoint": ["python3", "-c", GPU_SCRIPT]},
+            RoleArn=f"arn:aws:iam::{account}:role/OpenSageExecutionRole",
+        )
+        deadline = time.monotonic() + 180
+        while (desc := sm.describe_processing_job(ProcessingJobName=name))["ProcessingJobStatus"] == "InProgress":
+            assert time.monotonic() < deadline
+            time.sleep(0.3)
+        assert desc["ProcessingJobStatus"] == "Completed", desc.get("FailureReason")
+        seen = s3.get_object(Bucket=BUCKET, Key=f"{name}/gpus.txt")["Body"].read().decode()
+        placed[itype] = (seen, _placements(on_ray, name)["algo-1"])
+    assert placed["ml.g4dn.xlarge"][0] == "0"  # the GPU Ray gave the instance's actor
+    assert placed["ml.m5.large"][0] == "none"  # an instance type without GPUs sees none
 
 
 def test_processing_and_batch_transform_run_on_the_cluster(on_ray: RunningPlatform) -> None:

@@ -48,6 +48,12 @@ class ContainerSpec:
     # An image's root file system: the command runs inside it, the mounts bound into it. None: the
     # container sees this machine's file system (the built-in images).
     rootfs: RootFs | None = None
+    # Besides its directory (``cwd``), what a node that does not see the platform's home needs to run the
+    # container (the job's Python environment): shipped to it along (opensage.compute.shipping).
+    carry: tuple[Path, ...] = ()
+    # The instance type's GPUs: the backend gives the container that many of its machine's, where it has
+    # them (opensage.compute.gpus).
+    gpus: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import psutil
 
-from opensage.compute import cores, sandbox
+from opensage.compute import cores, gpus, sandbox
 from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec, JobStatus
 from opensage.compute.confine import Confinement
 
@@ -131,6 +131,7 @@ class LocalBackend:
         self._procs: dict[int, subprocess.Popen[bytes]] = {}
         self._oom: set[int] = set()
         self._cgroups = _Cgroups()
+        self.gpus = gpus.GpuPool(gpus.machine_gpus())
         if not use_cgroups:
             self._cgroups.memory = self._cgroups.cpu = False
 
@@ -148,7 +149,8 @@ class LocalBackend:
     def _start(self, job_id: str, c: ContainerSpec, share: int) -> dict:
         cg_name = f"{job_id.replace('/', '_')}_{c.host}_{time.monotonic_ns()}"
         cgroups = self._cgroups.create(cg_name, c.memory_bytes, c.cpus)
-        env = {cores.SHARE_ENV: str(share), **cores.thread_env(c.cpus, share, c.env), **c.env}
+        held = self.gpus.take(c.gpus) if c.gpus and gpus.VISIBLE_ENV not in c.env else []
+        env = {cores.SHARE_ENV: str(share), **cores.thread_env(c.cpus, share, c.env), **gpus.visible(held), **c.env}
 
         def enter_cgroups() -> None:
             for path in cgroups:
@@ -194,6 +196,7 @@ class LocalBackend:
             "mounted": bool(c.mounts) and (c.rootfs is not None or sandbox.mounts_available()),
             "network_isolated": isolated,
             "uid": confined.uid if confined and confined.uid is not None else os.getuid(),
+            "gpus": held,
         }
 
     def poll(self, handle: Handle) -> JobStatus:
@@ -246,6 +249,7 @@ class LocalBackend:
             self._procs.pop(c["pid"], None)
             self._oom.discard(c["pid"])
             _Cgroups.remove(c["cgroups"])
+            self.gpus.give_back(c.get("gpus") or [])
 
     def end_job(self, job_id: str) -> int:
         return 0  # a local container is known only by the handle's process ids

@@ -8,12 +8,14 @@ the same mounts, limits and exit codes, as one run locally. The handle names the
 platform ends what an earlier one left running, by the saved handle or, when the earlier one died
 before it saved one, by the job's name (:meth:`RayBackend.end_job`).
 
-Until an instance agent stages data on the node that runs a container, the containers read and
-write the platform's home: a job's instances run on the nodes that see it at its own path (this
-machine's, or those of a shared file system; :meth:`RayBackend._candidates`), model servers on those
-of them on the platform's machine. A job of several instances gets a placement group of one bundle per
-instance (``SPREAD``) when every node may run it, and otherwise its instances go to the least loaded of
-the nodes that may.
+A job's ``/opt/ml`` is staged in the platform's home. Its instances run on any node: one that sees the
+home at its own path (this machine's, or those of a shared file system; :meth:`RayBackend._candidates`)
+uses it there, and one that does not gets the instance's directory shipped through Ray's object store,
+sends its log back at every poll and its new files when it ends (:mod:`opensage.compute.shipping`).
+Nodes that see the home are preferred. Model servers run on the nodes that see it on the platform's
+machine (the router reaches them on loopback). A job of several instances gets a placement group of one
+bundle per instance (``SPREAD``) when every node may run it, and otherwise its instances go to the
+least loaded of the nodes that may.
 
 With no address the platform starts a Ray head of its own (:func:`start_head`, on loopback, with Ray's
 token authentication and a token of its own) whose state is in
@@ -38,7 +40,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from opensage.compute import cores
+from opensage.compute import cores, shipping
 from opensage.compute.base import ContainerSpec, ContainerState, Handle, JobSpec, JobStatus
 from opensage.compute.confine import Confinement
 from opensage.compute.local import LocalBackend
@@ -120,10 +122,11 @@ class RayBackend:
         for node in nodes:
             if node["NodeID"] not in self._sees:
                 self._sees[node["NodeID"]] = self._reads_probe(node["NodeID"])
+        if job:  # every node: one that does not see the home gets the instance's directory shipped
+            return nodes, True
         seeing = [n for n in nodes if self._sees[n["NodeID"]]]
-        if not job:
-            here = next((n["NodeManagerAddress"] for n in nodes if n["NodeID"] == self.node_id), None)
-            seeing = [n for n in seeing if n["NodeManagerAddress"] == here]
+        here = next((n["NodeManagerAddress"] for n in nodes if n["NodeID"] == self.node_id), None)
+        seeing = [n for n in seeing if n["NodeManagerAddress"] == here]
         return seeing, len(seeing) == len(nodes)
 
     def _reads_probe(self, node_id: str) -> bool:
@@ -148,8 +151,8 @@ class RayBackend:
 
     def _place(
         self, spec: JobSpec, handle: Handle, alive: list[dict[str, Any]]
-    ) -> tuple[list[Any], list[str | None], float]:
-        """The scheduling strategy of each container, the node each will run on where known, its CPUs."""
+    ) -> tuple[list[Any], list[str | None], float, float]:
+        """The scheduling strategy of each container, the node each will run on where known, its CPUs and GPUs."""
         from ray.util import placement_group, placement_group_table
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy, PlacementGroupSchedulingStrategy
 
@@ -157,26 +160,48 @@ class RayBackend:
         nodes, everywhere = self._candidates(job, alive)
         count = len(spec.containers)
         cpus = self._cpus(job, spec.containers[0], count, nodes)
+        gpus, nodes = self._gpus(spec.containers[0].gpus, nodes, alive)
         if job and count > 1 and len(nodes) > 1 and everywhere:
             name = f"{spec.job_id}/placement"
-            group = placement_group([{"CPU": cpus}] * count, strategy="SPREAD", name=name, lifetime="detached")
+            bundle = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+            group = placement_group([bundle] * count, strategy="SPREAD", name=name, lifetime="detached")
             handle["placement_group"] = name
             self.ray.get(group.ready(), timeout=START_TIMEOUT_S)
             where = placement_group_table(group)["bundles_to_node_id"]
             strategies = [PlacementGroupSchedulingStrategy(group, placement_group_bundle_index=i) for i in range(count)]
-            return strategies, [where.get(i) for i in range(count)], cpus
+            return strategies, [where.get(i) for i in range(count)], cpus, gpus
         chosen: list[str] = []
 
-        def order(node: dict[str, Any]) -> tuple[bool, float, int, bool]:
-            # a node with room for the instance, the most room left (for a job's instance), the fewest
-            # containers, the platform's own
+        def order(node: dict[str, Any]) -> tuple[bool, bool, bool, float, int, bool]:
+            # a node with GPUs to spare and room for the instance, that sees the home, the most room left
+            # (for a job's instance), the fewest containers, the platform's own
             room = _node_cpus(node) - cpus * chosen.count(node["NodeID"])
+            gpus_left = _node_gpus(node) - gpus * chosen.count(node["NodeID"])
             load = self._load[node["NodeID"]] + (0 if cpus else chosen.count(node["NodeID"]))
-            return room < cpus - 1e-6, -room if cpus else 0.0, load, node["NodeID"] != self.node_id
+            far, own = not self._sees.get(node["NodeID"], False), node["NodeID"] == self.node_id
+            return gpus_left < gpus, room < cpus - 1e-6, far, -room if cpus else 0.0, load, not own
 
         for _ in range(count):
             chosen.append(min(nodes, key=order)["NodeID"])
-        return [NodeAffinitySchedulingStrategy(n, soft=False) for n in chosen], list(chosen), cpus
+        return [NodeAffinitySchedulingStrategy(n, soft=False) for n in chosen], list(chosen), cpus, gpus
+
+    def _gpus(
+        self, wanted: int, nodes: list[dict[str, Any]], alive: list[dict[str, Any]]
+    ) -> tuple[float, list[dict[str, Any]]]:
+        """The GPUs each instance holds and the nodes it may run on: those with that many GPUs (or the most
+        any has). A cluster with no GPU runs GPU instance types on CPUs, as a machine without GPUs does."""
+        if not wanted:
+            return 0.0, nodes
+        most = max((_node_gpus(n) for n in nodes), default=0.0)
+        if not most:
+            if not any(_node_gpus(n) for n in alive):
+                log.warning("no node of the Ray cluster has a GPU: instance types with GPUs run on CPUs (%d)", wanted)
+                return 0.0, nodes
+            raise RuntimeError(
+                "the Ray cluster's GPU nodes cannot run this job: they do not see the platform's home at its path"
+            )
+        gpus = min(float(wanted), most)
+        return gpus, [n for n in nodes if _node_gpus(n) >= gpus]
 
     # --- the compute interface ----------------------------------------------------------------------
 
@@ -187,15 +212,20 @@ class RayBackend:
         share = cores.share(cores.usable_cores(), len(spec.containers))
         try:
             alive = [n for n in ray.nodes() if n.get("Alive")]  # one look at the cluster for the whole job
-            strategies, where, cpus = self._place(spec, handle, alive)
-            calls = []
+            strategies, where, cpus, gpus = self._place(spec, handle, alive)
+            calls: list[Any] = []
             for container, strategy in zip(addressed(spec, where, alive, self.node_id), strategies, strict=True):
                 name = f"{spec.job_id}/{container.host}/{uuid.uuid4().hex[:8]}"
-                options = {"name": name, "lifetime": "detached", "num_cpus": cpus, "scheduling_strategy": strategy}
+                options = {"name": name, "lifetime": "detached", "num_cpus": cpus, "num_gpus": gpus,
+                           "scheduling_strategy": strategy}  # fmt: skip
                 actor = self._actor_class.options(**options).remote(self.confinement)
                 started.append({"host": container.host, "actor": name})  # found by name should a start fail
                 env = {cores.SHARE_ENV: str(share), **container.env}
-                calls.append(actor.start.remote(spec.job_id, dataclasses.replace(container, env=env)))
+                node = where[len(calls)]
+                far = spec.job_id.startswith(JOB_PREFIXES) and node is not None and not self._sees.get(node, False)
+                directory = shipping.pack([Path(container.cwd), *container.carry]) if far else None
+                started[-1].update(log=str(container.log_path), root=str(container.cwd))
+                calls.append(actor.start.remote(spec.job_id, dataclasses.replace(container, env=env), directory))
             for entry, call in zip(started, calls, strict=True):  # the actors start together, each in its own process
                 entry.update(ray.get(call, timeout=START_TIMEOUT_S))
                 self._load[entry["node_id"]] += 1
@@ -220,7 +250,13 @@ class RayBackend:
         for entry in handle["containers"]:
             actor = self._actor(entry)
             state = None
-            if actor is not None:
+            if actor is not None and entry.get("shipped"):
+                with contextlib.suppress(self.ray.exceptions.RayError):
+                    state, chunk, results = self.ray.get(actor.poll_shipped.remote(), timeout=600)
+                    shipping.append(Path(entry["log"]), chunk)
+                    if results is not None:  # the container ended: what it made comes home before it is reported
+                        shipping.unpack_changes(results, Path(entry["root"]))
+            elif actor is not None:
                 with contextlib.suppress(self.ray.exceptions.RayError):
                     state = self.ray.get(actor.poll.remote(), timeout=60)
             # an actor that is gone (its node died, it was killed) ended its container with no exit code
@@ -287,6 +323,10 @@ class RayBackend:
             self.ray.shutdown()
         if self.head is not None:
             stop_head(self.head)
+
+
+def _node_gpus(node: dict[str, Any]) -> float:
+    return float((node.get("Resources") or {}).get("GPU", 0.0))
 
 
 def _node_cpus(node: dict[str, Any]) -> float:

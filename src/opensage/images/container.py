@@ -139,6 +139,7 @@ def image_container(
         isolate_network=isolate_network,
         peers=peers,
         rootfs=RootFs(image.rootfs, layer, image.config.workdir, image.user()),
+        gpus=itype.gpus,
     )
 
 

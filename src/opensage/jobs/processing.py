@@ -233,6 +233,8 @@ class ProcessingEngine(JobEngine):
                     isolate_network=isolated,
                     peers=tuple((h, "127.0.0.1") for h in hosts),
                     owned=(job_dir, self.envs_dir),
+                    gpus=itype.gpus,
+                    carry=(bin_dir.parent,),
                 )
             )
         return JobSpec(f"{KIND}/{job.name}", tuple(containers))

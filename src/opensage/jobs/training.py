@@ -304,6 +304,8 @@ class TrainingEngine(JobEngine):
                     isolate_network=job.network_isolation and len(hosts) == 1,
                     peers=peers,
                     owned=(job_dir, self.envs_dir),
+                    gpus=itype.gpus,
+                    carry=(bin_dir.parent,) if bin_dir else (),
                 )
             )
         return JobSpec(f"{KIND}/{name}", tuple(containers))

@@ -21,7 +21,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -34,6 +33,7 @@ from typing import Any
 
 import psutil
 
+from opensage.compute.base import free_port
 from opensage.errors import Conflict, NotFound, OpenSageError
 from opensage.store.sql import SqlStore
 
@@ -97,12 +97,6 @@ def mlflow_version() -> str:
         return version("mlflow")
     except PackageNotFoundError:
         return ""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass(slots=True)
@@ -254,7 +248,7 @@ class TrackingServers:
         """Start the process and wait until it answers; False when it exits or does not answer in time."""
         directory = self.directory(name)
         directory.mkdir(parents=True, exist_ok=True)
-        port = _free_port()
+        port = free_port()  # below the ephemeral range: an outgoing connection cannot take it first
         try:
             command = self.command(name, artifact_uri, port)
         except MlflowMissing as exc:

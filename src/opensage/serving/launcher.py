@@ -243,6 +243,7 @@ class Launcher:
                 (template.base / "model").resolve(),
                 *([Path(instance.socket).parent] if instance.socket else []),
             ),
+            gpus=template.instance_type.gpus,
         )
         instance.handle = await asyncio.to_thread(
             self.backend.submit, JobSpec(f"endpoint/{template.owner}", (container,))
