@@ -146,6 +146,9 @@ def test_a_node_that_does_not_see_the_home_runs_an_instance_with_its_directory_s
     on_cluster = _train(on_ray, instances=3)  # one instance on each of the three nodes
     nodes = _placements(on_ray, on_cluster["TrainingJobName"])
     assert len(set(nodes.values())) == 3, nodes
+    text = (on_ray.home.parent / f"{on_ray.home.name}-up.log").read_text(errors="replace")
+    (line,) = [x for x in text.splitlines() if f"training-job/{on_cluster['TrainingJobName']}: " in x]
+    assert line.count("its directory shipped") == 1, line  # the node that does not see the home
     logs = on_ray.session().client("logs")
     group, name = "/aws/sagemaker/TrainingJobs", on_cluster["TrainingJobName"]
     for stream in logs.describe_log_streams(logGroupName=group, logStreamNamePrefix=f"{name}/")["logStreams"]:

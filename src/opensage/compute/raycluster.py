@@ -235,7 +235,11 @@ class RayBackend:
             raise
         # one line a job, formatted here: the log's repeat filter (opensage.listeners) holds back a template
         # seen too often, and every job's placement is worth its line
-        where_text = ", ".join(f"{c['host']} runs on Ray node {c['node_id']} ({c['node']})" for c in started)
+        shipped = {True: ", its directory shipped", False: ""}
+        where_text = ", ".join(
+            f"{c['host']} runs on Ray node {c['node_id']} ({c['node']}{shipped[bool(c.get('shipped'))]})"
+            for c in started
+        )
         log.info(f"{spec.job_id}: {where_text}")  # noqa: G004
         return handle
 
