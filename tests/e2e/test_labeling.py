@@ -345,3 +345,26 @@ def test_a_crash_of_the_platform_loses_no_answer(tmp_path: Any) -> None:
         lines = read_manifest(s3, desc["LabelingJobOutput"]["OutputDatasetS3Uri"])
         assert sorted(x["source"] for x in lines) == sorted(truth)
         assert all(x["label-metadata"]["class-name"] == truth[x["source"]] for x in lines)
+
+
+def test_stop_in_the_middle_of_an_automated_labeling_round(platform: RunningPlatform, team: dict[str, Any]) -> None:
+    session = platform.session()
+    sm, s3 = session.client("sagemaker"), session.client("s3")
+    data = _texts(100, 5)
+    truth = dict(data)
+    name = "reviews-auto-stopped"
+    put_job_files(s3, BUCKET, name, [{"source": text} for text, _ in data], ["positive", "negative"])
+    request = labeling_request(name, team["arn"], _role(platform), BUCKET, "TextMultiClass")
+    request["LabelingJobAlgorithmsConfig"] = {"LabelingJobAlgorithmSpecificationArn": TEXT_ALGORITHM}
+    sm.create_labeling_job(**request)
+    wait_job(sm, name, ("InProgress",))
+    with worker(platform.api_url, "ana", team["password"]) as ana:
+        assert _label_all(ana, name, truth) == 30  # the validation set (10) and the first batch (20)
+    sm.stop_labeling_job(LabelingJobName=name)  # while the first round trains, or just after
+    desc = wait_job(sm, name, ("Stopped",), timeout=60)
+    assert desc["LabelCounters"]["HumanLabeled"] == 30
+    lines = read_manifest(s3, desc["LabelingJobOutput"]["OutputDatasetS3Uri"])
+    assert len(lines) == desc["LabelCounters"]["TotalLabeled"]
+    train = f"{name}-al-train-1"[:63]
+    status = sm.describe_training_job(TrainingJobName=train)["TrainingJobStatus"]
+    assert status in ("Stopped", "Completed", "Stopping")

@@ -25,6 +25,7 @@ objects for it (AWS asks for 1,250).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import re
@@ -97,6 +98,10 @@ def _csv(rows: Sequence[Sequence[float]]) -> bytes:
     return "".join(",".join(f"{v:g}" for v in row) + "\n" for row in rows).encode()
 
 
+class _Stopped(Exception):
+    """The labeling job was asked to stop in the middle of a round."""
+
+
 class AutoLabeler:
     """Runs the rounds of a job's automated labeling through the SageMaker provider's own operations."""
 
@@ -123,7 +128,10 @@ class AutoLabeler:
         validation = [i for i in items if i.data["Order"] < validation_n and i.status == lj.HUMAN]
         training = [i for i in items if i.data["Order"] >= validation_n and i.status == lj.HUMAN]
         if len({i.data["Label"] for i in training}) >= 2 and validation:
-            predicted = await self._predict(job, rounds, labels, training, [*validation, *unreleased])
+            try:
+                predicted = await self._predict(job, rounds, labels, training, [*validation, *unreleased])
+            except _Stopped:  # StopLabelingJob during the round: the job ends with what humans labeled
+                return
             scores = [max(p) for p in predicted[: len(validation)]]
             right = [p.index(max(p)) == i.data["Label"] for p, i in zip(predicted, validation, strict=False)]
             cut = threshold(scores, right)
@@ -201,7 +209,7 @@ class AutoLabeler:
         # Each step is taken once: a restart in the middle of a round finds the jobs it made.
         if not await self._exists("training-job", train_name):
             await self.p.create_training_job(request_context(saved, "CreateTrainingJob"), training_request)
-        trained = await self._wait("training-job", train_name)
+        trained = await self._wait("training-job", train_name, job)
         model_arn = f"arn:aws:sagemaker:{saved['region']}:{saved['account']}:model/{model_name.lower()}"
         if not await self._exists("model", model_name):
             artifacts = trained["ModelArtifacts"]["S3ModelArtifacts"]
@@ -223,7 +231,7 @@ class AutoLabeler:
         }  # fmt: skip
         if not await self._exists("transform-job", transform_name):
             await self.p.create_transform_job(request_context(saved, "CreateTransformJob"), transform_request)
-        await self._wait("transform-job", transform_name)
+        await self._wait("transform-job", transform_name, job)
         body = await asyncio.to_thread(s3.get_object, Bucket=bucket, Key=f"{base}/inference-output/input.csv.out")
         rows = [json.loads(line) for line in body["Body"].read().decode().splitlines() if line.strip()]
         if len(rows) != len(scored):
@@ -249,8 +257,18 @@ class AutoLabeler:
     async def _exists(self, kind: str, name: str) -> bool:
         return await asyncio.to_thread(self.engine.store.get_resource, kind, name) is not None
 
-    async def _wait(self, kind: str, name: str) -> dict[str, Any]:
+    async def _wait(self, kind: str, name: str, job: Resource) -> dict[str, Any]:
+        from opensage.providers.sagemaker.pipeline_steps import request_context
+
         while True:
+            if self.engine.stopping(job.name):
+                ctx = request_context(job.data["_Context"], "Stop")
+                with contextlib.suppress(Exception):  # the round's job stops with the labeling job
+                    if kind == "training-job":
+                        await asyncio.to_thread(self.p.stop_training_job, ctx, {"TrainingJobName": name})
+                    else:
+                        await asyncio.to_thread(self.p.stop_transform_job, ctx, {"TransformJobName": name})
+                raise _Stopped(job.name)
             row = await asyncio.to_thread(self.engine.store.get_resource, kind, name)
             if row is not None and row.status in ("Completed", "Failed", "Stopped"):
                 if row.status != "Completed":

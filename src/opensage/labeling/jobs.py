@@ -89,6 +89,9 @@ class LabelingJobs(Controller):
         self._stop.add(name)
         self.wake(name)
 
+    def stopping(self, name: str) -> bool:
+        return name in self._stop
+
     async def _run(self, name: str) -> None:
         try:
             row = await asyncio.to_thread(self.store.get_resource, KIND, name)
