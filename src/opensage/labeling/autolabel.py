@@ -116,10 +116,13 @@ class AutoLabeler:
 
     async def turn(self, job: Resource) -> None:
         """Run a round if the human batch is done and objects are left; then hand out the next batch."""
+        counts = await asyncio.to_thread(self.engine.store.count_resources, lj.ITEM_KIND, parent_arn=job.arn)
+        if counts.get(lj.PENDING) or not counts.get(lj.HELD):  # humans are at it, or nothing is held back
+            return
         items = await asyncio.to_thread(self.engine.items, job)
         total = len(items)
-        waiting = [i for i in items if i.status == lj.PENDING and i.data["Released"]]
-        unreleased = [i for i in items if i.status == lj.PENDING and not i.data["Released"]]
+        waiting = [i for i in items if i.status == lj.PENDING]
+        unreleased = [i for i in items if i.status == lj.HELD]
         if waiting or not unreleased:
             return
         validation_n = validation_size(total)
@@ -157,7 +160,7 @@ class AutoLabeler:
             meta = {"class-name": labels[best], "confidence": round(max(p), 2)}
 
             def label(current: Resource, best: int = best, meta: dict = meta) -> tuple[dict[str, Any], str] | None:
-                if current.status != lj.PENDING:
+                if current.status != lj.HELD:
                     return None
                 return {**current.data, "Label": best, "Metadata": meta, "LabeledAt": now.isoformat()}, lj.MACHINE
 
@@ -166,7 +169,8 @@ class AutoLabeler:
     def _release(self, batch: Sequence[Resource]) -> None:
         for item in batch:
             self.engine.store.modify_resource(
-                lj.ITEM_KIND, item.name, lambda c: ({**c.data, "Released": True}, None), now=self.engine.clock()
+                lj.ITEM_KIND, item.name, lambda c: (c.data, lj.PENDING if c.status == lj.HELD else None),
+                now=self.engine.clock(),
             )
 
     async def _predict(

@@ -25,7 +25,7 @@ import json
 import logging
 import random
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from opensage.controller import Controller, call_on_loop
@@ -42,7 +42,9 @@ INITIALIZING, IN_PROGRESS, COMPLETED, FAILED, STOPPING, STOPPED = (
     "Initializing", "InProgress", "Completed", "Failed", "Stopping", "Stopped",
 )  # fmt: skip
 ACTIVE = (INITIALIZING, IN_PROGRESS, STOPPING)
-PENDING, HUMAN, MACHINE = "pending", "human", "machine"
+# An item waits for workers (PENDING), or is not handed out yet (HELD: automated labeling's later batches).
+PENDING, HELD, HUMAN, MACHINE = "pending", "held", "human", "machine"
+PAGE = 100  # items read at a time when looking for a worker's next task
 DEFAULT_MAX_CONCURRENT = 1000  # MaxConcurrentTaskCount's default
 HISTORY = 500  # counter samples kept for the console's progress chart
 
@@ -54,8 +56,10 @@ def split_s3(uri: str) -> tuple[str, str]:
     return bucket, key
 
 
-def item_name(job: str, index: int) -> str:
-    return f"{job}/{index:06d}"
+def item_name(job: str, position: int) -> str:
+    """An item is named after its place in the order objects go to workers (the manifest's, or shuffled for
+    automated labeling), so that the next task is found among the first pending items."""
+    return f"{job}/{position:07d}"
 
 
 class LabelingJobs(Controller):
@@ -172,25 +176,18 @@ class LabelingJobs(Controller):
         if template:
             guide = tasktypes.instructions(self._read(template, "worker task template").decode("utf-8", "replace"))
         order = list(range(len(lines)))
-        random.Random(row.name).shuffle(order)
+        if data.get("_Auto"):  # the humans' share is a random sample
+            random.Random(row.name).shuffle(order)
         released = len(lines) if not data.get("_Auto") else self.autolabel.first_release(len(lines))
         now = self.clock()
         for position, index in enumerate(order):
-            item = {"Index": index, "Order": position, "Line": lines[index], "Released": position < released,
-                    "Leases": {}, "Annotations": []}  # fmt: skip
+            item = {"Index": index, "Order": position, "Line": lines[index], "Leases": {}, "Annotations": []}
+            status = PENDING if position < released else HELD
             with contextlib.suppress(Exception):  # already made by an earlier server that stopped midway
                 self.store.create_resource(
-                    Resource(
-                        ITEM_KIND,
-                        item_name(row.name, index),
-                        f"{row.arn}/object/{index}",
-                        PENDING,
-                        now,
-                        now,
-                        item,
-                        parent_arn=row.arn,
-                    )
-                )
+                    Resource(ITEM_KIND, item_name(row.name, position), f"{row.arn}/object/{position}", status,
+                             now, now, item, parent_arn=row.arn)
+                )  # fmt: skip
 
         def ready(current: Resource) -> tuple[dict[str, Any], str]:
             if current.status != INITIALIZING:
@@ -202,20 +199,19 @@ class LabelingJobs(Controller):
         self.count(row.name)
 
     # the items
-    def items(self, job: Resource) -> list[Resource]:
-        rows = self.store.list_resources(ITEM_KIND, parent_arn=job.arn, sort_by="name", descending=False)
-        return sorted(rows, key=lambda r: r.data["Order"])
+    def items(self, job: Resource, status: str | None = None) -> list[Resource]:
+        """The job's items (in ``status``), in the order they go to workers."""
+        return self.store.list_resources(ITEM_KIND, parent_arn=job.arn, status=status, sort_by="name", descending=False)
 
     def count(self, name: str) -> dict[str, int]:
         """Recompute the job's LabelCounters from its items, store them (with a sample for the chart)."""
         job = self.store.get_resource(KIND, name)
         if job is None:
             return {}
-        items = self.items(job)
-        human = sum(1 for i in items if i.status == HUMAN)
-        machine = sum(1 for i in items if i.status == MACHINE)
+        by_status = self.store.count_resources(ITEM_KIND, parent_arn=job.arn)
+        human, machine = by_status.get(HUMAN, 0), by_status.get(MACHINE, 0)
         counters = {"TotalLabeled": human + machine, "HumanLabeled": human, "MachineLabeled": machine,
-                    "FailedNonRetryableError": 0, "Unlabeled": len(items) - human - machine}  # fmt: skip
+                    "FailedNonRetryableError": 0, "Unlabeled": sum(by_status.values()) - human - machine}  # fmt: skip
         if job.data.get("LabelCounters") != counters:
             sample = [round(self._now(), 1), human, machine]
 
@@ -244,31 +240,48 @@ class LabelingJobs(Controller):
             limit = int(config.get("MaxConcurrentTaskCount") or DEFAULT_MAX_CONCURRENT)
             lease_s = int(config.get("TaskTimeLimitInSeconds") or 300)
             now = self._now()
-            items = [i for i in self.items(job) if i.status == PENDING and i.data["Released"]]
-            for item in items:
-                if _live(item, now).get(worker):
-                    return item
-            out = sum(1 for i in items if _live(i, now) or i.data["Annotations"])
-            for item in items:
+            out, candidate, fresh_run = 0, None, 0
+            for item in self._pending(job):
                 leases = _live(item, now)
                 answered = {a["Worker"] for a in item.data["Annotations"]}
-                if worker in answered or len(answered) + len(leases) >= per_object:
-                    continue
-                if not leases and not answered and out >= limit:
-                    continue
+                if worker in leases:
+                    return item  # the worker's own task, again
+                busy = bool(leases or answered)
+                out += busy
+                fresh_run = 0 if busy else fresh_run + 1
+                room = worker not in answered and len(answered) + len(leases) < per_object
+                if candidate is None and room and (busy or out < limit):
+                    candidate = item
+                # items go out in order, so the ones out to workers come first: past a run of PAGE items no
+                # one holds, the rest are not out either
+                if fresh_run >= PAGE:
+                    break
+            if candidate is None:
+                return None
 
-                def take(current: Resource) -> tuple[dict[str, Any], None]:
-                    if current.status != PENDING:
-                        raise Conflict(current.status)
-                    return {**current.data, "Leases": {**_live(current, now), worker: now + lease_s}}, None
+            def take(current: Resource) -> tuple[dict[str, Any], None]:
+                taken = len(_live(current, now)) + len(current.data["Annotations"])
+                if current.status != PENDING or taken >= per_object:
+                    raise Conflict(current.status)
+                return {**current.data, "Leases": {**_live(current, now), worker: now + lease_s}}, None
 
-                try:
-                    return self.store.modify_resource(ITEM_KIND, item.name, take, now=self.clock())
-                except (Conflict, NotFound):
-                    continue
-            return None
+            try:
+                return self.store.modify_resource(ITEM_KIND, candidate.name, take, now=self.clock())
+            except (Conflict, NotFound):
+                return None
 
-    def release_task(self, name: str, index: int, worker: str) -> None:
+    def _pending(self, job: Resource) -> Iterator[Resource]:
+        """The job's pending items in order, read PAGE at a time."""
+        after: tuple[str, str] | None = None
+        while True:
+            page = self.store.list_resources(ITEM_KIND, parent_arn=job.arn, status=PENDING, sort_by="name",
+                                             descending=False, after=after, limit=PAGE)  # fmt: skip
+            yield from page
+            if len(page) < PAGE:
+                return
+            after = (page[-1].name, page[-1].name)
+
+    def release_task(self, name: str, position: int, worker: str) -> None:
         """Give an item back unanswered (the worker declined it)."""
 
         def give_back(current: Resource) -> tuple[dict[str, Any], None] | None:
@@ -278,10 +291,10 @@ class LabelingJobs(Controller):
             return {**current.data, "Leases": leases}, None
 
         with contextlib.suppress(NotFound):
-            self.store.modify_resource(ITEM_KIND, item_name(name, index), give_back, now=self.clock())
+            self.store.modify_resource(ITEM_KIND, item_name(name, position), give_back, now=self.clock())
 
-    def submit(self, name: str, index: int, worker: str, answer: Any) -> Resource:
-        """Record ``worker``'s answer for item ``index``; consolidates once the item has all its answers.
+    def submit(self, name: str, position: int, worker: str, answer: Any) -> Resource:
+        """Record ``worker``'s answer for the item at ``position``; consolidates once it has all its answers.
 
         Raises ValueError (the answer does not fit the task, the item is not the worker's)."""
         job = self.store.get_resource(KIND, name)
@@ -311,9 +324,9 @@ class LabelingJobs(Controller):
             return {**data, "Label": value, "Metadata": meta, "LabeledAt": now.isoformat()}, HUMAN
 
         try:
-            item = self.store.modify_resource(ITEM_KIND, item_name(name, index), record, now=now)
+            item = self.store.modify_resource(ITEM_KIND, item_name(name, position), record, now=now)
         except NotFound:
-            raise ValueError(f"labeling job {name} has no object {index}") from None
+            raise ValueError(f"labeling job {name} has no object {position}") from None
         if item.status == HUMAN:
             self._write_responses(job, item)
             self.count(name)

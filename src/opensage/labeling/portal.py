@@ -68,9 +68,9 @@ class Portal:
                 Route(p + "/sign-out", self.sign_out, methods=["POST"]),
                 Route(p + "/jobs/{job}", self.task_page, methods=["GET"]),
                 Route(p + "/jobs/{job}/task", self.task, methods=["GET"]),
-                Route(p + "/jobs/{job}/objects/{index:int}", self.answer, methods=["POST"]),
-                Route(p + "/jobs/{job}/objects/{index:int}/decline", self.decline, methods=["POST"]),
-                Route(p + "/jobs/{job}/objects/{index:int}/source", self.source, methods=["GET"]),
+                Route(p + "/jobs/{job}/objects/{item:int}", self.answer, methods=["POST"]),
+                Route(p + "/jobs/{job}/objects/{item:int}/decline", self.decline, methods=["POST"]),
+                Route(p + "/jobs/{job}/objects/{item:int}/source", self.source, methods=["GET"]),
             ]
         )
 
@@ -223,10 +223,10 @@ class Portal:
         if item is None:
             return JSONResponse({"done": True, "message": "There is no task for you in this job now."})
         task = tasktypes.TASK_TYPES[job.data["_TaskType"]]
-        index = item.data["Index"]
-        base = f"{PORTAL_PREFIX}/jobs/{job.name}/objects/{index}"
+        base = f"{PORTAL_PREFIX}/jobs/{job.name}/objects/{item.data['Order']}"
         body: dict[str, Any] = {
-            "done": False, "index": index, "answer": task.answer, "media": task.media, "labels": job.data["_Labels"],
+            "done": False, "index": item.data["Index"], "id": item.data["Order"], "answer": task.answer,
+            "media": task.media, "labels": job.data["_Labels"],
             "guide": job.data.get("_Guide") or {}, "expires": max(item.data["Leases"].values()), "submit": base,
         }  # fmt: skip
         if task.media == "text":
@@ -248,7 +248,7 @@ class Portal:
             return JSONResponse({"message": "The answer is a JSON object."}, 400)
         try:
             item = await asyncio.to_thread(
-                self.engine.submit, job.name, request.path_params["index"], worker_id(user), answer
+                self.engine.submit, job.name, request.path_params["item"], worker_id(user), answer
             )
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"message": f"This answer cannot be taken: {exc}."}, 400)
@@ -261,7 +261,7 @@ class Portal:
         if isinstance(found, Response):
             return found
         user, job = found
-        await asyncio.to_thread(self.engine.release_task, job.name, request.path_params["index"], worker_id(user))
+        await asyncio.to_thread(self.engine.release_task, job.name, request.path_params["item"], worker_id(user))
         return JSONResponse({"released": True})
 
     async def source(self, request: Request) -> Response:
@@ -269,7 +269,7 @@ class Portal:
         if isinstance(found, Response):
             return found
         user, job = found
-        name = lj.item_name(job.name, request.path_params["index"])
+        name = lj.item_name(job.name, request.path_params["item"])
         item = await asyncio.to_thread(self.store.get_resource, lj.ITEM_KIND, name)
         me = worker_id(user)
         if item is None or (

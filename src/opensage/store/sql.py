@@ -20,7 +20,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from cryptography.fernet import Fernet, InvalidToken
-from sqlalchemy import Engine, and_, create_engine, event, or_, select, update
+from sqlalchemy import Engine, and_, create_engine, event, func, or_, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -320,6 +320,14 @@ class SqlStore:
             q = q.limit(limit)
         with self.session() as s:
             return [self._resource(r) for r in s.scalars(q).all()]
+
+    def count_resources(self, kind: str, *, parent_arn: str | None = None) -> dict[str, int]:
+        """How many resources of ``kind`` (children of ``parent_arn`` when given) there are in each status."""
+        q = select(ResourceRow.status, func.count()).where(ResourceRow.kind == kind)
+        if parent_arn is not None:
+            q = q.where(ResourceRow.parent_arn == parent_arn)
+        with self.session() as s:
+            return {str(status): int(n) for status, n in s.execute(q.group_by(ResourceRow.status)).all()}
 
     def update_resource(
         self,
