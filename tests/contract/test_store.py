@@ -255,7 +255,8 @@ def test_corrupt_sqlite_file_is_refused(tmp_path: Path) -> None:
 def test_resources_are_counted_by_status_in_sql(store: SqlStore) -> None:
     parent = "arn:aws:sagemaker:us-east-1:000000000000:labeling-job/j"
     for i, status in enumerate(["pending", "pending", "human", "held"]):
-        store.create_resource(Resource("labeling-item", f"j/{i}", f"arn:item-{i}", status, NOW, NOW, {}, parent_arn=parent))
+        item = Resource("labeling-item", f"j/{i}", f"arn:item-{i}", status, NOW, NOW, {}, parent_arn=parent)
+        store.create_resource(item)
     store.create_resource(Resource("labeling-item", "other/0", "arn:other", "pending", NOW, NOW, {}))
     assert store.count_resources("labeling-item", parent_arn=parent) == {"pending": 2, "human": 1, "held": 1}
     assert store.count_resources("labeling-item") == {"pending": 3, "human": 1, "held": 1}
