@@ -35,8 +35,8 @@ def _portal(teams: list[dict[str, Any]]) -> str:
 
 @page
 async def labeling_jobs(p: Page) -> Response:
-    jobs = (await p.api.sagemaker(p.session, "ListLabelingJobs", SortOrder="Descending"))["LabelingJobSummaryList"]
-    teams = (await p.api.sagemaker(p.session, "ListWorkteams"))["Workteams"]
+    jobs = await p.api.listing(p.session, "ListLabelingJobs", "LabelingJobSummaryList", SortOrder="Descending")
+    teams = await p.api.listing(p.session, "ListWorkteams", "Workteams")
     names = {t["WorkteamArn"]: t["WorkteamName"] for t in teams}
     return p.render("labeling.html", jobs=jobs, teams=teams, team_names=names, portal=_portal(teams),
                     error=p.request.query_params.get("error"))  # fmt: skip
@@ -49,7 +49,7 @@ async def labeling_job(p: Page) -> Response:
     row = await asyncio.to_thread(p.api.store.get_resource, "labeling-job", name)
     counters = desc["LabelCounters"]
     total = counters["TotalLabeled"] + counters["Unlabeled"]
-    teams = (await p.api.sagemaker(p.session, "ListWorkteams"))["Workteams"]
+    teams = await p.api.listing(p.session, "ListWorkteams", "Workteams")
     team = next((t for t in teams if t["WorkteamArn"] == desc["HumanTaskConfig"]["WorkteamArn"]), None)
     chart = progress_chart(row.data.get("_History") or [] if row else [], total)
     return p.render("labeling_detail.html", job=desc, total=total, chart=chart, width=WIDTH, height=HEIGHT,

@@ -196,6 +196,9 @@ class Portal:
         return job if teams and w.team_member(teams[0].data, pool, w.groups_of(user)) else None
 
     async def _context(self, request: Request) -> tuple[Resource, Resource] | Response:
+        """The signed-in worker and the job the path names (one of their teams'), or the answer that refuses."""
+        if request.method == "POST" and self._foreign(request):
+            return JSONResponse({"message": "cross-site request refused"}, 403)
         user = await asyncio.to_thread(self._worker, request)
         if user is None:
             return JSONResponse({"message": "Sign in to the worker portal first."}, 401)
@@ -236,8 +239,6 @@ class Portal:
         return JSONResponse(body, headers={"Cache-Control": "no-store"})
 
     async def answer(self, request: Request) -> Response:
-        if self._foreign(request):
-            return JSONResponse({"message": "cross-site request refused"}, 403)
         found = await self._context(request)
         if isinstance(found, Response):
             return found
@@ -255,8 +256,6 @@ class Portal:
         return JSONResponse({"accepted": True, "labeled": item.status == lj.HUMAN})
 
     async def decline(self, request: Request) -> Response:
-        if self._foreign(request):
-            return JSONResponse({"message": "cross-site request refused"}, 403)
         found = await self._context(request)
         if isinstance(found, Response):
             return found

@@ -20,12 +20,12 @@ from opensage.aws.context import RequestContext
 from opensage.errors import AlreadyExists, ServiceError, resource_not_found, validation_error
 from opensage.labeling import autolabel, tasktypes
 from opensage.labeling import jobs as lj
+from opensage.providers.sagemaker.listing import list_page
 from opensage.providers.sagemaker.pipeline_steps import context
 from opensage.store import tags
 from opensage.store.entities import Resource
 from opensage.store.sql import SqlStore
 
-_SORT = {"Name": "name", "CreationTime": "created_at", "Status": "status"}
 _DESCRIBED = (
     "LabelingJobName", "LabelingJobArn", "LabelAttributeName", "InputConfig", "OutputConfig", "RoleArn",
     "LabelCategoryConfigS3Uri", "StoppingConditions", "LabelingJobAlgorithmsConfig", "HumanTaskConfig",
@@ -126,22 +126,10 @@ class LabelingOperations:
                    LastModifiedTime=row.updated_at, Tags=tags.get_tags(self.store, row.arn))  # fmt: skip
         return out
 
-    def _rows(self, request: dict[str, Any]) -> list[Resource]:
-        return self.store.list_resources(
-            lj.KIND,
-            name_contains=request.get("NameContains"),
-            status=request.get("StatusEquals"),
-            created_after=request.get("CreationTimeAfter"),
-            created_before=request.get("CreationTimeBefore"),
-            modified_after=request.get("LastModifiedTimeAfter"),
-            modified_before=request.get("LastModifiedTimeBefore"),
-            sort_by=_SORT[request.get("SortBy") or "CreationTime"],
-            descending=(request.get("SortOrder") or "Ascending") == "Descending",
-        )
-
     def list_labeling_jobs(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         summaries = []
-        for row in self._rows(request):
+        rows, token = list_page(self.store, lj.KIND, {"SortOrder": "Ascending", **request})  # AWS's default order
+        for row in rows:
             human = row.data["HumanTaskConfig"]
             summary = {
                 "LabelingJobName": row.name, "LabelingJobArn": row.arn, "CreationTime": row.created_at,
@@ -153,15 +141,21 @@ class LabelingOperations:
                 "FailureReason": row.data.get("FailureReason"), "LabelingJobOutput": row.data.get("LabelingJobOutput"),
             }  # fmt: skip
             summaries.append({k: v for k, v in summary.items() if v is not None})
-        return {"LabelingJobSummaryList": summaries}
+        return {"LabelingJobSummaryList": summaries, "NextToken": token}
 
     def list_labeling_jobs_for_workteam(self, ctx: RequestContext, request: dict[str, Any]) -> dict[str, Any]:
         team = request["WorkteamArn"]
         if not any(t.arn == team for t in self.store.list_resources(lj.WORKTEAM_KIND)):
             raise resource_not_found(f"Workteam {team} does not exist (see ListWorkteams).")
         code = request.get("JobReferenceCodeContains")
+        rows = self.store.list_resources(  # every one: the team is no column, the gateway pages the answer
+            lj.KIND,
+            created_after=request.get("CreationTimeAfter"),
+            created_before=request.get("CreationTimeBefore"),
+            descending=(request.get("SortOrder") or "Ascending") == "Descending",
+        )
         summaries = []
-        for row in self._rows(request):
+        for row in rows:
             if row.data["HumanTaskConfig"]["WorkteamArn"] != team or (
                 code and code not in row.data["JobReferenceCode"]
             ):
